@@ -1,0 +1,134 @@
+"""Pick devices once, and synchronize them when timing (taught in ``01_environment``).
+
+The course runs on CPU, CUDA and Apple MPS. Every helper that needs a device goes through
+:func:`resolve_device`, so a wrong or missing device fails early with one clear message.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "try_gpu",
+    "try_all_gpus",
+    "resolve_device",
+    "synchronize",
+    "supports_bf16",
+    "accelerator_name",
+]
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def try_gpu(i: int = 0) -> torch.device:
+    """Return accelerator ``i`` if it exists (CUDA, then MPS), else the CPU.
+
+    Same contract as ``d2l.try_gpu``, extended to Apple MPS.
+
+    Example:
+        >>> try_gpu().type in {"cpu", "cuda", "mps"}
+        True
+    """
+    if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+        raise ValueError(f"try_gpu(i): i must be a non-negative int, got {i!r}")
+    if torch.cuda.is_available() and i < torch.cuda.device_count():
+        return torch.device(f"cuda:{i}")
+    if i == 0 and _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def try_all_gpus() -> list[torch.device]:
+    """Return every accelerator, or ``[cpu]`` on a CPU-only machine (never an empty list)."""
+    if torch.cuda.is_available():
+        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        return [torch.device("mps")]
+    return [torch.device("cpu")]
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Turn ``None``/``"auto"``/``"cpu"``/``"cuda:1"``/``"mps"`` into an available device.
+
+    Raises:
+        ValueError: the name is unknown or the device is not present on this machine,
+            with the fix in the message.
+    """
+    if device is None or device == "auto":
+        return try_gpu()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device: unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device: {device!r} requested but CUDA is not available on this machine; "
+                "use device='cpu' or 'auto'"
+            )
+        index = 0 if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist; use an index below {torch.cuda.device_count()}"
+            )
+        return torch.device("cuda", index)
+    if dev.type == "mps":
+        if not _mps_available():
+            raise ValueError(
+                f"device: {device!r} requested but Apple MPS is not available; "
+                "use device='cpu' or 'auto'"
+            )
+        return dev
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device: {device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'")
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for queued kernels on ``device`` (no-op on CPU): timings must include them."""
+    dev = torch.device(device) if device is not None else try_gpu()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def supports_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 autocast is *fast* on ``device`` (hardware units), not merely allowed.
+
+    On CPU, PyTorch runs bf16 everywhere but only CPUs with AVX512-BF16 or AMX do it in
+    hardware; elsewhere it is emulated and usually slower than fp32 (``07_gpu_compute``).
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type == "mps":
+        return True
+    return cpu_has_bf16_units()
+
+
+def cpu_has_bf16_units() -> bool:
+    """True when the CPU advertises native bf16 instructions (AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def accelerator_name(device: torch.device | str) -> str:
+    """A human name for the device, for reports (``NVIDIA H100 80GB HBM3``, ``cpu``...)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    if dev.type == "mps":
+        return "Apple MPS"
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"

@@ -1,0 +1,223 @@
+"""Timers that tell the truth about asynchronous devices (taught in ``05_disk_to_memory``).
+
+CUDA and MPS kernels run asynchronously: a host clock read right after a launch measures
+the launch, not the work. Every timer here synchronizes the device it times, and
+:func:`benchmark` warms up and reports medians (``torch.utils.benchmark``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .devices import synchronize
+
+__all__ = ["Timer", "BenchResult", "benchmark", "count_host_syncs", "SyncCounter"]
+
+
+class Timer:
+    """Record running times; compatible with ``d2l.Timer`` and usable as a context manager.
+
+    Args:
+        device: device whose queued work must finish before each clock read
+            (``None``: time host code only, like d2l's timer).
+
+    Example:
+        >>> t = Timer()
+        >>> with t:
+        ...     _ = sum(range(1000))
+        >>> len(t.times)
+        1
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else None
+        self.times: list[float] = []
+        self.start()
+
+    def _sync(self) -> None:
+        if self.device is not None:
+            synchronize(self.device)
+
+    def start(self) -> None:
+        """Start the timer."""
+        self._sync()
+        self.tik = time.perf_counter()
+
+    def stop(self) -> float:
+        """Stop the timer, record the time in a list, and return it."""
+        self._sync()
+        self.times.append(time.perf_counter() - self.tik)
+        return self.times[-1]
+
+    def avg(self) -> float:
+        """Return the average time."""
+        return sum(self.times) / len(self.times)
+
+    def median(self) -> float:
+        """Return the median time (robust to one slow outlier)."""
+        return statistics.median(self.times)
+
+    def sum(self) -> float:
+        """Return the sum of time."""
+        return sum(self.times)
+
+    def cumsum(self) -> list[float]:
+        """Return the accumulated time."""
+        out, total = [], 0.0
+        for t in self.times:
+            total += t
+            out.append(total)
+        return out
+
+    def __enter__(self) -> Timer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class BenchResult:
+    """Summary of one benchmark: per-call times in seconds."""
+
+    label: str
+    median: float
+    iqr: float
+    times: list[float] = field(repr=False)
+    number_per_run: int = 1
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times)
+
+    def __str__(self) -> str:
+        return f"{self.label}: median {self.median * 1e3:.3f} ms (IQR {self.iqr * 1e3:.3f} ms)"
+
+
+def benchmark(
+    fn: Callable[[], Any],
+    *,
+    label: str = "",
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    min_run_time: float = 0.2,
+    num_threads: int | None = None,
+) -> BenchResult:
+    """Time ``fn()`` with ``torch.utils.benchmark``: warm-up, then repeated runs, median/IQR.
+
+    Args:
+        fn: the work to time, called with no arguments.
+        label: name shown in reports.
+        device: synchronized after each call (CUDA is synchronized by torch's timer too;
+            MPS needs this).
+        warmup: untimed calls first (allocator, cuDNN autotuning, lazy init).
+        min_run_time: seconds of measurement to collect at least.
+        num_threads: intra-op threads during the measurement; defaults to the current
+            ``torch.get_num_threads()`` (torch's own default of 1 would hide CPU scaling).
+    """
+    if warmup < 0:
+        raise ValueError(f"benchmark: warmup must be >= 0, got {warmup}")
+    if min_run_time <= 0:
+        raise ValueError(f"benchmark: min_run_time must be > 0, got {min_run_time}")
+    dev = torch.device(device) if device is not None else None
+
+    def call() -> None:
+        fn()
+        if dev is not None:
+            synchronize(dev)
+
+    for _ in range(warmup):
+        call()
+    tbench = _torch_benchmark()
+    timer = tbench.Timer(
+        stmt="call()",
+        globals={"call": call},
+        label=label,
+        num_threads=num_threads or torch.get_num_threads(),
+    )
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return BenchResult(
+        label=label,
+        median=m.median,
+        iqr=m.iqr,
+        times=list(m.times),
+        number_per_run=m.number_per_run,
+    )
+
+
+def _torch_benchmark():
+    """Import ``torch.utils.benchmark`` quietly.
+
+    Its import pulls in ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found"
+    on machines that have a CUDA toolkit but no GPU: noise on every notebook's stderr.
+    """
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as tbench
+    finally:
+        log.setLevel(level)
+    return tbench
+
+
+@dataclass
+class SyncCounter:
+    """How many host<->device synchronizations a block of code asked for."""
+
+    count: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+_SYNC_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
+
+
+@contextlib.contextmanager
+def count_host_syncs() -> Iterator[SyncCounter]:
+    """Count tensor->Python conversions (``.item()``, ``float(t)``, ``.tolist()``...).
+
+    On a GPU each of these blocks the host until the device catches up; on a CPU they are
+    cheap, but they are the *same lines* — so counting them on CPU finds the syncs a GPU run
+    would pay for (``04_training_loop``). On CUDA, ``torch.cuda.set_sync_debug_mode`` is the
+    complementary runtime check.
+
+    Example:
+        >>> with count_host_syncs() as c:
+        ...     _ = float(torch.ones(2).sum())
+        >>> c.count
+        1
+    """
+    counter = SyncCounter()
+    originals = {name: getattr(torch.Tensor, name) for name in _SYNC_METHODS}
+    depth = 0
+
+    def wrap(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            nonlocal depth
+            if depth == 0:  # count the outermost call only (float() may call item())
+                counter.count += 1
+                counter.by_kind[name] = counter.by_kind.get(name, 0) + 1
+            depth += 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth -= 1
+
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(torch.Tensor, name, wrap(name, original))
+    try:
+        yield counter
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)

@@ -82,8 +82,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ValueError(
-            f"resume: checkpoint {path} is corrupt or not a d2lopt checkpoint ({type(exc).__name__}); "
-            "delete it to start over, or restore a good copy"
+            f"resume: checkpoint {path} is corrupt or not a d2lopt checkpoint "
+            f"({type(exc).__name__}); delete it to start over, or restore a good copy"
         ) from exc
     if not isinstance(payload, dict) or "model" not in payload or "epoch" not in payload:
         raise ValueError(

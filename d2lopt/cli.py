@@ -114,36 +114,85 @@ def add_train_config_flags(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     g = p.add_argument_group("training configuration (TrainConfig)")
-    g.add_argument("--epochs", type=positive_int, default=d.num_epochs, dest="num_epochs",
-                   help="passes over the training set (default: %(default)s)")
-    g.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="samples per batch (default: %(default)s)")
-    g.add_argument("--num-workers", type=non_negative_int, default=d.num_workers,
-                   help="DataLoader worker processes; 0 loads in the main process "
-                   "(default: %(default)s)")
-    g.add_argument("--prefetch-factor", type=positive_int, default=d.prefetch_factor,
-                   help="batches loaded ahead per worker; needs --num-workers > 0 "
-                   "(default: PyTorch's 2)")
-    g.add_argument("--device", default=d.device,
-                   help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    g.add_argument("--lr", type=positive_float, default=d.lr,
-                   help="learning rate (default: %(default)s)")
-    g.add_argument("--momentum", type=unit_float, default=d.momentum,
-                   help="SGD momentum (default: %(default)s)")
-    g.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=d.pin_memory,
-                   help="page-locked batches for async host-to-GPU copies (CUDA only)")
-    g.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction,
-                   default=d.persistent_workers, help="keep loader workers between epochs")
-    g.add_argument("--non-blocking", action=argparse.BooleanOptionalAction,
-                   default=d.non_blocking, help="asynchronous .to(device) copies")
-    g.add_argument("--amp", choices=AMP_MODES, default=d.amp,
-                   help="automatic mixed precision (default: %(default)s)")
-    g.add_argument("--eval-every", type=positive_int, default=d.eval_every,
-                   help="evaluate every N epochs and after the last (default: %(default)s)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   default=d.channels_last, help="NHWC memory format for the CNN")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile,
-                   help="wrap the model in torch.compile")
+    g.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=d.num_epochs,
+        dest="num_epochs",
+        help="passes over the training set (default: %(default)s)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=d.batch_size,
+        help="samples per batch (default: %(default)s)",
+    )
+    g.add_argument(
+        "--num-workers",
+        type=non_negative_int,
+        default=d.num_workers,
+        help="DataLoader worker processes; 0 loads in the main process (default: %(default)s)",
+    )
+    g.add_argument(
+        "--prefetch-factor",
+        type=positive_int,
+        default=d.prefetch_factor,
+        help="batches loaded ahead per worker; needs --num-workers > 0 (default: PyTorch's 2)",
+    )
+    g.add_argument(
+        "--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)"
+    )
+    g.add_argument(
+        "--lr", type=positive_float, default=d.lr, help="learning rate (default: %(default)s)"
+    )
+    g.add_argument(
+        "--momentum",
+        type=unit_float,
+        default=d.momentum,
+        help="SGD momentum (default: %(default)s)",
+    )
+    g.add_argument(
+        "--pin-memory",
+        action=argparse.BooleanOptionalAction,
+        default=d.pin_memory,
+        help="page-locked batches for async host-to-GPU copies (CUDA only)",
+    )
+    g.add_argument(
+        "--persistent-workers",
+        action=argparse.BooleanOptionalAction,
+        default=d.persistent_workers,
+        help="keep loader workers between epochs",
+    )
+    g.add_argument(
+        "--non-blocking",
+        action=argparse.BooleanOptionalAction,
+        default=d.non_blocking,
+        help="asynchronous .to(device) copies",
+    )
+    g.add_argument(
+        "--amp",
+        choices=AMP_MODES,
+        default=d.amp,
+        help="automatic mixed precision (default: %(default)s)",
+    )
+    g.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=d.eval_every,
+        help="evaluate every N epochs and after the last (default: %(default)s)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=d.channels_last,
+        help="NHWC memory format for the CNN",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=d.compile,
+        help="wrap the model in torch.compile",
+    )
     g.add_argument("--seed", type=non_negative_int, default=d.seed,
                    help="seed for order, init and workers (default: %(default)s)")  # fmt: skip
 
@@ -176,19 +225,39 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     add_train_config_flags(p)
     g = p.add_argument_group("run")
-    g.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                   help="the course model to train (default: %(default)s)")
-    g.add_argument("--data", choices=("auto", "real", "synthetic"), default="auto",
-                   help="FashionMNIST source: real download, the offline synthetic stand-in, "
-                   "or auto (default: %(default)s)")
-    g.add_argument("--n-train", type=positive_int, default=None,
-                   help="use the first N training samples (default: all 60000)")
-    g.add_argument("--n-test", type=positive_int, default=None,
-                   help="use the first N test samples (default: all 10000)")
-    g.add_argument("--out", default="runs/train",
-                   help="output folder: metrics.json, tb/, checkpoint.pt (default: %(default)s)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the run whose checkpoint is in --out")
+    g.add_argument(
+        "--model",
+        choices=("mlp", "cnn"),
+        default="mlp",
+        help="the course model to train (default: %(default)s)",
+    )
+    g.add_argument(
+        "--data",
+        choices=("auto", "real", "synthetic"),
+        default="auto",
+        help="FashionMNIST source: real download, the offline synthetic stand-in, "
+        "or auto (default: %(default)s)",
+    )
+    g.add_argument(
+        "--n-train",
+        type=positive_int,
+        default=None,
+        help="use the first N training samples (default: all 60000)",
+    )
+    g.add_argument(
+        "--n-test",
+        type=positive_int,
+        default=None,
+        help="use the first N test samples (default: all 10000)",
+    )
+    g.add_argument(
+        "--out",
+        default="runs/train",
+        help="output folder: metrics.json, tb/, checkpoint.pt (default: %(default)s)",
+    )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run whose checkpoint is in --out"
+    )
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: on in a terminal)")  # fmt: skip
 
@@ -241,11 +310,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                 file=sys.stderr,
             )
             return 128 + exc.signum
-        print(f"{'epoch':>5} {'train_loss':>10} {'test_loss':>10} {'test_acc':>8} {'samples/s':>10}")
+        print(
+            f"{'epoch':>5} {'train_loss':>10} {'test_loss':>10} {'test_acc':>8} {'samples/s':>10}"
+        )
         for r in history:
             tl = "-" if r["test_loss"] is None else f"{r['test_loss']:.4f}"
             ta = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
-            print(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {tl:>10} {ta:>8} {r['samples_per_s']:>10.0f}")
+            speed = r["samples_per_s"]
+            print(f"{r['epoch']:>5} {r['train_loss']:>10.4f} {tl:>10} {ta:>8} {speed:>10.0f}")
         print(f"metrics: {out / 'metrics.json'}; TensorBoard: tensorboard --logdir {out / 'tb'}")
         return 0
 

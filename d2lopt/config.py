@@ -50,10 +50,10 @@ class TrainConfig:
     Example:
         >>> TrainConfig(num_epochs=2, batch_size=64).batch_size
         64
-        >>> TrainConfig(num_workers=0, prefetch_factor=4)
+        >>> TrainConfig(num_workers=0, prefetch_factor=4)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: TrainConfig.prefetch_factor: needs num_workers > 0 (got num_workers=0); set num_workers >= 1 or prefetch_factor=None
+        ValueError: TrainConfig.prefetch_factor: needs num_workers > 0 ...
     """
 
     num_epochs: int = 10
@@ -91,7 +91,10 @@ class TrainConfig:
             )
         if self.prefetch_factor is not None:
             if not _is_int(self.prefetch_factor) or self.prefetch_factor < 1:
-                fail("prefetch_factor", f"must be a positive int or None, got {self.prefetch_factor!r}")
+                fail(
+                    "prefetch_factor",
+                    f"must be a positive int or None, got {self.prefetch_factor!r}",
+                )
             if self.num_workers == 0:
                 fail(
                     "prefetch_factor",
@@ -104,12 +107,22 @@ class TrainConfig:
                 "needs num_workers > 0 (got num_workers=0); "
                 "set num_workers >= 1 or persistent_workers=False",
             )
-        for name in ("pin_memory", "persistent_workers", "non_blocking", "channels_last", "compile"):
+        for name in (
+            "pin_memory",
+            "persistent_workers",
+            "non_blocking",
+            "channels_last",
+            "compile",
+        ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, f"must be True or False, got {getattr(self, name)!r}")
         for name in ("lr", "momentum"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 fail(name, f"must be a finite number, got {value!r}")
         if self.lr <= 0:
             fail("lr", f"must be > 0, got {self.lr!r} (try 0.05)")

@@ -294,7 +294,7 @@ def write_image_folder(
     ext = "jpg" if fmt == "jpeg" else "png"
     for name in FASHION_MNIST_CLASSES:
         (root / name).mkdir(parents=True, exist_ok=True)
-    for i, (img, y) in enumerate(zip(rgb, labels.tolist())):
+    for i, (img, y) in enumerate(zip(rgb, labels.tolist(), strict=True)):
         Image.fromarray(img).save(root / FASHION_MNIST_CLASSES[y] / f"{i:06d}.{ext}", quality=90)
     marker.write_text(json.dumps(params))
     return root

@@ -37,9 +37,8 @@ def _memory_gib() -> float | None:
 def environment_report() -> dict[str, Any]:
     """Versions, devices and capabilities of this machine, as plain JSON-able values."""
     import numpy
-    import torchvision
-
     import torch.distributed as dist
+    import torchvision
 
     gpus = []
     if torch.cuda.is_available():

@@ -36,10 +36,8 @@ class Accumulator:
 
     def add(self, *args: Any) -> None:
         if len(args) != len(self.data):
-            raise ValueError(
-                f"Accumulator.add: expected {len(self.data)} values, got {len(args)}"
-            )
-        self.data = [a + float(b) for a, b in zip(self.data, args)]
+            raise ValueError(f"Accumulator.add: expected {len(self.data)} values, got {len(args)}")
+        self.data = [a + float(b) for a, b in zip(self.data, args, strict=True)]
 
     def reset(self) -> None:
         self.data = [0.0] * len(self.data)
@@ -95,7 +93,7 @@ class DeviceAccumulator:
 
     def values(self) -> list[float]:
         """Read every sum; the one host sync of this accumulator."""
-        return [h + d for h, d in zip(self._host, self._dev.tolist())]
+        return [h + d for h, d in zip(self._host, self._dev.tolist(), strict=True)]
 
     def state(self) -> list[float]:
         """Plain floats, for checkpoints (same as :meth:`values`)."""

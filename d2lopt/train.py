@@ -166,7 +166,9 @@ def fit(
         net.to(memory_format=torch.channels_last)  # NHWC lets conv kernels skip transposes
     model = torch.compile(net) if config.compile else net
     criterion = criterion or nn.CrossEntropyLoss(reduction="none")  # per-sample losses
-    optimizer = optimizer or torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
+    optimizer = optimizer or torch.optim.SGD(
+        net.parameters(), lr=config.lr, momentum=config.momentum
+    )
     autocast = autocast_ctx(device, config.amp)  # nullcontext when amp='off'
     scaler = grad_scaler(device, config.amp)  # disabled (a no-op) unless fp16
     sampler = getattr(train_iter, "sampler", None)
@@ -180,7 +182,8 @@ def fit(
             if state["config"].get(key) != getattr(config, key):
                 raise ValueError(
                     f"resume: checkpoint was trained with {key}={state['config'].get(key)!r} but "
-                    f"config has {key}={getattr(config, key)!r}; use the same value or a new out_dir"
+                    f"config has {key}={getattr(config, key)!r}; use the same value or a new "
+                    "out_dir"
                 )
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

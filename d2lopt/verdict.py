@@ -1,0 +1,69 @@
+"""Verdicts computed from measurements, never typed by hand (every optimization notebook).
+
+The course restates each of the articles' claims (C1-C14 in the course brief) and judges it
+on the learner's hardware: *holds*, *does not hold*, or *depends on X*. A verdict is a
+function of numbers measured in the same notebook, so re-running the notebook on other
+hardware can change it, and that is the point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "Verdict",
+    "HOLDS",
+    "DOES_NOT_HOLD",
+    "DEPENDS",
+    "SKIPPED",
+    "judge_speedup",
+    "verdict_table",
+]
+
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
+DEPENDS = "depends"
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One claim, what was measured, and the verdict that follows from it."""
+
+    claim: str
+    statement: str
+    evidence: str
+    verdict: str
+    condition: str = ""
+
+    def __str__(self) -> str:
+        tail = f" ({self.condition})" if self.condition else ""
+        return f"{self.claim}: {self.verdict}{tail} - {self.evidence}"
+
+
+def judge_speedup(speedup: float, *, threshold: float = 1.10, noise: float = 0.05) -> str:
+    """Verdict for a claim "X is faster": ratio ``speedup`` = baseline time / new time.
+
+    ``>= threshold`` -> holds; ``<= 1 + noise`` -> does not hold; in between, or NaN -> depends
+    (a gain too small to separate from run-to-run noise on this machine).
+    """
+    if threshold <= 1 or noise < 0 or 1 + noise > threshold:
+        raise ValueError(f"judge_speedup: need 1 + noise <= threshold, got {threshold}, {noise}")
+    if math.isnan(speedup):
+        return DEPENDS
+    if speedup >= threshold:
+        return HOLDS
+    if speedup <= 1 + noise:
+        return DOES_NOT_HOLD
+    return DEPENDS
+
+
+def verdict_table(verdicts: Sequence[Verdict]) -> str:
+    """A Markdown table of verdicts (render with ``IPython.display.Markdown``)."""
+    rows = ["| claim | statement | measured here | verdict |", "|---|---|---|---|"]
+    for v in verdicts:
+        verdict = f"**{v.verdict}**" + (f" ({v.condition})" if v.condition else "")
+        rows.append(f"| {v.claim} | {v.statement} | {v.evidence} | {verdict} |")
+    return "\n".join(rows)

@@ -135,9 +135,28 @@ def _real_fashion_mnist(root: str, train: bool) -> tuple[torch.Tensor, torch.Ten
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
+_SYNTHETIC_VERSION = 2  # bump when synthetic_fashion_mnist changes: invalidates disk caches
+
+
 @functools.lru_cache(maxsize=8)
 def _synthetic_split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return synthetic_fashion_mnist(60_000 if train else 10_000, seed=0 if train else 1)
+    """The full synthetic split, cached on disk (generating 60k images takes seconds)."""
+    split = "train" if train else "test"
+    cache = data_root() / f"synthetic-fashion-mnist-v{_SYNTHETIC_VERSION}-{split}.pt"
+    try:
+        payload = torch.load(cache, weights_only=True)
+        return payload["images"], payload["labels"]
+    except (OSError, RuntimeError, KeyError, EOFError):
+        pass  # missing or unreadable: regenerate below
+    images, labels = synthetic_fashion_mnist(60_000 if train else 10_000, seed=0 if train else 1)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, cache)  # atomic: concurrent notebooks never read a half-written file
+    except OSError:
+        pass  # a read-only cache folder only costs the regeneration next time
+    return images, labels
 
 
 def fashion_mnist(

@@ -14,7 +14,7 @@ export TQDM_DISABLE := 1
 export MPLBACKEND := module://matplotlib_inline.backend_inline
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test lint format unit notebooks execute-notebooks browser clean
+.PHONY: setup lab test lint format unit notebooks execute-notebooks browser browser-deps clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1
 
 # Command 2: every check CI runs.
-test: $(STAMP) lint
+test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest tests notebooks $(NBVAL)
 
 lint: $(STAMP)
@@ -42,6 +42,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The browser test drives the system's Chromium (never a downloaded one): install Debian's
+# `chromium` when none is present (as root or with passwordless sudo).
+browser-deps:
+	sh tests/browser/ensure_chromium.sh
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

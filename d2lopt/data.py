@@ -40,13 +40,34 @@ FASHION_MNIST_CLASSES = (
 )  # fmt: skip
 
 Source = Literal["auto", "real", "synthetic"]
+SOURCES = ("auto", "real", "synthetic")
 _announced: set[str] = set()
+
+
+def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    """``TypeError`` for a non-int (bools included), ``ValueError`` outside the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name}: must be {bounds}, got {value}")
+
+
+def _check_path(name: str, value: object) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a folder path (str or Path), got {type(value).__name__}")
+    return Path(value).expanduser()
+
+
+def _check_source(source: object) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source: must be 'auto', 'real' or 'synthetic', got {source!r}")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """Where data sets live: ``root``, else ``$D2LOPT_DATA``, else ``~/.cache/d2lopt``."""
     if root is not None:
-        return Path(root).expanduser()
+        return _check_path("root", root)
     return Path(os.environ.get("D2LOPT_DATA", "~/.cache/d2lopt")).expanduser()
 
 
@@ -95,8 +116,8 @@ def synthetic_fashion_mnist(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.
     shear, shift), multiplied by a low-frequency texture, plus pixel noise. A linear model
     reaches roughly 70-80 % accuracy and a small CNN 90 %+, as on the real data set.
     """
-    if n < 1:
-        raise ValueError(f"synthetic_fashion_mnist: n must be >= 1, got {n}")
+    _check_int("n", n, 1)
+    _check_int("seed", seed, 0)
     g = torch.Generator().manual_seed(seed)
     protos = _prototypes()
     labels = torch.randperm(n, generator=g) % len(FASHION_MNIST_CLASSES)
@@ -178,10 +199,11 @@ def fashion_mnist(
     Returns:
         images, labels and the source actually used (``"real"`` or ``"synthetic"``).
     """
-    if source not in ("auto", "real", "synthetic"):
-        raise ValueError(f"source: must be 'auto', 'real' or 'synthetic', got {source!r}")
-    if n is not None and (not isinstance(n, int) or n < 1):
-        raise ValueError(f"n: must be a positive int or None, got {n!r}")
+    if not isinstance(train, bool):
+        raise TypeError(f"train: expected True (training split) or False (test), got {train!r}")
+    _check_source(source)
+    if n is not None:
+        _check_int("n", n, 1)
     used = source
     if source != "synthetic":
         try:
@@ -202,6 +224,11 @@ def fashion_mnist(
     if used == "synthetic":
         images, labels = _synthetic_split(train)
     if n is not None:
+        if n > len(labels):
+            raise ValueError(
+                f"n: the {'training' if train else 'test'} split has {len(labels)} samples, "
+                f"asked for {n}; ask for at most {len(labels)} (or None for all)"
+            )
         images, labels = images[:n], labels[:n]
     return images, labels, used
 
@@ -224,9 +251,25 @@ def load_fashion_mnist(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None:
+            _check_int(name, n, 1)
+    _check_int("seed", seed, 0)
+    taken = sorted({"batch_size", "shuffle", "sampler", "batch_sampler"} & set(loader_kwargs))
+    if taken:
+        raise TypeError(
+            f"loader_kwargs: {', '.join(taken)} set by load_fashion_mnist itself (batch_size "
+            "argument, seeded shuffling); remove them or build your own DataLoader"
+        )
     sets = []
     for train, n in ((True, n_train), (False, n_test)):
-        images, labels, _ = fashion_mnist(train, root=root, source=source, n=n)
+        try:
+            images, labels, _ = fashion_mnist(train, root=root, source=source, n=n)
+        except ValueError as exc:  # name this function's parameter, not fashion_mnist's
+            text = str(exc)
+            if text.startswith("n: "):
+                raise ValueError(("n_train" if train else "n_test") + text[1:]) from None
+            raise
         sets.append(TensorDataset(images.float().div_(255), labels))
     train_iter = DataLoader(
         sets[0],
@@ -247,11 +290,12 @@ class EpochRandomSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:
-        if n < 1:
-            raise ValueError(f"EpochRandomSampler: n must be >= 1, got {n}")
+        _check_int("n", n, 1)
+        _check_int("seed", seed, 0, 2**32 - 1)  # seed * 100_003 + epoch must fit in 64 bits
         self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
+        _check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def __iter__(self):
@@ -296,11 +340,14 @@ def write_image_folder(
     """
     from PIL import Image
 
-    if n < 1 or size < 8:
-        raise ValueError(f"write_image_folder: need n >= 1 and size >= 8, got n={n}, size={size}")
+    _check_int("n", n, 1)
+    _check_int("size", size, 8)
     if fmt not in ("jpeg", "png"):
         raise ValueError(f"fmt: must be 'jpeg' or 'png', got {fmt!r}")
-    root = Path(root)
+    if not isinstance(train, bool):
+        raise TypeError(f"train: expected True or False, got {train!r}")
+    _check_source(source)
+    root = _check_path("root", root)
     params = {"n": n, "size": size, "fmt": fmt, "train": train, "source": source, "version": 1}
     marker = root / "d2lopt-folder.json"
     if marker.exists() and json.loads(marker.read_text()) == params:
@@ -311,8 +358,8 @@ def write_image_folder(
     tint = 0.5 + 0.5 * torch.rand(len(x), 3, 1, 1, generator=g)
     rgb = (x * tint).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     ext = "jpg" if fmt == "jpeg" else "png"
-    for name in FASHION_MNIST_CLASSES:
-        (root / name).mkdir(parents=True, exist_ok=True)
+    for y in sorted(set(labels.tolist())):  # no empty class folders: ImageFolder rejects them
+        (root / FASHION_MNIST_CLASSES[y]).mkdir(parents=True, exist_ok=True)
     for i, (img, y) in enumerate(zip(rgb, labels.tolist(), strict=True)):
         Image.fromarray(img).save(root / FASHION_MNIST_CLASSES[y] / f"{i:06d}.{ext}", quality=90)
     marker.write_text(json.dumps(params))
@@ -323,6 +370,7 @@ def image_transform(train: bool = True, size: int = 64):
     """Per-sample decode-side pipeline: random crop + flip for training, then normalize."""
     from torchvision.transforms import v2
 
+    _check_int("size", size, 1)
     ops = [v2.PILToTensor()]
     if train:
         ops += [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
@@ -335,4 +383,9 @@ def image_folder(root: str | os.PathLike, *, train: bool = True, size: int = 64)
     """``torchvision.datasets.ImageFolder`` over :func:`write_image_folder` output."""
     from torchvision.datasets import ImageFolder
 
+    root = _check_path("root", root)
+    if not root.is_dir():
+        raise ValueError(
+            f"root: no image folder at {root}; create one with d2lopt.write_image_folder(root)"
+        )
     return ImageFolder(str(root), transform=image_transform(train, size))

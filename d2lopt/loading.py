@@ -1,0 +1,386 @@
+"""Data-pipeline experiments: in-memory data sets, loader sweeps and batched augmentation.
+
+Taught in ``05_disk_to_memory`` (where the data lives, ``num_workers``, ``prefetch_factor``,
+``persistent_workers``) and ``06_cpu_compute`` (threads vs workers, batched transforms,
+``uint8`` until the device). The data sets live here, not in notebook cells, so DataLoader
+workers can import them under every start method (fork, spawn, forkserver).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .bench import time_repeats
+from .train import notice_once
+
+__all__ = [
+    "TensorImageDataset",
+    "decode_image_folder",
+    "build_loader",
+    "consume",
+    "LoaderRun",
+    "measure_loader",
+    "sweep",
+    "epoch_times",
+    "knee",
+    "num_threads",
+    "batched_augment",
+]
+
+# PyTorch warns (at construction and at every iter()) when num_workers exceeds the cores it
+# may use. The sweeps cross that line on purpose: it is where "more workers" stops helping.
+_MANY_WORKERS = r"This DataLoader will create \d+ worker processes"
+
+
+class TensorImageDataset(Dataset):
+    """Images already in memory (``uint8 [N, C, H, W]``), transformed one sample at a time.
+
+    The in-memory twin of an image folder: no file read, no decode, but the same
+    per-sample ``transform`` (augmentation) as the on-disk data set. With
+    ``transform=None`` a sample is just a slice of the tensor (the article's "small data
+    set: load it once" case). Taught in ``05_disk_to_memory``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError(
+                "images: expected a tensor [N, C, H, W]; got "
+                f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)}"
+            )
+        if not isinstance(labels, torch.Tensor) or labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"labels: expected a tensor of shape ({images.shape[0]},), one label per image"
+            )
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.labels[i]
+
+
+def decode_image_folder(root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read and decode every image of an image folder once: ``(uint8 [N,C,H,W], labels)``.
+
+    Same files, same order and same labels as ``torchvision.datasets.ImageFolder(root)``:
+    this is "the same data, in memory", paid for once instead of every epoch.
+    """
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    folder = ImageFolder(str(root))  # raises FileNotFoundError when the folder holds no images
+    images = torch.stack([pil_to_tensor(img) for img, _ in folder])
+    return images, torch.tensor(folder.targets, dtype=torch.long)
+
+
+@contextlib.contextmanager
+def _allow_many_workers() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_MANY_WORKERS, category=UserWarning)
+        yield
+
+
+def build_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    prefetch_factor: int | None = None,
+    persistent_workers: bool = False,
+    pin_memory: bool = False,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> DataLoader:
+    """A ``DataLoader`` with the article's knobs, checked first and quiet where it should be.
+
+    ``pin_memory`` is only passed on when CUDA exists (elsewhere d2lopt says so once instead
+    of PyTorch warning on every loader). ``num_workers`` above the core count is allowed
+    without PyTorch's warning: the sweeps of ``05_disk_to_memory`` go there on purpose.
+    """
+    for name, value, lowest in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
+            raise ValueError(f"{name}: must be an int >= {lowest}, got {value!r}")
+    if prefetch_factor is not None and num_workers == 0:
+        raise ValueError(
+            "prefetch_factor: needs num_workers > 0 (the main process does not prefetch); "
+            "use prefetch_factor=None or add workers"
+        )
+    bad_factor = not isinstance(prefetch_factor, int) or isinstance(prefetch_factor, bool)
+    if prefetch_factor is not None and (bad_factor or prefetch_factor < 1):
+        raise ValueError(f"prefetch_factor: must be an int >= 1 or None, got {prefetch_factor!r}")
+    if persistent_workers and num_workers == 0:
+        raise ValueError("persistent_workers: needs num_workers > 0; use num_workers >= 1")
+    pin = pin_memory and torch.cuda.is_available()  # page-locked memory only helps CUDA copies
+    if pin_memory and not pin:
+        notice_once("pin", "pin_memory needs CUDA; running without it on this machine")
+    with _allow_many_workers():
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            prefetch_factor=prefetch_factor,
+            persistent_workers=persistent_workers,
+            pin_memory=pin,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+
+def consume(
+    loader: Iterable,
+    step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    *,
+    max_batches: int | None = None,
+) -> tuple[int, float]:
+    """Run one pass; return ``(samples, seconds spent waiting for batches)``.
+
+    The wait is the time spent inside ``next()``: on a GPU machine, the time the device
+    would sit idle because the input pipeline was late. ``step(X, y)`` is the consumer's
+    work per batch (a training step, or a stand-in for one).
+    """
+    samples, waited = 0, 0.0
+    with _allow_many_workers():
+        batches = iter(loader)
+        for i in itertools.count():
+            if max_batches is not None and i >= max_batches:
+                break
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - t0
+            if batch is None:
+                break
+            X, y = batch
+            if step is not None:
+                step(X, y)
+            samples += len(X)
+        del batches  # a non-persistent iterator shuts its workers down here
+    return samples, waited
+
+
+@dataclass
+class LoaderRun:
+    """One measured loader setting: median throughput and the share of time spent waiting."""
+
+    settings: dict[str, Any]
+    samples_per_s: float
+    wait_fraction: float
+    seconds: list[float] = field(repr=False)
+    samples: int = 0
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of the repeats: (max - min) / median time."""
+        med = statistics.median(self.seconds)
+        return (max(self.seconds) - min(self.seconds)) / med if med > 0 else 0.0
+
+    def row(self) -> dict[str, Any]:
+        """A flat record (settings + results) for tables and plots."""
+        return self.settings | {
+            "samples_per_s": self.samples_per_s,
+            "wait_fraction": self.wait_fraction,
+            "spread": self.spread,
+        }
+
+
+def measure_loader(
+    loader: Iterable,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    max_batches: int | None = None,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+) -> LoaderRun:
+    """Median samples/s of ``repeats`` passes over ``loader`` after ``warmup`` passes.
+
+    Each pass makes a new iterator, so worker start-up is counted in every pass unless the
+    loader keeps ``persistent_workers`` (then only the warm-up pays it), as in training.
+    ``device`` is synchronized around each pass, so GPU work queued by ``step`` is counted.
+    """
+    passes: list[tuple[int, float]] = []
+    seconds = time_repeats(
+        lambda: passes.append(consume(loader, step, max_batches=max_batches)),
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+    )
+    timed = passes[warmup:]
+    samples = timed[-1][0]
+    med = statistics.median(seconds)
+    wait = statistics.median(w / s for (_, w), s in zip(timed, seconds, strict=True))
+    return LoaderRun(dict(settings or {}), samples / med, wait, seconds, samples)
+
+
+def sweep(
+    dataset: Dataset,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    max_batches: int | None = None,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+    **fixed: Any,
+) -> list[LoaderRun]:
+    """Measure a loader for every combination of ``grid`` (``build_loader`` arguments).
+
+    Example: ``sweep(ds, {"num_workers": [0, 1, 2]}, batch_size=64)``. Each loader is
+    deleted after its measurement, so no worker process outlives its row. Taught in
+    ``05_disk_to_memory``.
+    """
+    if not grid:
+        raise ValueError("grid: give at least one build_loader argument and its values")
+    names = list(grid)
+    runs = []
+    for values in itertools.product(*(grid[n] for n in names)):
+        settings = dict(zip(names, values, strict=True))
+        loader = build_loader(dataset, **fixed, **settings)
+        runs.append(
+            measure_loader(
+                loader,
+                settings=settings,
+                step=step,
+                max_batches=max_batches,
+                repeats=repeats,
+                warmup=warmup,
+                device=device,
+            )
+        )
+        del loader  # persistent workers exit with their loader
+    return runs
+
+
+def epoch_times(
+    loader: Iterable, epochs: int = 3, *, max_batches: int | None = None
+) -> list[tuple[float, float]]:
+    """``(seconds to the first batch, seconds for the whole epoch)`` for each epoch.
+
+    The first-batch time is mostly worker start-up: paid every epoch by default, only in
+    the first epoch with ``persistent_workers=True``.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs: must be >= 1, got {epochs}")
+    out = []
+    with _allow_many_workers():
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            batches = iter(loader)  # starts the workers, unless they persist
+            first = None
+            for i, _batch in enumerate(batches):
+                if i == 0:
+                    first = time.perf_counter() - t0
+                if max_batches is not None and i + 1 >= max_batches:
+                    break
+            del batches
+            total = time.perf_counter() - t0
+            out.append((total if first is None else first, total))
+    return out
+
+
+def knee(xs: Sequence[float], ys: Sequence[float], tolerance: float = 0.05) -> float:
+    """The smallest ``x`` whose ``y`` is within ``tolerance`` of the best ``y``.
+
+    "Where more workers stop helping": beyond it, the gain is smaller than ``tolerance``
+    (run-to-run noise on a shared machine is a few per cent). Taught in ``05_disk_to_memory``.
+
+    Example:
+        >>> knee([0, 1, 2, 4], [100, 180, 200, 195])
+        2
+    """
+    if len(xs) != len(ys) or not xs:
+        raise ValueError(f"xs, ys: need two non-empty sequences of equal length, got {len(xs)}, "
+                         f"{len(ys)}")  # fmt: skip
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance: must be in [0, 1), got {tolerance}")
+    best = max(ys)
+    return min(x for x, y in zip(xs, ys, strict=True) if y >= (1 - tolerance) * best)
+
+
+@contextlib.contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    """Run a block with ``torch.set_num_threads(n)``, then restore the previous value.
+
+    Intra-op threads are process-wide state: a notebook that changes them and forgets to
+    restore them silently slows (or speeds up) every later cell. Taught in ``06_cpu_compute``.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"num_threads: n must be an int >= 1, got {n!r}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def batched_augment(
+    images: torch.Tensor,
+    size: int,
+    *,
+    scale: tuple[float, float] = (0.6, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_p: float = 0.5,
+    mean: float = 0.5,
+    std: float = 0.25,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random resized crop + horizontal flip + normalize for a whole batch in one kernel.
+
+    ``images`` is ``uint8 [B, C, H, W]`` (kept ``uint8`` until here, on any device). Each
+    sample gets its *own* crop and flip, like a per-sample ``RandomResizedCrop`` — but
+    ``F.grid_sample`` does all of them at once. (A ``torchvision`` v2 transform applied to
+    a batch draws one crop for the whole batch.) Taught in ``06_cpu_compute``.
+
+    Returns:
+        ``float32 [B, C, size, size]``, normalized with ``mean`` and ``std``.
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images: expected [B, C, H, W], got shape {tuple(images.shape)}")
+    if not (0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale: need 0 < min <= max <= 1, got {scale}")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio: need 0 < min <= max, got {ratio}")
+    if not 0 <= flip_p <= 1:
+        raise ValueError(f"flip_p: must be in [0, 1], got {flip_p}")
+    B, C = images.shape[:2]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(B, generator=generator)
+
+    area = uniform(*scale)  # fraction of the image area kept
+    r = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))  # aspect ratio w/h
+    w = torch.sqrt(area * r).clamp(max=1.0)  # crop width, as a fraction of the image width
+    h = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (2 * torch.rand(B, generator=generator) - 1) * (1 - w)  # crop centre, in [-1, 1]
+    cy = (2 * torch.rand(B, generator=generator) - 1) * (1 - h)
+    flip = torch.where(torch.rand(B, generator=generator) < flip_p, -1.0, 1.0)
+    zero = torch.zeros(B)
+    theta = torch.stack(
+        [torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
+    ).to(images.device)
+    grid = F.affine_grid(theta, [B, C, size, size], align_corners=False)
+    x = images.float().div_(255)  # the uint8 -> float conversion happens here, once
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.sub_(mean).div_(std)

@@ -1,0 +1,241 @@
+"""Correctness of d2lopt.loading (no wall-clock thresholds: speed is judged in notebooks)."""
+
+import multiprocessing
+import os
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from d2lopt.data import image_transform, write_image_folder
+from d2lopt.loading import (
+    LoaderRun,
+    TensorImageDataset,
+    batched_augment,
+    build_loader,
+    consume,
+    decode_image_folder,
+    epoch_times,
+    knee,
+    measure_loader,
+    num_threads,
+    sweep,
+)
+
+
+def _images(n: int = 8, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
+    return images, torch.arange(n) % 10
+
+
+def _no_children() -> bool:
+    return not multiprocessing.active_children()
+
+
+# ----------------------------------------------------------------------------- data sets
+def test_tensor_image_dataset_without_transform_returns_the_stored_sample():
+    images, labels = _images()
+    ds = TensorImageDataset(images, labels)
+    x, y = ds[3]
+    assert len(ds) == 8
+    assert torch.equal(x, images[3]) and y == labels[3]
+
+
+def test_tensor_image_dataset_applies_the_transform_per_sample():
+    images, labels = _images(size=32)
+    ds = TensorImageDataset(images, labels, image_transform(train=True, size=24))
+    x, _ = ds[0]
+    assert x.shape == (3, 24, 24) and x.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "images, labels",
+    [
+        (torch.zeros(4, 28, 28), torch.zeros(4)),  # no channel dimension
+        (torch.zeros(4, 1, 28, 28), torch.zeros(3)),  # one label missing
+        ([[0]], torch.zeros(1)),
+    ],
+)
+def test_tensor_image_dataset_rejects_bad_shapes(images, labels):
+    with pytest.raises(ValueError, match="images|labels"):
+        TensorImageDataset(images, labels)
+
+
+def test_decode_image_folder_matches_image_folder(tmp_path):
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    root = write_image_folder(tmp_path / "imgs", n=100, size=16, fmt="png")  # no empty class
+    images, labels = decode_image_folder(root)
+    folder = ImageFolder(str(root))
+    assert images.shape == (100, 3, 16, 16) and images.dtype == torch.uint8
+    assert labels.tolist() == folder.targets
+    assert torch.equal(images[5], pil_to_tensor(folder[5][0]))
+
+
+# ----------------------------------------------------------------------------- build_loader
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"prefetch_factor": 2}, "prefetch_factor"),  # without workers
+        ({"num_workers": 1, "prefetch_factor": 0}, "prefetch_factor"),
+        ({"persistent_workers": True}, "persistent_workers"),
+    ],
+)
+def test_build_loader_rejects_bad_settings_naming_the_parameter(kwargs, name):
+    ds = TensorDataset(torch.zeros(4, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match=name):
+        build_loader(ds, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_build_loader_drops_pin_memory_without_cuda_and_warns_nothing():
+    ds = TensorDataset(torch.zeros(4, 2), torch.zeros(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = build_loader(ds, batch_size=2, pin_memory=True)
+        assert consume(loader)[0] == 4
+    assert loader.pin_memory is False
+
+
+def test_more_workers_than_cores_run_without_the_pytorch_warning():
+    ds = TensorDataset(torch.arange(12.0).view(6, 2), torch.zeros(6))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    loader = build_loader(ds, batch_size=2, num_workers=cores + 1)  # PyTorch would warn here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert consume(loader)[0] == 6
+    del loader
+    assert _no_children()
+
+
+# ----------------------------------------------------------------------------- measuring
+def test_consume_counts_samples_stops_at_max_batches_and_calls_step():
+    loader = build_loader(TensorDataset(torch.zeros(10, 2), torch.zeros(10)), batch_size=4)
+    seen = []
+    samples, waited = consume(loader, lambda X, y: seen.append(len(X)))
+    assert samples == 10 and seen == [4, 4, 2] and waited >= 0
+    assert consume(loader, max_batches=2)[0] == 8
+
+
+def test_measure_loader_reports_median_throughput_of_the_timed_passes():
+    batches = [(torch.zeros(5, 2), torch.zeros(5))] * 3
+    run = measure_loader(batches, settings={"k": 1}, repeats=3, warmup=2, device="cpu")
+    assert isinstance(run, LoaderRun)
+    assert run.samples == 15 and len(run.seconds) == 3
+    assert run.samples_per_s > 0 and 0 <= run.wait_fraction <= 1
+    row = run.row()
+    assert row["k"] == 1 and {"samples_per_s", "wait_fraction", "spread"} <= row.keys()
+
+
+def test_sweep_measures_every_combination_and_leaves_no_worker_behind():
+    ds = TensorDataset(torch.zeros(16, 2), torch.zeros(16))
+    runs = sweep(
+        ds,
+        {"num_workers": [0, 1], "batch_size": [4, 8]},
+        repeats=1,
+        warmup=0,
+    )
+    assert [r.settings for r in runs] == [
+        {"num_workers": 0, "batch_size": 4},
+        {"num_workers": 0, "batch_size": 8},
+        {"num_workers": 1, "batch_size": 4},
+        {"num_workers": 1, "batch_size": 8},
+    ]
+    assert all(r.samples == 16 for r in runs)
+    persistent = sweep(ds, {"prefetch_factor": [1, 2]}, num_workers=1, persistent_workers=True,
+                       repeats=1, warmup=1)  # fmt: skip
+    assert len(persistent) == 2 and _no_children()
+
+
+def test_sweep_needs_a_grid():
+    with pytest.raises(ValueError, match="grid"):
+        sweep(TensorDataset(torch.zeros(2, 1)), {})
+
+
+def test_epoch_times_returns_one_record_per_epoch_with_first_batch_inside_the_epoch():
+    ds = TensorDataset(torch.zeros(12, 2), torch.zeros(12))
+    loader = build_loader(ds, batch_size=2, num_workers=1, persistent_workers=True)
+    times = epoch_times(loader, 3, max_batches=2)
+    assert len(times) == 3
+    assert all(0 < first <= total for first, total in times)
+    del loader
+    assert _no_children()
+    with pytest.raises(ValueError, match="epochs"):
+        epoch_times([], 0)
+
+
+# ----------------------------------------------------------------------------- knee, threads
+def test_knee_is_the_smallest_setting_within_tolerance_of_the_best():
+    assert knee([0, 1, 2, 4], [100, 180, 200, 195]) == 2
+    assert knee([0, 1, 2, 4], [100, 195, 200, 150]) == 1  # 195 is within 5 % of 200
+    assert knee([0, 1, 2, 4], [100, 195, 200, 150], tolerance=0.0) == 2
+    assert knee([1, 2], [5.0, 1.0]) == 1  # more workers only hurt
+
+
+@pytest.mark.parametrize("xs, ys, tol", [([], [], 0.05), ([1, 2], [1.0], 0.05), ([1], [1.0], 1.0)])
+def test_knee_rejects_bad_input(xs, ys, tol):
+    with pytest.raises(ValueError):
+        knee(xs, ys, tol)
+
+
+def test_num_threads_sets_and_restores_even_on_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError):
+        with num_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        with num_threads(0):
+            pass
+
+
+# ----------------------------------------------------------------------------- batched_augment
+def _normalized(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() / 255 - 0.5) / 0.25
+
+
+def test_batched_augment_with_a_full_crop_and_no_flip_is_plain_normalization():
+    images, _ = _images()
+    out = batched_augment(images, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=0.0)
+    assert out.dtype == torch.float32 and out.shape == (8, 3, 16, 16)
+    torch.testing.assert_close(out, _normalized(images), atol=1e-4, rtol=0)
+
+
+def test_batched_augment_flip_mirrors_every_sample():
+    images, _ = _images()
+    out = batched_augment(images, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_p=1.0)
+    torch.testing.assert_close(out, _normalized(images.flip(-1)), atol=1e-4, rtol=0)
+
+
+def test_batched_augment_draws_a_different_crop_for_each_sample_reproducibly():
+    image = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).div(4).to(torch.uint8)
+    batch = image.expand(6, 3, 32, 32)  # six copies of one image
+    a = batched_augment(batch, 16, scale=(0.2, 0.5), generator=torch.Generator().manual_seed(0))
+    b = batched_augment(batch, 16, scale=(0.2, 0.5), generator=torch.Generator().manual_seed(0))
+    assert a.shape == (6, 3, 16, 16)
+    assert torch.equal(a, b)
+    assert len({tuple(s.flatten().tolist()) for s in a}) == 6  # six different crops
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"scale": (0.0, 1.0)}, "scale"),
+        ({"scale": (0.9, 0.5)}, "scale"),
+        ({"ratio": (2.0, 1.0)}, "ratio"),
+        ({"flip_p": 1.5}, "flip_p"),
+    ],
+)
+def test_batched_augment_rejects_bad_parameters(kwargs, name):
+    images, _ = _images()
+    with pytest.raises(ValueError, match=name):
+        batched_augment(images, 8, **kwargs)
+    with pytest.raises(ValueError, match="images"):
+        batched_augment(images[0], 8)

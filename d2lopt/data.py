@@ -42,6 +42,7 @@ FASHION_MNIST_CLASSES = (
 Source = Literal["auto", "real", "synthetic"]
 SOURCES = ("auto", "real", "synthetic")
 _announced: set[str] = set()
+_unreachable: set[tuple[str, bool]] = set()  # (folder, split) whose download failed
 
 
 def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
@@ -205,11 +206,15 @@ def fashion_mnist(
     if n is not None:
         _check_int("n", n, 1)
     used = source
-    if source != "synthetic":
+    folder = str(data_root(root) / "data")
+    if source == "auto" and (folder, train) in _unreachable:
+        used = "synthetic"  # already failed in this process: do not retry the network each call
+    elif source != "synthetic":
         try:
-            images, labels = _real_fashion_mnist(str(data_root(root) / "data"), train)
+            images, labels = _real_fashion_mnist(folder, train)
             used = "real"
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            _unreachable.add((folder, train))
             if source == "real":
                 raise RuntimeError(
                     f"FashionMNIST could not be downloaded ({exc}); connect to the internet, "

@@ -15,6 +15,7 @@ __all__ = [
     "synchronize",
     "supports_bf16",
     "accelerator_name",
+    "as_device",
 ]
 
 
@@ -89,9 +90,45 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     raise ValueError(f"device: {device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'")
 
 
+def as_device(device: torch.device | str | int, name: str = "device") -> torch.device:
+    """Parse ``device`` (keeping ``'cuda'`` without an index) and check it is present.
+
+    Unlike :func:`resolve_device` it does not pick an index, so ``'cuda'`` keeps meaning
+    "the current CUDA device" (what ``torch.cuda.set_device`` chose under DDP).
+
+    Raises:
+        TypeError: ``device`` is not a string, ``torch.device`` or int.
+        ValueError: unknown, or not present on this machine; the message names ``name``.
+    """
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(
+            f"{name}: expected a torch.device or a string such as 'cpu' or 'cuda', "
+            f"got {type(device).__name__}"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name}: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{name}: {str(dev)!r} requested but CUDA is not available on this machine; "
+            "use 'cpu' or d2lopt.try_gpu()"
+        )
+    if dev.type == "mps" and not _mps_available():
+        raise ValueError(
+            f"{name}: 'mps' requested but Apple MPS is not available; "
+            "use 'cpu' or d2lopt.try_gpu()"
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name}: {str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+    return dev
+
+
 def synchronize(device: torch.device | str | None = None) -> None:
     """Wait for queued kernels on ``device`` (no-op on CPU): timings must include them."""
-    dev = torch.device(device) if device is not None else try_gpu()
+    dev = as_device(device) if device is not None else try_gpu()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     elif dev.type == "mps":
@@ -102,9 +139,9 @@ def supports_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast is *fast* on ``device`` (hardware units), not merely allowed.
 
     On CPU, PyTorch runs bf16 everywhere but only CPUs with AVX512-BF16 or AMX do it in
-    hardware; elsewhere it is emulated and usually slower than fp32 (``07_gpu_compute``).
+    hardware; elsewhere it is emulated and usually slower than fp32 (``08_gpu_compute``).
     """
-    dev = torch.device(device)
+    dev = as_device(device)
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if dev.type == "mps":
@@ -124,7 +161,7 @@ def cpu_has_bf16_units() -> bool:
 
 def accelerator_name(device: torch.device | str) -> str:
     """A human name for the device, for reports (``NVIDIA H100 80GB HBM3``, ``cpu``...)."""
-    dev = torch.device(device)
+    dev = as_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     if dev.type == "mps":

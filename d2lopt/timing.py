@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .devices import synchronize
+from .devices import as_device, synchronize
 
 __all__ = ["Timer", "BenchResult", "benchmark", "count_host_syncs", "SyncCounter"]
 
@@ -38,7 +39,7 @@ class Timer:
     """
 
     def __init__(self, device: torch.device | str | None = None) -> None:
-        self.device = torch.device(device) if device is not None else None
+        self.device = as_device(device) if device is not None else None
         self.times: list[float] = []
         self.start()
 
@@ -124,11 +125,18 @@ def benchmark(
         num_threads: intra-op threads during the measurement; defaults to the current
             ``torch.get_num_threads()`` (torch's own default of 1 would hide CPU scaling).
     """
-    if warmup < 0:
-        raise ValueError(f"benchmark: warmup must be >= 0, got {warmup}")
-    if min_run_time <= 0:
-        raise ValueError(f"benchmark: min_run_time must be > 0, got {min_run_time}")
-    dev = torch.device(device) if device is not None else None
+    if not callable(fn):
+        raise TypeError(
+            f"benchmark: fn must be callable with no arguments, got {type(fn).__name__}; "
+            "wrap the work in a lambda: benchmark(lambda: model(x))"
+        )
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"benchmark: warmup must be an int >= 0, got {warmup!r}")
+    if not isinstance(min_run_time, (int, float)) or not 0 < min_run_time < math.inf:
+        raise ValueError(f"benchmark: min_run_time must be seconds > 0, got {min_run_time!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"benchmark: num_threads must be an int >= 1, got {num_threads!r}")
+    dev = as_device(device) if device is not None else None
 
     def call() -> None:
         fn()
@@ -189,6 +197,10 @@ def count_host_syncs() -> Iterator[SyncCounter]:
     cheap, but they are the *same lines* — so counting them on CPU finds the syncs a GPU run
     would pay for (``04_training_loop``). On CUDA, ``torch.cuda.set_sync_debug_mode`` is the
     complementary runtime check.
+
+    It counts conversions of CPU tensors too, e.g. the DataLoader drawing its base seed
+    (``.item()``) or ``RandomSampler``'s ``.tolist()``: to count a loop's own syncs, iterate
+    over pre-loaded batches, as ``04_training_loop`` does.
 
     Example:
         >>> with count_host_syncs() as c:

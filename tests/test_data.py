@@ -48,6 +48,7 @@ def test_offline_fallback_is_announced_once(monkeypatch, capsys) -> None:
 
     monkeypatch.setattr(data, "_real_fashion_mnist", offline)
     monkeypatch.setattr(data, "_announced", set())
+    monkeypatch.setattr(data, "_unreachable", set())
     images, labels, source = fashion_mnist(True, n=100)
     fashion_mnist(False, n=10)
     assert source == "synthetic" and images.shape == (100, 1, 28, 28) and len(labels) == 100

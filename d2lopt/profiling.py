@@ -1,0 +1,201 @@
+"""Profiler helpers: find host syncs, measure peak memory, time variants fairly.
+
+Taught in ``09_the_loop`` (hidden syncs) and ``08_gpu_compute`` (AMP: time *and* memory);
+``07_cpu_to_gpu`` and ``09_the_loop`` compare variants with :func:`interleaved_times`.
+``torch.profiler`` sees what Python cannot: every ``aten::_local_scalar_dense`` is a tensor
+read back to the host (``.item()``, ``float(t)``, ``print(t)``, ``if t:``), and on CUDA the
+runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory comes from
+the CUDA caching allocator on GPU and from the profiler's allocation events on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .bench import time_repeats
+from .devices import synchronize
+
+__all__ = [
+    "interleaved_times",
+    "SyncProfile",
+    "profile_host_syncs",
+    "peak_memory",
+    "quiet_cpp_extension",
+]
+
+# Ops that copy a device value to the host (and so wait for the device to finish).
+SCALAR_READ_OPS = ("aten::_local_scalar_dense",)
+# CUDA runtime calls that block the host thread until the GPU catches up.
+CUDA_SYNC_CALLS = (
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+    "cudaMemcpy",
+)
+# Status lines the profiler's native library (kineto) prints on the C-level stderr: they
+# would land in notebook outputs. Anything else it prints is passed through untouched.
+_NATIVE_NOISE = re.compile(
+    r"SyncActivityProfilerHandler|gpuGetDeviceCount failed|"
+    r"Memory block of unknown size was allocated before the profiling started"
+)
+
+
+@contextlib.contextmanager
+def _filtered_native_stderr() -> Iterator[None]:
+    """Capture file descriptor 2 while profiling; re-emit every line but kineto's status."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [
+                line
+                for line in tmp.read().decode(errors="replace").splitlines()
+                if line.strip() and not _NATIVE_NOISE.search(line)
+            ]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
+def _activities(device: torch.device) -> list[torch.profiler.ProfilerActivity]:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    return acts
+
+
+@dataclass
+class SyncProfile:
+    """What the profiler saw: host reads of device values and blocking runtime calls."""
+
+    scalar_reads: int
+    runtime_syncs: int
+    by_op: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.scalar_reads + self.runtime_syncs
+
+    def __str__(self) -> str:
+        ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.by_op.items())) or "none"
+        return f"{self.total} host sync(s): {ops}"
+
+
+def profile_host_syncs(
+    fn: Callable[[], object], *, device: torch.device | str = "cpu"
+) -> SyncProfile:
+    """Run ``fn()`` once under ``torch.profiler`` and count the ops that sync the host.
+
+    On CPU the scalar reads are counted (the same lines stall a GPU run); on CUDA the
+    runtime's synchronizing calls are counted as well. Pair it with
+    :func:`d2lopt.count_host_syncs`, which sees the Python side (``.item()``, ``float()``).
+
+    Example:
+        >>> profile_host_syncs(lambda: torch.ones(3).sum().item()).scalar_reads
+        1
+    """
+    dev = torch.device(device)
+    synchronize(dev)  # earlier queued work must not be blamed on fn (outside the profile)
+    with _filtered_native_stderr():
+        with torch.profiler.profile(activities=_activities(dev)) as prof:
+            fn()
+        names = Counter(e.name for e in prof.events())
+    by_op = {k: names[k] for k in SCALAR_READ_OPS + CUDA_SYNC_CALLS if names[k]}
+    scalar = sum(names[k] for k in SCALAR_READ_OPS)
+    runtime = sum(names[k] for k in CUDA_SYNC_CALLS)
+    return SyncProfile(scalar, runtime, by_op)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str) -> tuple[int | None, str]:
+    """Peak bytes ``fn()`` allocated *on top of* what was live before it, and how measured.
+
+    * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``;
+    * CPU: the running sum of ``torch.profiler`` allocation/free events (tensors made by
+      PyTorch's CPU allocator; library scratch buffers such as oneDNN's are not seen);
+    * other devices: ``(None, reason)``, there is no peak counter to read.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        fn()
+        synchronize(dev)
+        return torch.cuda.max_memory_allocated(dev) - base, "torch.cuda.max_memory_allocated"
+    if dev.type != "cpu":
+        return None, f"skipped: no peak-memory counter for {dev.type} in torch"
+    with _filtered_native_stderr():
+        with torch.profiler.profile(activities=_activities(dev), profile_memory=True) as prof:
+            fn()
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        current += e.nbytes()  # > 0 allocation, < 0 free
+        peak = max(peak, current)
+    return peak, "torch.profiler allocation events (CPU allocator)"
+
+
+def interleaved_times(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each ``fn``, measured in turns: A B C, A B C, ...
+
+    Timing variant A fully, then B, lets a burst of load from another process (a shared
+    laptop, a CI runner) land on one variant only and decide the comparison. In turns, such
+    a burst hits every variant alike and the medians stay comparable. ``device`` is
+    synchronized around every call (via :func:`d2lopt.bench.time_repeats`).
+
+    Example:
+        >>> sorted(interleaved_times({"a": lambda: None, "b": lambda: None}, repeats=2))
+        ['a', 'b']
+    """
+    if not fns:
+        raise ValueError("fns: need at least one function to time")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            time_repeats(fn, repeats=1, warmup=0, device=device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name] += time_repeats(fn, repeats=1, warmup=0, device=device)
+    return times
+
+
+def quiet_cpp_extension() -> None:
+    """Import ``torch.utils.cpp_extension`` with its import-time notice silenced.
+
+    ``torch.compile`` imports it; on a machine with a CUDA toolkit but no GPU it logs "No
+    CUDA runtime is found" to stderr, which is noise for a CPU run (``08_gpu_compute``).
+    """
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        log.setLevel(level)

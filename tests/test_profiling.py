@@ -1,0 +1,115 @@
+"""Tests for d2lopt.profiling: sync counting, peak memory, step statistics."""
+
+import logging
+import os
+
+import pytest
+import torch
+from conftest import requires_cuda
+
+import d2lopt
+from d2lopt.profiling import (
+    _filtered_native_stderr,
+    interleaved_times,
+    peak_memory,
+    profile_host_syncs,
+    quiet_cpp_extension,
+)
+
+
+def syncing_loop() -> None:
+    total = 0.0
+    for _ in range(3):
+        loss = torch.ones(4).sum()
+        total += float(loss)  # one scalar read
+        _ = loss.item()  # another
+
+
+def sync_free_loop() -> None:
+    acc = torch.zeros(())
+    for _ in range(3):
+        acc += torch.ones(4).sum()  # stays a tensor: no read-back
+
+
+def test_profiler_counts_scalar_reads():
+    assert profile_host_syncs(syncing_loop).scalar_reads == 6
+    clean = profile_host_syncs(sync_free_loop)
+    assert clean.total == 0 and str(clean) == "0 host sync(s): none"
+
+
+def test_profiler_agrees_with_python_counter():
+    with d2lopt.count_host_syncs() as counter:
+        syncing_loop()
+    assert counter.count == profile_host_syncs(syncing_loop).scalar_reads
+
+
+def test_profiling_keeps_kineto_status_lines_out_of_stderr(capfd):
+    profile_host_syncs(syncing_loop)
+    peak_memory(syncing_loop, "cpu")
+    err = capfd.readouterr().err
+    assert "SyncActivityProfilerHandler" not in err and "gpuGetDeviceCount" not in err
+
+
+def test_native_stderr_filter_passes_other_lines_through(capfd):
+    with _filtered_native_stderr():
+        os.write(2, b"USDT: SyncActivityProfilerHandler.cpp:39] profiler_start\n")
+        os.write(2, b"a real error\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "SyncActivityProfilerHandler" not in err
+
+
+def test_cpu_peak_memory_sees_a_temporary_tensor():
+    def work() -> None:
+        t = torch.empty(1 << 18)  # 1 MiB of float32, freed at return
+        t.fill_(1.0)
+
+    peak, note = peak_memory(work, "cpu")
+    assert (1 << 20) <= peak < (2 << 20)
+    assert note.startswith("torch.profiler")
+
+
+def test_peak_memory_skips_devices_without_a_counter():
+    peak, note = peak_memory(lambda: None, "meta")
+    assert peak is None and note.startswith("skipped")
+
+
+def test_quiet_cpp_extension_restores_the_log_level():
+    log = logging.getLogger("torch.utils.cpp_extension")
+    before = log.level
+    quiet_cpp_extension()
+    assert log.level == before
+
+
+# ---------------------------------------------------------------------------- CUDA only
+@requires_cuda
+def test_cuda_item_is_a_runtime_sync():
+    x = torch.ones(4, device="cuda")
+    prof = profile_host_syncs(lambda: x.sum().item(), device="cuda")
+    assert prof.scalar_reads == 1 and prof.runtime_syncs >= 1
+
+
+@requires_cuda
+def test_cuda_peak_memory_sees_a_temporary_tensor():
+    def work() -> None:
+        t = torch.empty(1 << 18, device="cuda")
+        t.fill_(1.0)
+
+    peak, note = peak_memory(work, "cuda")
+    assert peak >= 1 << 20 and note == "torch.cuda.max_memory_allocated"
+
+
+def test_interleaved_times_runs_in_turns():
+    calls = []
+    times = interleaved_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
+    )
+    assert calls == ["a", "b"] * 4  # one warm-up turn, then three timed turns
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_interleaved_times_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="fns: need at least one"):
+        interleaved_times({})
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        interleaved_times({"a": lambda: None}, repeats=0)

@@ -14,7 +14,7 @@ export TQDM_DISABLE := 1
 export MPLBACKEND := module://matplotlib_inline.backend_inline
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test lint format unit notebooks execute-notebooks browser browser-deps clean
+.PHONY: setup lab test lint format unit execute-notebooks browser browser-deps clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Command 1: the course in JupyterLab (localhost only, token authentication on).
+# The course's own notebooks are trusted so their stored widgets render on first open.
 lab: $(STAMP)
+	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1
 
 # Command 2: every check CI runs.
@@ -50,6 +52,9 @@ browser-deps:
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest tests/test_browser.py
 
 # Re-execute notebooks in place with the CI configuration (commit the result).
 # Usage: make execute-notebooks [NB=notebooks/03_dataset_dataloader.ipynb]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -83,9 +83,9 @@ def test_notebook_is_committed_executed_and_clean(path: Path) -> None:
     assert code, "a notebook without code cells"
     for cell in code:
         src = "".join(cell["source"])
-        assert not re.search(r"^class \w+\((torch\.utils\.data\.)?(Iterable)?Dataset\)", src, re.M), (
-            "Datasets live in d2lopt (spawn cannot pickle classes defined in a cell)"
-        )
+        assert not re.search(
+            r"^class \w+\((torch\.utils\.data\.)?(Iterable)?Dataset\)", src, re.M
+        ), "Datasets live in d2lopt (spawn cannot pickle classes defined in a cell)"
         if cell.get("outputs"):
             assert cell.get("execution_count") is not None, "outputs without an execution count"
         for out in cell.get("outputs", []):

@@ -1,0 +1,293 @@
+"""torchrun-driven process groups: set-up, teardown, rank-0 logging, a DDP-aware meter.
+
+Taught in ``10_ddp``. A training program launched by ``torchrun`` (or by
+``torch.multiprocessing.start_processes``) learns who it is from the environment that the
+launcher sets — ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT`` —
+never from hard-coded ports or ``cuda.device_count()``. :func:`setup` reads those variables,
+picks the backend from the hardware (NCCL for CUDA, gloo for CPU), gives each rank its own
+device, and :func:`teardown` leaves cleanly. Run without a launcher, the same program is a
+world of one and needs no process group at all.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "DistEnv",
+    "DistributedMeter",
+    "env_ranks",
+    "free_port",
+    "is_main_process",
+    "log0",
+    "pick_backend",
+    "rank_device",
+    "setup",
+    "teardown",
+    "torchrun_command",
+    "torchrun_env",
+]
+
+_ENV_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Who this process is in the job, and what it runs on.
+
+    ``distributed`` is False for a world of one started without a launcher: no process
+    group exists, so collectives are skipped rather than called.
+    """
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str | None
+    distributed: bool
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs and writes checkpoints."""
+        return self.rank == 0
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}: environment variable must be an integer, got {text!r}; "
+            "let torchrun set it (torchrun --nproc-per-node N ...)"
+        ) from None
+    if value < 0:
+        raise ValueError(f"{name}: must be >= 0, got {value}; let torchrun set it")
+    return value
+
+
+def env_ranks() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` from torchrun's environment; ``(0, 0, 1)`` without it.
+
+    Raises:
+        ValueError: the variables are only partly set or inconsistent (e.g. ``RANK=3`` with
+            ``WORLD_SIZE=2``), naming the variable.
+    """
+    values = {name: _env_int(name) for name in _ENV_VARS}
+    missing = [name for name, v in values.items() if v is None]
+    if len(missing) == len(_ENV_VARS):
+        return 0, 0, 1
+    if missing:
+        raise ValueError(
+            f"{missing[0]}: not set while {', '.join(n for n in _ENV_VARS if n not in missing)} "
+            "is; launch with torchrun, which sets RANK, LOCAL_RANK and WORLD_SIZE together"
+        )
+    rank, local_rank, world = values["RANK"], values["LOCAL_RANK"], values["WORLD_SIZE"]
+    if world < 1 or rank >= world:
+        raise ValueError(f"RANK: {rank} is not below WORLD_SIZE={world}; let torchrun set both")
+    return rank, local_rank, world
+
+
+def rank_device(local_rank: int, device: str = "auto") -> torch.device:
+    """The one device of this rank: ``cuda:LOCAL_RANK`` on a GPU node, else the CPU.
+
+    ``device='auto'`` picks CUDA when present and the CPU otherwise (Apple MPS has no
+    distributed backend, so DDP runs on its CPU cores). ``device='cuda'`` on a machine
+    without enough GPUs fails with the fix.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device: must be 'auto', 'cpu' or 'cuda' for DDP, got {device!r}")
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but CUDA is not available; use 'cpu' or 'auto'")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ValueError(
+            f"device: local rank {local_rank} has no GPU (this node has {count}); start at most "
+            f"{count} processes per node (--nproc-per-node {count}) or use device 'cpu'"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def pick_backend(device: torch.device) -> str:
+    """NCCL for CUDA tensors (GPU-to-GPU over NVLink/InfiniBand), gloo for CPU tensors."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None = None) -> DistEnv:
+    """Join the process group that torchrun (or ``start_processes``) prepared.
+
+    Args:
+        device: ``'auto'``, ``'cpu'`` or ``'cuda'`` (see :func:`rank_device`).
+        backend: ``'auto'`` (from the device), ``'gloo'`` or ``'nccl'``.
+        timeout_s: how long a collective may wait for the other ranks before failing
+            (``None``: PyTorch's default of 10 minutes).
+
+    Returns:
+        this process's :class:`DistEnv`.
+    """
+    rank, local_rank, world = env_ranks()
+    dev = rank_device(local_rank, device)
+    if backend not in ("auto", "gloo", "nccl"):
+        raise ValueError(f"backend: must be 'auto', 'gloo' or 'nccl', got {backend!r}")
+    chosen = pick_backend(dev) if backend == "auto" else backend
+    if chosen == "nccl" and dev.type != "cuda":
+        raise ValueError("backend: 'nccl' needs CUDA devices; use 'gloo' (or 'auto') on CPU")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # one GPU per rank, before any CUDA work or NCCL init
+    launched = os.environ.get("RANK") is not None
+    if not launched:
+        return DistEnv(0, 0, 1, dev, None, False)
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    if restarted and rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        print(
+            "d2lopt: restarted on torchrun's shared TCPStore; if the process group hangs, "
+            "relaunch with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (see torchrun_env)",
+            file=sys.stderr,
+        )
+    if not dist.is_initialized():
+        kwargs = {}
+        if timeout_s is not None:
+            kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
+        # env:// reads MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set by the launcher
+        dist.init_process_group(chosen, **kwargs)
+    return DistEnv(rank, local_rank, world, dev, chosen, True)
+
+
+def teardown() -> None:
+    """Leave the process group (every rank calls it once, after its last collective)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True on rank 0, or when no process group exists."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def log0(*args: object, file=None) -> None:
+    """``print`` on rank 0 only: N ranks printing the same line, in any order, is noise."""
+    if is_main_process():
+        print(*args, file=file or sys.stdout, flush=True)
+
+
+class DistributedMeter:
+    """Running sums kept on this rank's device, all-reduced across ranks when read.
+
+    Each rank adds what it saw (``loss sum, samples``); :meth:`reduced` sums those vectors
+    over all ranks with one ``all_reduce``, so rank 0 reports the mean over *all* samples,
+    not over its own shard. Every rank must call :meth:`reduced` (it is a collective).
+
+    Example:
+        >>> meter = DistributedMeter(2, "cpu")
+        >>> meter.add(torch.tensor(6.0), 3)
+        >>> meter.reduced()  # a world of one: nothing to reduce
+        [6.0, 3.0]
+    """
+
+    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"DistributedMeter(n): n must be a positive int, got {n!r}")
+        self.device = torch.device(device)
+        self.sums = torch.zeros(n, dtype=torch.float64, device=self.device)
+
+    def add(self, *values: torch.Tensor | float | int) -> None:
+        """Add one value per quantity; tensors stay on the device (no host sync)."""
+        if len(values) != len(self.sums):
+            raise ValueError(
+                f"DistributedMeter.add: expected {len(self.sums)} values, got {len(values)}"
+            )
+        for i, v in enumerate(values):
+            self.sums[i] += v.detach().to(self.sums) if isinstance(v, torch.Tensor) else v
+
+    def load(self, values: Sequence[float]) -> None:
+        """Start from ``values`` (a resumed epoch's global sums: load them on one rank only)."""
+        self.sums = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+
+    def reset(self) -> None:
+        self.sums.zero_()
+
+    def reduced(self) -> list[float]:
+        """Sums over every rank (a collective), read back with one host sync."""
+        total = self.sums.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total.tolist()  # the one device->host sync of a read
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now, for ``MASTER_PORT`` or ``--rdzv-endpoint``.
+
+    The port is released before returning, so another program could take it first; that is
+    why torchrun's ``--standalone`` picks its own. Use this for launches that need a port
+    named up front (two "nodes" on one machine, ``start_processes``).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(
+    module: str,
+    args: Sequence[str] = (),
+    *,
+    nproc_per_node: int | str = 1,
+    nnodes: str | int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
+    max_restarts: int = 0,
+    extra: Sequence[str] = (),
+    python: str | None = None,
+) -> list[str]:
+    """The ``torchrun`` command line that runs ``python -m module args`` on this node.
+
+    It calls ``python -m torch.distributed.run`` (what the ``torchrun`` script runs) with this
+    interpreter, so a notebook launches with its own virtual environment. Without
+    ``rdzv_endpoint`` it is a single-node ``--standalone`` job; with it, a c10d rendezvous
+    that every node joins with the same ``rdzv_id``.
+
+    Example:
+        >>> torchrun_command("d2lopt.ddp", ["--epochs", "1"], nproc_per_node=2, python="python")
+        ['python', '-m', 'torch.distributed.run', '--nproc-per-node', '2', '--nnodes', '1', \
+'--max-restarts', '0', '--standalone', '-m', 'd2lopt.ddp', '--epochs', '1']
+    """
+    cmd = [python or sys.executable, "-m", "torch.distributed.run"]
+    cmd += ["--nproc-per-node", str(nproc_per_node), "--nnodes", str(nnodes)]
+    cmd += ["--max-restarts", str(max_restarts)]
+    if rdzv_endpoint is None:
+        if str(nnodes) != "1":
+            raise ValueError(
+                f"rdzv_endpoint: {nnodes} nodes need a rendezvous address (HOST:PORT of the "
+                "first node), e.g. rdzv_endpoint='10.0.0.1:29400'"
+            )
+        cmd.append("--standalone")
+    else:
+        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
+        cmd += ["--rdzv-id", rdzv_id or "d2lopt"]
+    return [*cmd, *extra, "-m", module, *args]
+
+
+def torchrun_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a torchrun launch whose workers may restart (``--max-restarts``,
+    ``--nnodes MIN:MAX``).
+
+    Since PyTorch 2.5 torchrun's agent shares one TCPStore with its workers. Restarted
+    workers then meet the previous attempt's keys in that store (pytorch/pytorch#135712);
+    with this PyTorch, restarted gloo workers hang in ``connectFullMesh``.
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives every rendezvous round a fresh store.
+    A value already set in ``base`` (default ``os.environ``) is kept.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    return env

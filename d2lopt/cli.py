@@ -204,15 +204,20 @@ def config_from_args(args: argparse.Namespace):
 
 
 _FIELD_FLAGS = {"num_epochs": "--epochs"}
+# fit()/load_checkpoint() parameters that a `train` flag sets
+_PARAM_FLAGS = {"resume": "--resume", "out_dir": "--out"}
 
 
 def _flag_error(exc: ValueError) -> UsageError:
     """Map ``TrainConfig.<field>: problem`` onto the CLI flag that sets the field."""
-    text = str(exc)
+    text = " ".join(str(exc).split())  # one line, whatever the message
     if text.startswith("TrainConfig."):
         field, _, problem = text[len("TrainConfig.") :].partition(": ")
         flag = _FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))
         return UsageError(f"{flag}: {problem}")
+    param, _, problem = text.partition(": ")
+    if param in _PARAM_FLAGS:
+        return UsageError(f"{_PARAM_FLAGS[param]}: {problem}")
     return UsageError(text)
 
 
@@ -273,19 +278,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             config = config_from_args(args)
         except ValueError as exc:
             raise _flag_error(exc) from None
-        out = writable_dir(args.out)
+        out = Path(args.out)
         if args.resume:
-            load_checkpoint(out / CHECKPOINT_NAME)  # fail fast on a missing/corrupt file
+            try:  # fail fast on a missing/corrupt file, before creating anything
+                load_checkpoint(out / CHECKPOINT_NAME)
+            except ValueError as exc:
+                raise _flag_error(exc) from None
         elif (out / CHECKPOINT_NAME).exists():
             raise UsageError(
                 f"--out: {out} already holds a checkpoint; add --resume to continue it, or "
                 "choose another --out (nothing was overwritten)"
             )
+        out = writable_dir(out)
         from torch.utils.data import TensorDataset
 
         sets = []
-        for train, n in ((True, args.n_train), (False, args.n_test)):
-            images, labels, _ = fashion_mnist(train, source=args.data, n=n)
+        for train, n, flag in ((True, args.n_train, "--n-train"), (False, args.n_test, "--n-test")):
+            try:
+                images, labels, _ = fashion_mnist(train, source=args.data, n=n)
+            except ValueError as exc:  # more samples than the split has
+                raise UsageError(f"{flag}: {str(exc).partition(': ')[2]}") from None
+            except RuntimeError as exc:  # --data real without a connection
+                raise UsageError(f"--data: {exc}") from None
             sets.append(TensorDataset(images.float().div_(255), labels))
         import torch
 
@@ -340,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Modules that contribute a sub-command through ``add_command(subparsers)``.
-_EXTRA_COMMANDS: tuple[str, ...] = ()
+_EXTRA_COMMANDS: tuple[str, ...] = ("ladder", "tuning", "ddp")
 
 
 def _import_command(module: str) -> Any:
@@ -359,12 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+        parser.error("missing COMMAND, e.g. 'd2lopt env' or 'd2lopt train'")
     try:
         return int(args.run(args) or 0)
     except UsageError as exc:
-        print(f"d2lopt {args.command}: error: {exc}", file=sys.stderr)
+        print(f"d2lopt {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:
         # validation errors from the API (config, resume, devices) name the parameter and fix

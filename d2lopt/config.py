@@ -128,8 +128,8 @@ class TrainConfig:
             fail("lr", f"must be > 0, got {self.lr!r} (try 0.05)")
         if not 0 <= self.momentum < 1:
             fail("momentum", f"must be in [0, 1), got {self.momentum!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            fail("seed", f"must be an int >= 0, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            fail("seed", f"must be an int in [0, 2**32), got {self.seed!r}")
         if not isinstance(self.device, (str, torch.device)):
             fail("device", f"must be a string such as 'cpu' or 'cuda', got {self.device!r}")
         if self.amp not in AMP_MODES:

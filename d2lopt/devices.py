@@ -118,8 +118,7 @@ def as_device(device: torch.device | str | int, name: str = "device") -> torch.d
         )
     if dev.type == "mps" and not _mps_available():
         raise ValueError(
-            f"{name}: 'mps' requested but Apple MPS is not available; "
-            "use 'cpu' or d2lopt.try_gpu()"
+            f"{name}: 'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()"
         )
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"{name}: {str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")

@@ -7,11 +7,14 @@ helpers here keep running sums *on the device* and read them back once.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
+
+from .devices import as_device
 
 __all__ = ["Accumulator", "DeviceAccumulator", "evaluate", "evaluate_loss", "evaluate_accuracy"]
 
@@ -37,7 +40,14 @@ class Accumulator:
     def add(self, *args: Any) -> None:
         if len(args) != len(self.data):
             raise ValueError(f"Accumulator.add: expected {len(self.data)} values, got {len(args)}")
-        self.data = [a + float(b) for a, b in zip(self.data, args, strict=True)]
+        try:
+            self.data = [a + float(b) for a, b in zip(self.data, args, strict=True)]
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: a many-element tensor
+            raise TypeError(
+                "Accumulator.add: values must be numbers or one-element tensors, got "
+                f"{', '.join(type(a).__name__ for a in args)}; pass e.g. loss.sum() rather than "
+                "the per-sample losses"
+            ) from None
 
     def reset(self) -> None:
         self.data = [0.0] * len(self.data)
@@ -69,7 +79,7 @@ class DeviceAccumulator:
     def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"DeviceAccumulator(n): n must be a positive int, got {n!r}")
-        self.device = torch.device(device)
+        self.device = as_device(device)
         # MPS has no float64; fp32 sums of per-batch sums are accurate enough there.
         self.dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self._host = [0.0] * n
@@ -82,10 +92,20 @@ class DeviceAccumulator:
             )
         for i, value in enumerate(args):
             if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise TypeError(
+                        f"DeviceAccumulator.add: value {i} has shape {tuple(value.shape)}; pass "
+                        "one-element tensors (e.g. loss.sum()) or numbers"
+                    )
                 # stays on the device: no host sync here
-                self._dev[i] += value.detach().to(self.device, self.dtype)
-            else:
+                self._dev[i] += value.detach().reshape(()).to(self.device, self.dtype)
+            elif isinstance(value, numbers.Real):
                 self._host[i] += float(value)
+            else:
+                raise TypeError(
+                    f"DeviceAccumulator.add: value {i} must be a tensor or a number, "
+                    f"got {type(value).__name__}"
+                )
 
     def reset(self) -> None:
         self._host = [0.0] * len(self._host)
@@ -100,8 +120,15 @@ class DeviceAccumulator:
         return self.values()
 
     def load_state(self, values: list[float]) -> None:
-        self.reset()
-        self._host = [float(v) for v in values]
+        """Continue from :meth:`state`: the sums go back on the device, so later adds round
+        exactly as in a run that was never interrupted (bit-identical resumed metrics)."""
+        if len(values) != len(self._host):
+            raise ValueError(
+                f"DeviceAccumulator.load_state: expected {len(self._host)} values, "
+                f"got {len(values)}"
+            )
+        self._host = [0.0] * len(self._host)
+        self._dev = torch.tensor([float(v) for v in values], dtype=self.dtype, device=self.device)
 
     def __getitem__(self, idx: int) -> float:
         return self.values()[idx]
@@ -114,6 +141,21 @@ def _model_device(net: nn.Module) -> torch.device:
     for p in net.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def _xy(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if (
+        not isinstance(batch, (tuple, list))
+        or len(batch) != 2
+        or not all(isinstance(t, torch.Tensor) for t in batch)
+    ):
+        size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        kind = type(batch).__name__ + size
+        raise TypeError(
+            f"data_iter: each batch must be an (X, y) pair of tensors, got a {kind}; "
+            "use a DataLoader over a data set that returns (input, label)"
+        )
+    return batch[0], batch[1]
 
 
 def evaluate(
@@ -138,7 +180,19 @@ def evaluate(
         ``{"loss": ..., "accuracy": ..., "samples": ...}`` (``loss`` is ``nan`` when
         ``criterion`` is ``None``; ``accuracy`` is ``nan`` when outputs are not class scores).
     """
-    device = _model_device(net) if device is None else torch.device(device)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net: expected an nn.Module, got {type(net).__name__}")
+    if not isinstance(data_iter, Iterable):
+        raise TypeError(
+            f"data_iter: expected an iterable of (X, y) batches such as a DataLoader, "
+            f"got {type(data_iter).__name__}"
+        )
+    if criterion is not None and not callable(criterion):
+        raise TypeError(
+            f"criterion: expected a loss such as nn.CrossEntropyLoss() or None, "
+            f"got {type(criterion).__name__}"
+        )
+    device = _model_device(net) if device is None else as_device(device)
     reduction = getattr(criterion, "reduction", "mean")
     was_training = net.training
     net.eval()
@@ -147,7 +201,8 @@ def evaluate(
     classify = True
     try:
         with torch.inference_mode():
-            for X, y in data_iter:
+            for batch in data_iter:
+                X, y = _xy(batch)
                 # non_blocking only helps (and is only safe to rely on) for pinned batches
                 X = X.to(device, non_blocking=X.is_pinned())
                 y = y.to(device, non_blocking=y.is_pinned())

@@ -12,6 +12,17 @@ from torch import nn
 __all__ = ["mlp", "cnn", "init_weights", "count_parameters"]
 
 
+def _check_sizes(**sizes: object) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a positive int, got {value!r}")
+
+
+def _check_module(name: str, value: object) -> None:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name}: expected an nn.Module such as mlp(), got {type(value).__name__}")
+
+
 def mlp(
     in_features: int = 28 * 28, hidden: int = 256, num_classes: int = 10, dropout: float = 0.0
 ) -> nn.Sequential:
@@ -21,6 +32,9 @@ def mlp(
         >>> mlp()(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
+    _check_sizes(in_features=in_features, hidden=hidden, num_classes=num_classes)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout: must be a probability in [0, 1), got {dropout!r}")
     layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU()]
     if dropout:
         layers.append(nn.Dropout(dropout))
@@ -39,6 +53,7 @@ def cnn(in_channels: int = 1, num_classes: int = 10, width: int = 32) -> nn.Sequ
         >>> cnn(in_channels=3)(torch.zeros(2, 3, 64, 64)).shape
         torch.Size([2, 10])
     """
+    _check_sizes(in_channels=in_channels, num_classes=num_classes, width=width)
 
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [
@@ -65,6 +80,7 @@ def init_weights(m: nn.Module) -> None:
     Use as ``net.apply(init_weights)`` (the article's model definition); batch-norm layers
     keep their (1, 0) defaults.
     """
+    _check_module("m", m)
     if isinstance(m, (nn.Linear, nn.Conv2d)):
         nn.init.xavier_uniform_(m.weight)
         if m.bias is not None:
@@ -73,4 +89,5 @@ def init_weights(m: nn.Module) -> None:
 
 def count_parameters(net: nn.Module) -> int:
     """Number of trainable parameters."""
+    _check_module("net", net)
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

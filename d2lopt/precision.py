@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from .devices import as_device
+
 __all__ = ["AmpMode", "AMP_MODES", "amp_dtype", "autocast_ctx", "grad_scaler", "check_amp"]
 
 AmpMode = Literal["off", "bf16", "fp16"]
@@ -25,9 +27,10 @@ def amp_dtype(amp: str) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def check_amp(device: torch.device, amp: str) -> None:
+def check_amp(device: torch.device | str, amp: str) -> None:
     """Raise ``ValueError`` when ``device`` cannot run ``amp``, saying what to use instead."""
     amp_dtype(amp)
+    device = as_device(device)
     if amp == "fp16" and device.type == "cpu":
         raise ValueError(
             "amp: 'fp16' needs a CUDA or MPS device (fp16 GradScaler training is not supported "
@@ -40,14 +43,16 @@ def check_amp(device: torch.device, amp: str) -> None:
         )
 
 
-def autocast_ctx(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+def autocast_ctx(device: torch.device | str, amp: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for ``amp``, or a ``nullcontext`` when AMP is off."""
+    check_amp(device, amp)  # fails here, with the fix, rather than inside the first matmul
     dtype = amp_dtype(amp)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=as_device(device).type, dtype=dtype)
 
 
-def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
+def grad_scaler(device: torch.device | str, amp: str) -> torch.amp.GradScaler:
     """A ``GradScaler`` enabled only for fp16 (bf16 has fp32's range: no scaling needed)."""
-    return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    check_amp(device, amp)
+    return torch.amp.GradScaler(as_device(device).type, enabled=amp == "fp16")

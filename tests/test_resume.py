@@ -1,0 +1,349 @@
+"""Interrupted training loses nothing: real signals to a real ``d2lopt train``, then --resume.
+
+Runs are subprocesses on a small FashionMNIST-format folder (3000 + 500 synthetic images
+written as the idx files torchvision reads, so no run generates the 60k stand-in) with one
+torch thread: small for testing efficiency, identical arithmetic in every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import d2lopt.checkpoint as ckpt_mod
+from d2lopt import TrainConfig, TrainingInterrupted, fit, init_weights, mlp
+from d2lopt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from d2lopt.data import synthetic_fashion_mnist
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+
+TIMING = ("epoch_time", "eval_time", "samples_per_s")
+RUN = ["--data", "real", "--epochs", "3", "--batch-size", "32", "--no-progress"]
+
+
+# ---------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """Environment of every run: the small data folder, one thread, no progress bars."""
+    root = tmp_path_factory.mktemp("d2lopt-data")
+    raw = root / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n, seed in (("train", 3000, 0), ("t10k", 500, 1)):
+        images, labels = synthetic_fashion_mnist(n, seed=seed)
+        header = struct.pack(">IIII", 0x803, n, 28, 28)  # idx3: unsigned bytes, 3 dims
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + images.numpy().tobytes())
+        header = struct.pack(">II", 0x801, n)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            header + labels.to(torch.uint8).numpy().tobytes()
+        )
+    env = dict(os.environ)
+    env.update(D2LOPT_DATA=str(root), TQDM_DISABLE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _train(out: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "d2lopt.cli", "train", "--out", str(out), *RUN, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _strip(metrics: dict) -> dict:
+    epochs = [{k: v for k, v in e.items() if k not in TIMING} for e in metrics["epochs"]]
+    return {"config": metrics["config"], "epochs": epochs}
+
+
+def _session(sid: int) -> set[int]:
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    alive.add(int(entry.name))
+            except OSError:
+                continue
+    return alive
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory) -> dict:
+    """metrics.json of the uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference")
+    proc = _train(out, env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize(
+    ("signum", "whole_group", "extra"),
+    [
+        (signal.SIGINT, False, []),
+        (signal.SIGTERM, False, []),
+        (signal.SIGINT, True, ["--num-workers", "2"]),  # Ctrl-C: the workers get it too
+        (signal.SIGTERM, True, ["--num-workers", "2", "--persistent-workers"]),  # cluster stop
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGINT-group-workers", "SIGTERM-group-workers"],
+)
+def test_signal_saves_and_resume_matches_an_uninterrupted_run(
+    env, reference, tmp_path, signum, whole_group, extra
+) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "d2lopt.cli", "train", "--out", str(out), *RUN, *extra]
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+        start_new_session=True,  # its own process group, like a job in a terminal
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        # epoch 1 is done (metrics.json is written last): signal in the middle of epoch 2
+        while not (out / "metrics.json").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.01)
+        (os.killpg if whole_group else os.kill)(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    assert proc.returncode == 128 + signum, err  # the shell's convention for "ended by signal"
+    assert "Traceback" not in err
+    assert f"{signal.Signals(signum).name} received; checkpoint saved" in err
+    assert "--resume" in err
+    deadline = time.monotonic() + 15
+    while _session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _session(proc.pid), "worker processes outlived the interrupted run"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1, "the signal should land in epoch 2"
+    # a SIGTERM to the group also ends the workers: whether a step of epoch 2 completes
+    # depends on a batch being ready; elsewhere the step in progress completes and is saved
+    assert state["step"] > 0 or (whole_group and signum == signal.SIGTERM), state["step"]
+    assert not list(out.glob(".*.tmp")), "a temporary checkpoint file was left behind"
+
+    resumed = _train(out, env, "--resume", *extra)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((out / "metrics.json").read_text())
+    expected = _strip(reference)
+    for key in ("num_workers", "persistent_workers"):  # loading only: the order is the
+        expected["config"][key] = result["config"][key]  # sampler's, so workers change no number
+    assert _strip(result) == expected
+
+
+# ---------------------------------------------------------------------------- in process
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a busy 2-core machine: one intra-op thread avoids spinning threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[TensorDataset, TensorDataset]:
+    x, y = synthetic_fashion_mnist(600, seed=0)
+    xt, yt = synthetic_fashion_mnist(200, seed=1)
+    return TensorDataset(x.float() / 255, y), TensorDataset(xt.float() / 255, yt)
+
+
+class _SignalAtStep(torch.nn.Module):
+    """A loss that sends SIGINT to this very process at its ``step``-th call (deterministic)."""
+
+    def __init__(self, step: int, times: int = 1) -> None:
+        super().__init__()
+        self.calls, self.step, self.times = 0, step, times
+        self.loss = torch.nn.CrossEntropyLoss(reduction="none")
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return self.loss(out, y)
+
+
+def _fit_shuffled(small, config, **kwargs):
+    """fit on a plain ``DataLoader(shuffle=True)``: its order comes from the global torch RNG."""
+    torch.manual_seed(config.seed)
+    net = mlp(dropout=0.3)  # dropout draws from the torch RNG during training too
+    net.apply(init_weights)
+    train_iter = DataLoader(small[0], batch_size=config.batch_size, shuffle=True)
+    test_iter = DataLoader(small[1], batch_size=100)
+    return fit(net, train_iter, test_iter, config, progress=False, **kwargs)
+
+
+def test_mid_epoch_resume_restores_every_rng_in_process(small, tmp_path) -> None:
+    config = TrainConfig(num_epochs=3, batch_size=50, device="cpu", seed=4)
+    reference = _fit_shuffled(small, config)
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit_shuffled(small, config, out_dir=tmp_path, criterion=_SignalAtStep(12 + 2 + 5))
+    assert info.value.signum == signal.SIGINT and info.value.path == tmp_path / "checkpoint.pt"
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 5)  # 12 steps + 2 eval batches + 5 steps
+    resumed = _fit_shuffled(small, config, out_dir=tmp_path, resume=True)
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in history]
+
+    assert strip(resumed) == strip(reference)
+
+
+def test_a_second_signal_stops_at_once_without_saving(small, tmp_path) -> None:
+    config = TrainConfig(num_epochs=3, batch_size=50, device="cpu")
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _fit_shuffled(small, config, out_dir=tmp_path, criterion=_SignalAtStep(19, times=2))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 0)  # the end of epoch 1 is still there
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_checkpoint_holds_model_optimizer_scaler_and_every_rng(small, tmp_path) -> None:
+    config = TrainConfig(num_epochs=1, batch_size=100, device="cpu")
+    _fit_shuffled(small, config, out_dir=tmp_path)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert {"model", "optimizer", "scaler", "epoch", "step", "history", "config"} <= set(state)
+    assert {"python", "numpy", "torch"} <= set(state["rng"])
+    assert state["optimizer"]["state"], "SGD momentum buffers are part of the state"
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        assert "cuda" in state["rng"]
+
+
+def test_rng_state_round_trip() -> None:
+    saved = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(3).tolist())
+    set_rng_state(saved)
+    assert (random.random(), np.random.rand(), torch.rand(3).tolist()) == first
+    with pytest.raises(ValueError, match="state: expected the dict returned by"):
+        set_rng_state({"torch": saved["torch"]})
+
+
+def test_the_loader_generator_state_is_saved(small, tmp_path) -> None:
+    config = TrainConfig(num_epochs=1, batch_size=100, device="cpu", seed=2)
+    from d2lopt import make_loader
+
+    torch.manual_seed(2)
+    loader = make_loader(small[0], config, train=True)
+    fit(mlp(), loader, None, config, out_dir=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert torch.equal(state["loader_rng"], loader.generator.get_state())
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "epoch": 1})
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")  # some bytes reach the disk, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]  # no temp file
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["model"]["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a checkpoint", os.urandom(2048), "truncated"],
+    ids=["empty", "text", "random", "truncated"],
+)
+def test_corrupt_checkpoint_is_a_clear_error(small, tmp_path, content) -> None:
+    path = tmp_path / "checkpoint.pt"
+    if content == "truncated":
+        save_checkpoint(path, {"model": {"w": torch.ones(1000)}, "epoch": 1})
+        content = path.read_bytes()[:3000]
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="corrupt") as info:
+        load_checkpoint(path)
+    assert "delete it" in str(info.value)
+    config = TrainConfig(num_epochs=2, batch_size=100, device="cpu")
+    with pytest.raises(ValueError, match="corrupt"):
+        _fit_shuffled(small, config, out_dir=tmp_path, resume=True)
+
+
+class _RunsCode:
+    """Unpickling this creates a folder: stands for any code a malicious checkpoint runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the plain pickle
+def test_a_checkpoint_with_a_pickled_object_is_refused(tmp_path) -> None:
+    path, marker = tmp_path / "checkpoint.pt", tmp_path / "code-ran"
+    torch.save({"model": {}, "epoch": 1, "x": _RunsCode(marker)}, path)  # bypasses our checks
+    with pytest.raises(ValueError, match="refused to load"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    with open(path, "wb") as f:  # a plain pickle, not even a torch file
+        pickle.dump({"model": {}, "epoch": _RunsCode(marker)}, f)
+    with pytest.raises(ValueError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_save_refuses_what_weights_only_loading_would_refuse(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(TypeError, match=r"payload\['stats'\]\['mean'\] is a numpy.float64"):
+        save_checkpoint(path, {"model": {}, "epoch": 0, "stats": {"mean": np.float64(0.5)}})
+    assert not path.exists()
+    payload = {  # everything the check lets through, torch.load(weights_only=True) loads
+        "model": {"w": torch.nn.Parameter(torch.ones(2))}, "epoch": 3, "flag": True,
+        "gauss": None, "name": "x", "raw": b"\x00", "c": 1j, "shape": torch.Size([2]),
+        "dtype": torch.float16, "device": torch.device("cpu"), "seen": {1, 2},
+        "pairs": [(1, 2.5)],
+    }  # fmt: skip
+    save_checkpoint(path, payload)
+    assert load_checkpoint(path)["shape"] == torch.Size([2])
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"batch_size": 60}, "batch_size=100"),
+        ({"lr": 0.1}, "lr=0.05"),
+        ({"seed": 1}, "seed=0"),
+        ({"num_epochs": 1}, r"num_epochs \(--epochs\) >= 2"),
+    ],
+    ids=["batch_size", "lr", "seed", "fewer-epochs"],
+)
+def test_resume_with_a_mismatched_config_is_refused(small, tmp_path, change, match) -> None:
+    config = TrainConfig(num_epochs=2, batch_size=100, device="cpu")
+    _fit_shuffled(small, config, out_dir=tmp_path)
+    changed = TrainConfig(**{**config.to_dict(), **change})
+    with pytest.raises(ValueError, match=match):
+        _fit_shuffled(small, changed, out_dir=tmp_path, resume=True)
+
+
+def test_resume_with_other_data_or_model_is_refused(small, tmp_path) -> None:
+    config = TrainConfig(num_epochs=2, batch_size=100, device="cpu")
+    _fit_shuffled(small, TrainConfig(num_epochs=1, batch_size=100, device="cpu"), out_dir=tmp_path)
+    fewer = TensorDataset(*small[0][:500])
+    with pytest.raises(ValueError, match="trained on 600 samples but train_iter has 500"):
+        fit(mlp(), DataLoader(fewer, batch_size=100), None, config, out_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="do not fit this net.*same --model"):
+        fit(mlp(hidden=64), DataLoader(small[0], batch_size=100), None, config,
+            out_dir=tmp_path, resume=True)  # fmt: skip
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "epoch": 1})
+    with pytest.raises(ValueError, match="lacks optimizer.*not written by d2lopt.fit"):
+        _fit_shuffled(small, config, out_dir=tmp_path, resume=True)

@@ -397,4 +397,8 @@ def _is_validation_error(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main: sub-commands raise d2lopt.cli.UsageError, which is a
+    # different class from this __main__ module's copy
+    from d2lopt.cli import main as _main
+
+    sys.exit(_main())

@@ -446,20 +446,27 @@ def standard_dataset(
     """The course's standard on-disk data set: ``n`` JPEGs, decoded and augmented per sample.
 
     Written once by :func:`d2lopt.data.write_image_folder` under ``root`` (default: the data
-    cache) and reused. Built like :func:`d2lopt.data.image_folder`, but a tiny ``n`` whose
-    images miss a class still loads (``allow_empty``), with the same class indices.
+    cache) and reused; read like :func:`d2lopt.data.image_folder`. Labels always follow
+    ``FASHION_MNIST_CLASSES``, so a small split whose images miss a class (no folder for it)
+    keeps the same class indices as the full training split.
     """
     if size < 8:
         raise ValueError(f"size: must be >= 8, got {size}")
     from torchvision.datasets import ImageFolder
 
-    from .data import data_root, image_transform, write_image_folder
+    from .data import FASHION_MNIST_CLASSES, data_root, image_transform, write_image_folder
 
     base = Path(root) if root is not None else data_root() / "ladder"
     folder = write_image_folder(
         base / f"{'train' if train else 'test'}-{n}-{size}", n, size=size, train=train
     )
-    return ImageFolder(str(folder), transform=image_transform(train, size), allow_empty=True)
+    ds = ImageFolder(str(folder), transform=image_transform(train, size), allow_empty=True)
+    names = list(FASHION_MNIST_CLASSES)
+    fixed = {ds.class_to_idx[c]: names.index(c) for c in ds.classes}  # alphabetical -> fixed
+    ds.samples = ds.imgs = [(path, fixed[t]) for path, t in ds.samples]
+    ds.targets = [t for _, t in ds.samples]
+    ds.classes, ds.class_to_idx = names, {c: i for i, c in enumerate(names)}
+    return ds
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from d2lopt.tuning import (
     default_workers,
     load_dataset,
     plot_heatmap,
+    standard_dataset,
     sweep_grid,
     sweep_loader,
 )
@@ -138,6 +139,18 @@ def test_heatmap_has_one_column_per_worker_count() -> None:
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
     texts = [t.get_text() for t in ax.texts]
     assert "n/a" in texts and "14" in texts  # workers=0 has no prefetch/persistent variants
+
+
+def test_standard_dataset_labels_follow_the_fixed_class_order(tmp_path) -> None:
+    from d2lopt.data import FASHION_MNIST_CLASSES, fashion_mnist
+
+    test = standard_dataset(16, 8, train=False, root=tmp_path)  # 16 images miss some classes
+    _, labels, _ = fashion_mnist(False, source="synthetic", n=16)
+    assert len(set(labels.tolist())) < 10  # the case this guards against
+    assert sorted(test.targets) == sorted(labels.tolist())
+    assert test.classes == list(FASHION_MNIST_CLASSES)
+    x, y = test[0]
+    assert x.shape == (3, 8, 8) and y == test.targets[0]
 
 
 # ------------------------------------------------------------------------------ import paths

@@ -27,11 +27,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# Containers and CI machines often run as root, which Jupyter refuses without this flag.
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 # Command 1: the course in JupyterLab (localhost only, token authentication on).
 # The course's own notebooks are trusted so their stored widgets render on first open.
 lab: $(STAMP)
 	$(BIN)/jupyter trust notebooks/*.ipynb
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT)
 
 # Command 2: every check CI runs.
 test: $(STAMP) lint browser-deps

@@ -33,11 +33,16 @@ class Throughput:
     @property
     def spread(self) -> float:
         """Relative spread of the repeats: (max - min) / median time."""
-        med = statistics.median(self.seconds)
-        return (max(self.seconds) - min(self.seconds)) / med if med > 0 else 0.0
+        return relative_spread(self.seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"spread": self.spread}
+
+
+def relative_spread(seconds: list[float]) -> float:
+    """(max - min) / median of repeated timings: how noisy a measurement was."""
+    med = statistics.median(seconds)
+    return (max(seconds) - min(seconds)) / med if med > 0 else 0.0
 
 
 def time_repeats(

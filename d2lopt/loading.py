@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .bench import time_repeats
+from .bench import relative_spread, time_repeats
 from .train import notice_once
 
 __all__ = [
@@ -191,8 +191,7 @@ class LoaderRun:
     @property
     def spread(self) -> float:
         """Relative spread of the repeats: (max - min) / median time."""
-        med = statistics.median(self.seconds)
-        return (max(self.seconds) - min(self.seconds)) / med if med > 0 else 0.0
+        return relative_spread(self.seconds)
 
     def row(self) -> dict[str, Any]:
         """A flat record (settings + results) for tables and plots."""

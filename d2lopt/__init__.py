@@ -5,6 +5,7 @@ that teaches it.
 """
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compare import Comparison, compare, compare_many
 from .config import TrainConfig
 from .data import (
     FASHION_MNIST_CLASSES,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Accumulator",
     "BenchResult",
+    "Comparison",
     "DeviceAccumulator",
     "EpochRandomSampler",
     "FASHION_MNIST_CLASSES",
@@ -37,6 +39,8 @@ __all__ = [
     "autocast_ctx",
     "benchmark",
     "cnn",
+    "compare",
+    "compare_many",
     "count_host_syncs",
     "count_parameters",
     "evaluate",

@@ -1,48 +1,372 @@
-"""Throughput measurements shared by the optimization notebooks and the CLI benchmarks.
+"""Loader measurements: one result type (:class:`LoaderRun`) and one sweep, on ``compare``.
 
-Taught in ``05_disk_to_memory``. Loader speed is measured the honest way: the iterator is
-created inside the timed region when worker start-up is part of the question, batches are
-touched (so lazy work happens), warm-up epochs are discarded, and the median of repeats is
-reported.
+Taught in ``05_disk_to_memory``; ``d2lopt tune-loader``, the ladder and notebooks 03, 06,
+07 and 12 measure loaders with the same code, so they cannot disagree by construction.
+
+One *pass* is what a training run pays for its data: build the loader (a fresh, seeded,
+shuffled one), iterate ``epochs`` epochs (a new iterator per epoch: non-persistent workers
+restart there), copy each batch to the device and hand it to ``step``. Inside a pass we
+record the **start-up** (seconds to the first batch: worker processes, the first reads)
+apart from the **wait** (seconds spent inside ``next()`` in total, the time a GPU would sit
+idle), so a reader sees whether a setting pays at start-up or in the steady state.
+
+Settings are compared with :func:`d2lopt.compare.compare_many`: paired rounds in rotating
+order, an interval against the reference setting, *inconclusive* when noise could decide.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import math
 import statistics
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .devices import synchronize
+from .compare import Comparison, Sweep, compare_many
+from .devices import as_device, synchronize
+from .loading import build_loader, consume
 
-__all__ = ["Throughput", "loader_throughput", "time_repeats"]
+__all__ = [
+    "LoaderRun",
+    "LoaderSweep",
+    "PassStats",
+    "measure_loader",
+    "measure_loaders",
+    "run_pass",
+    "setting_label",
+    "sweep_loaders",
+    "time_repeats",
+]
+
+Step = Callable[[torch.Tensor, Any], Any]
 
 
-@dataclass
-class Throughput:
-    """Samples per second over repeated passes (median and spread)."""
+@dataclass(frozen=True)
+class PassStats:
+    """What one pass over a loader cost."""
+
+    samples: int
+    seconds: float  # the whole pass, building the loader included
+    startup: float  # seconds until the first batch arrived
+    waited: float  # seconds spent inside next(), start-up included
+
+
+def run_pass(
+    make_loader: Callable[[], Iterable],
+    *,
+    epochs: int = 1,
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    step: Step | None = None,
+) -> PassStats:
+    """Build a loader with ``make_loader()`` and run ``epochs`` epochs through it.
+
+    ``max_batches`` caps each epoch; ``device`` receives each batch (``non_blocking`` as
+    given: it only overlaps a copy that starts from pinned memory) and is synchronized at
+    the end, so queued device work is counted.
+    """
+    dev = as_device(device) if device is not None else None
+    startup: list[float] = []
+
+    def on_device(X: torch.Tensor, y: Any) -> None:
+        X = X.to(dev, non_blocking=non_blocking)  # overlaps only when X is in pinned memory
+        if step is not None:
+            step(X, y)
+
+    start = time.perf_counter()
+    loader = make_loader()
+    samples = 0
+    waited = 0.0
+    for _ in range(epochs):  # consume() makes a new iterator: non-persistent workers restart
+        n, w = consume(
+            loader,
+            on_device if dev is not None else step,
+            max_batches=max_batches,
+            on_first_batch=None if startup else lambda: startup.append(time.perf_counter() - start),
+        )
+        samples, waited = samples + n, waited + w
+    del loader  # persistent workers exit with their loader, inside the pass, as in a run
+    if dev is not None:
+        synchronize(dev)
+    elapsed = time.perf_counter() - start
+    return PassStats(samples, elapsed, startup[0] if startup else elapsed, waited)
+
+
+@dataclass(frozen=True)
+class LoaderRun:
+    """One measured loader setting.
+
+    Attributes:
+        label: e.g. ``"num_workers=2, prefetch_factor=4"``.
+        settings: the ``build_loader`` arguments that differ between the settings.
+        samples: samples per pass.
+        seconds: seconds of each measured pass.
+        startup: median seconds to the first batch (worker start-up, first reads).
+        wait_fraction: median share of a pass spent waiting for batches.
+        vs_reference: the interval against the sweep's reference (None for the reference
+            itself and for single measurements).
+    """
 
     label: str
-    samples_per_s: float
-    seconds: list[float] = field(repr=False)
-    samples: int = 0
+    settings: dict[str, Any]
+    samples: int
+    seconds: tuple[float, ...] = field(repr=False)
+    startup: float = math.nan
+    wait_fraction: float = math.nan
+    vs_reference: Comparison | None = field(default=None, repr=False)
 
     @property
-    def spread(self) -> float:
-        """Relative spread of the repeats: (max - min) / median time."""
-        return relative_spread(self.seconds)
+    def samples_per_s(self) -> float:
+        """Samples per second of a whole pass (median pass time, start-up included)."""
+        return self.samples / statistics.median(self.seconds)
+
+    def row(self) -> dict[str, Any]:
+        """A flat record (settings + results) for tables and plots."""
+        c = self.vs_reference
+        return self.settings | {
+            "label": self.label,
+            "samples_per_s": self.samples_per_s,
+            "startup_s": self.startup,
+            "wait_fraction": self.wait_fraction,
+            "rounds": len(self.seconds),
+            "vs_reference": "reference" if c is None else str(c),
+            "verdict": "" if c is None else c.verdict,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"spread": self.spread}
+        return {
+            "label": self.label,
+            "settings": self.settings,
+            "samples": self.samples,
+            "seconds": list(self.seconds),
+            "startup": self.startup,
+            "wait_fraction": self.wait_fraction,
+            "samples_per_s": self.samples_per_s,
+            "vs_reference": None if self.vs_reference is None else self.vs_reference.to_dict(),
+        }
 
 
-def relative_spread(seconds: list[float]) -> float:
-    """(max - min) / median of repeated timings: how noisy a measurement was."""
-    med = statistics.median(seconds)
-    return (max(seconds) - min(seconds)) / med if med > 0 else 0.0
+@dataclass(frozen=True)
+class LoaderSweep:
+    """Every setting of a sweep, measured in the same paired rounds."""
+
+    reference: str
+    runs: dict[str, LoaderRun]
+    sweep: Sweep = field(repr=False)
+
+    def best(self) -> LoaderRun:
+        """The setting that beats the reference with an interval above ``1 + min_effect``;
+        the reference itself when none does (a gain noise could explain is no gain)."""
+        return self.runs[self.sweep.best()]
+
+    def table(self) -> str:
+        """Markdown: samples/s, start-up, wait share and the interval against the reference."""
+        rows = [
+            f"| setting | samples/s | start-up | waiting | vs {self.reference} | verdict |",
+            "|---|---:|---:|---:|---|---|",
+        ]
+        for name, run in self.runs.items():
+            c = run.vs_reference
+            rows.append(
+                f"| {name} | {run.samples_per_s:,.0f} | {run.startup * 1e3:.0f} ms "
+                f"| {run.wait_fraction:.0%} | {'reference' if c is None else c} "
+                f"| {'' if c is None else f'**{c.verdict}**'} |"
+            )
+        return "\n".join(rows)
+
+
+def _check_passes(epochs: int, max_batches: int | None) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs: must be an int >= 1 (passes per measurement), got {epochs!r}")
+    bad = isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
+    if max_batches is not None and bad:
+        raise ValueError(f"max_batches: must be an int >= 1 or None (all), got {max_batches!r}")
+
+
+def measure_loaders(
+    loaders: Mapping[str, Callable[[], Iterable]],
+    *,
+    reference: str,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    epochs: int = 1,
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    step: Step | None = None,
+    max_seconds: float = 30.0,
+    warmup: int = 1,
+    min_effect: float = 0.05,
+    confidence: float = 0.95,
+) -> LoaderSweep:
+    """Compare loaders in paired rounds; each value of ``loaders`` builds a fresh loader.
+
+    A round runs one pass (see :func:`run_pass`) of every loader in a rotating order, so a
+    burst of load hits all of them alike. Each non-reference setting gets a
+    :class:`~d2lopt.compare.Comparison` against ``reference``.
+
+    Example:
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> ds = TensorDataset(torch.zeros(64, 3))
+        >>> s = measure_loaders({"b8": lambda: DataLoader(ds, batch_size=8),
+        ...                      "b32": lambda: DataLoader(ds, batch_size=32)},
+        ...                     reference="b8", max_seconds=1)
+        >>> s.runs["b32"].samples
+        64
+    """
+    _check_passes(epochs, max_batches)
+    stats: dict[str, list[PassStats]] = {name: [] for name in loaders}
+
+    def timed(name: str) -> Callable[[], None]:
+        make = loaders[name]
+        if not callable(make):
+            raise TypeError(
+                f"loaders[{name!r}]: must build a loader when called, got {type(make).__name__}; "
+                "pass lambda: DataLoader(...)"
+            )
+
+        def one_pass() -> None:
+            stats[name].append(
+                run_pass(
+                    make,
+                    epochs=epochs,
+                    max_batches=max_batches,
+                    device=device,
+                    non_blocking=non_blocking,
+                    step=step,
+                )
+            )
+
+        return one_pass
+
+    sweep = compare_many(
+        {name: timed(name) for name in loaders},
+        reference=reference,
+        device=device,
+        min_effect=min_effect,
+        confidence=confidence,
+        max_seconds=max_seconds,
+        warmup=warmup,
+        number=1,  # one pass per timed block: the pass records line up with the rounds
+    )
+    runs = {}
+    for name in loaders:
+        measured = stats[name][-sweep.rounds :]  # warm-up passes come first
+        runs[name] = LoaderRun(
+            label=name,
+            settings=dict((settings or {}).get(name, {})),
+            samples=measured[-1].samples,
+            seconds=tuple(sweep.seconds[name]),
+            startup=statistics.median(p.startup for p in measured),
+            wait_fraction=statistics.median(p.waited / p.seconds for p in measured),
+            vs_reference=sweep.comparisons.get(name),
+        )
+    return LoaderSweep(reference, runs, sweep)
+
+
+def setting_label(setting: Mapping[str, Any]) -> str:
+    """``{"num_workers": 2, "prefetch_factor": 4}`` -> ``"num_workers=2, prefetch_factor=4"``."""
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
+
+
+def sweep_loaders(
+    dataset: Any,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
+    *,
+    reference: Mapping[str, Any] | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    **kwargs: Any,
+) -> LoaderSweep:
+    """Measure ``build_loader(dataset, ...)`` for every setting of ``grid``.
+
+    ``grid`` is either ``{"num_workers": [0, 1, 2]}`` (every combination) or a list of
+    setting dicts. Every loader shuffles with the same seeded generator, so every setting
+    sees the same sample order. ``reference`` (default: the first setting) is what the
+    others are compared with; ``kwargs`` go to :func:`measure_loaders` (``epochs``,
+    ``max_batches``, ``step``, ``device``, ``max_seconds``, ...) or, when they are
+    ``build_loader`` arguments (``pin_memory``), to every loader.
+
+    Example: ``sweep_loaders(ds, {"num_workers": [0, 1, 2]}, epochs=2)``.
+    """
+    if isinstance(grid, Mapping):
+        if not grid:
+            raise ValueError("grid: give at least one build_loader argument and its values")
+        names = list(grid)
+        settings = [dict(zip(names, v, strict=True)) for v in itertools.product(*grid.values())]
+    else:
+        settings = [dict(s) for s in grid]
+        if not settings:
+            raise ValueError("grid: give at least one setting to measure")
+    loader_params = set(inspect.signature(build_loader).parameters) - {"dataset"}
+    fixed = {"batch_size": batch_size, "seed": seed, "shuffle": True}
+    fixed |= {k: kwargs.pop(k) for k in list(kwargs) if k in loader_params}
+    if reference is not None and dict(reference) not in settings:
+        settings.insert(0, dict(reference))
+    ref = setting_label(dict(reference) if reference is not None else settings[0])
+    by_label = {setting_label(s): s for s in settings}
+
+    def maker(s: Mapping[str, Any]) -> Callable[[], Iterable]:
+        return lambda: build_loader(dataset, **(fixed | dict(s)))
+
+    for s in settings:  # fail fast, naming the bad argument, before any measuring
+        build_loader(dataset, **(fixed | s))
+    return measure_loaders(
+        {label: maker(s) for label, s in by_label.items()},
+        reference=ref,
+        settings=by_label,
+        **kwargs,
+    )
+
+
+def measure_loader(
+    loader: Iterable | Callable[[], Iterable],
+    *,
+    label: str = "",
+    repeats: int = 3,
+    warmup: int = 1,
+    epochs: int = 1,
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+    non_blocking: bool = False,
+    step: Step | None = None,
+) -> LoaderRun:
+    """One loader on its own: median of ``repeats`` passes after ``warmup`` passes.
+
+    For a number to report, not a verdict: to decide whether one loader beats another,
+    measure both with :func:`measure_loaders`. ``loader`` may be a loader (re-iterated each
+    pass) or a function that builds one (start-up then counts in every pass).
+    """
+    _check_passes(epochs, max_batches)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats: must be an int >= 1, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
+    make = loader if callable(loader) and not hasattr(loader, "__iter__") else (lambda: loader)
+    passes = [
+        run_pass(
+            make,
+            epochs=epochs,
+            max_batches=max_batches,
+            device=device,
+            non_blocking=non_blocking,
+            step=step,
+        )
+        for _ in range(warmup + repeats)
+    ][warmup:]
+    return LoaderRun(
+        label=label,
+        settings={},
+        samples=passes[-1].samples,
+        seconds=tuple(p.seconds for p in passes),
+        startup=statistics.median(p.startup for p in passes),
+        wait_fraction=statistics.median(p.waited / p.seconds for p in passes),
+    )
 
 
 def time_repeats(
@@ -54,55 +378,22 @@ def time_repeats(
 ) -> list[float]:
     """Wall-clock seconds of ``fn()`` for each of ``repeats`` runs after ``warmup`` runs.
 
-    ``device`` is synchronized before and after each run, so queued GPU work is counted.
+    ``device`` is synchronized before and after each run, so queued GPU work is counted. A
+    number to report; a comparison of two such numbers goes through ``compare``.
     """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(
-            f"time_repeats: need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}"
-        )
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats: must be an int >= 1, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
+    dev = as_device(device) if device is not None else None
     times = []
     for i in range(warmup + repeats):
-        if device is not None:
-            synchronize(device)
+        if dev is not None:
+            synchronize(dev)
         start = time.perf_counter()
         fn()
-        if device is not None:
-            synchronize(device)
+        if dev is not None:
+            synchronize(dev)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return times
-
-
-def loader_throughput(
-    loader: Iterable,
-    *,
-    label: str = "",
-    max_batches: int | None = None,
-    repeats: int = 3,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-    non_blocking: bool = False,
-) -> Throughput:
-    """Samples/s of one pass (or ``max_batches`` batches) over ``loader``, median of repeats.
-
-    Each pass creates a fresh iterator, so worker start-up is included unless the loader
-    has ``persistent_workers=True`` (then only the first, warm-up pass pays it). With
-    ``device``, each batch is copied there (``non_blocking`` as given), so the host-to-device
-    transfer is part of the measurement.
-    """
-    counted: list[int] = []
-
-    def one_pass() -> None:
-        n = 0
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            X = batch[0] if isinstance(batch, (list, tuple)) else batch
-            if device is not None:
-                X = X.to(device, non_blocking=non_blocking)
-            n += len(X)
-        counted.append(n)
-
-    seconds = time_repeats(one_pass, repeats=repeats, warmup=warmup, device=device)
-    samples = counted[-1]
-    return Throughput(label, samples / statistics.median(seconds), seconds, samples)

@@ -11,18 +11,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .bench import relative_spread, time_repeats
 from .train import notice_once
 
 __all__ = [
@@ -30,9 +27,6 @@ __all__ = [
     "decode_image_folder",
     "build_loader",
     "consume",
-    "LoaderRun",
-    "measure_loader",
-    "sweep",
     "epoch_times",
     "knee",
     "num_threads",
@@ -152,12 +146,15 @@ def consume(
     step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     *,
     max_batches: int | None = None,
+    on_first_batch: Callable[[], Any] | None = None,
 ) -> tuple[int, float]:
     """Run one pass; return ``(samples, seconds spent waiting for batches)``.
 
     The wait is the time spent inside ``next()``: on a GPU machine, the time the device
     would sit idle because the input pipeline was late. ``step(X, y)`` is the consumer's
-    work per batch (a training step, or a stand-in for one).
+    work per batch (a training step, or a stand-in for one). ``on_first_batch()`` is called
+    once, when the first batch has arrived (:func:`d2lopt.bench.run_pass` times start-up
+    with it).
     """
     samples, waited = 0, 0.0
     with _allow_many_workers():
@@ -168,6 +165,8 @@ def consume(
             t0 = time.perf_counter()
             batch = next(batches, None)
             waited += time.perf_counter() - t0
+            if i == 0 and on_first_batch is not None:
+                on_first_batch()
             if batch is None:
                 break
             X, y = batch
@@ -176,99 +175,6 @@ def consume(
             samples += len(X)
         del batches  # a non-persistent iterator shuts its workers down here
     return samples, waited
-
-
-@dataclass
-class LoaderRun:
-    """One measured loader setting: median throughput and the share of time spent waiting."""
-
-    settings: dict[str, Any]
-    samples_per_s: float
-    wait_fraction: float
-    seconds: list[float] = field(repr=False)
-    samples: int = 0
-
-    @property
-    def spread(self) -> float:
-        """Relative spread of the repeats: (max - min) / median time."""
-        return relative_spread(self.seconds)
-
-    def row(self) -> dict[str, Any]:
-        """A flat record (settings + results) for tables and plots."""
-        return self.settings | {
-            "samples_per_s": self.samples_per_s,
-            "wait_fraction": self.wait_fraction,
-            "spread": self.spread,
-        }
-
-
-def measure_loader(
-    loader: Iterable,
-    *,
-    settings: Mapping[str, Any] | None = None,
-    step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
-    max_batches: int | None = None,
-    repeats: int = 3,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-) -> LoaderRun:
-    """Median samples/s of ``repeats`` passes over ``loader`` after ``warmup`` passes.
-
-    Each pass makes a new iterator, so worker start-up is counted in every pass unless the
-    loader keeps ``persistent_workers`` (then only the warm-up pays it), as in training.
-    ``device`` is synchronized around each pass, so GPU work queued by ``step`` is counted.
-    """
-    passes: list[tuple[int, float]] = []
-    seconds = time_repeats(
-        lambda: passes.append(consume(loader, step, max_batches=max_batches)),
-        repeats=repeats,
-        warmup=warmup,
-        device=device,
-    )
-    timed = passes[warmup:]
-    samples = timed[-1][0]
-    med = statistics.median(seconds)
-    wait = statistics.median(w / s for (_, w), s in zip(timed, seconds, strict=True))
-    return LoaderRun(dict(settings or {}), samples / med, wait, seconds, samples)
-
-
-def sweep(
-    dataset: Dataset,
-    grid: Mapping[str, Sequence[Any]],
-    *,
-    step: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
-    max_batches: int | None = None,
-    repeats: int = 3,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-    **fixed: Any,
-) -> list[LoaderRun]:
-    """Measure a loader for every combination of ``grid`` (``build_loader`` arguments).
-
-    Example: ``sweep(ds, {"num_workers": [0, 1, 2]}, batch_size=64)``. Each loader is
-    deleted after its measurement, so no worker process outlives its row. Taught in
-    ``05_disk_to_memory``.
-    """
-    if not grid:
-        raise ValueError("grid: give at least one build_loader argument and its values")
-    names = list(grid)
-    runs = []
-    for values in itertools.product(*(grid[n] for n in names)):
-        settings = dict(zip(names, values, strict=True))
-        loader = build_loader(dataset, **fixed, **settings)
-        runs.append(
-            measure_loader(
-                loader,
-                settings=settings,
-                step=step,
-                max_batches=max_batches,
-                repeats=repeats,
-                warmup=warmup,
-                device=device,
-            )
-        )
-        del loader  # persistent workers exit with their loader
-    return runs
 
 
 def epoch_times(

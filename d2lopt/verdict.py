@@ -17,7 +17,9 @@ __all__ = [
     "HOLDS",
     "DOES_NOT_HOLD",
     "DEPENDS",
+    "INCONCLUSIVE",
     "SKIPPED",
+    "fact",
     "judge_speedup",
     "verdict_table",
 ]
@@ -25,6 +27,7 @@ __all__ = [
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
 DEPENDS = "depends"
+INCONCLUSIVE = "inconclusive"  # the interval straddles the bar: noise could decide it
 SKIPPED = "skipped"
 
 
@@ -37,10 +40,24 @@ class Verdict:
     evidence: str
     verdict: str
     condition: str = ""
+    deterministic: bool = False  # an exact count/byte size/raised error: no interval applies
 
     def __str__(self) -> str:
         tail = f" ({self.condition})" if self.condition else ""
         return f"{self.claim}: {self.verdict}{tail} - {self.evidence}"
+
+
+def fact(claim: str, statement: str, evidence: str, holds: bool, *, condition: str = "") -> Verdict:
+    """A verdict on a deterministic fact (sync counts, bytes, one run's peak memory, errors).
+
+    Such evidence is exact, so it carries no interval and no noise band, and the table marks
+    it as *exact*; timing claims go through :func:`d2lopt.compare.compare` instead.
+    """
+    if not isinstance(holds, bool):
+        raise TypeError(f"holds: must be True or False (computed from the evidence), got {holds!r}")
+    return Verdict(
+        claim, statement, evidence, HOLDS if holds else DOES_NOT_HOLD, condition, deterministic=True
+    )
 
 
 def judge_speedup(speedup: float, *, threshold: float = 1.10, noise: float = 0.05) -> str:
@@ -65,5 +82,6 @@ def verdict_table(verdicts: Sequence[Verdict]) -> str:
     rows = ["| claim | statement | measured here | verdict |", "|---|---|---|---|"]
     for v in verdicts:
         verdict = f"**{v.verdict}**" + (f" ({v.condition})" if v.condition else "")
-        rows.append(f"| {v.claim} | {v.statement} | {v.evidence} | {verdict} |")
+        evidence = f"exact: {v.evidence}" if v.deterministic else v.evidence
+        rows.append(f"| {v.claim} | {v.statement} | {evidence} | {verdict} |")
     return "\n".join(rows)

@@ -10,7 +10,6 @@ from torch.utils.data import TensorDataset
 
 from d2lopt.data import image_transform, write_image_folder
 from d2lopt.loading import (
-    LoaderRun,
     TensorImageDataset,
     batched_augment,
     build_loader,
@@ -18,9 +17,7 @@ from d2lopt.loading import (
     decode_image_folder,
     epoch_times,
     knee,
-    measure_loader,
     num_threads,
-    sweep,
 )
 
 
@@ -121,41 +118,6 @@ def test_consume_counts_samples_stops_at_max_batches_and_calls_step():
     samples, waited = consume(loader, lambda X, y: seen.append(len(X)))
     assert samples == 10 and seen == [4, 4, 2] and waited >= 0
     assert consume(loader, max_batches=2)[0] == 8
-
-
-def test_measure_loader_reports_median_throughput_of_the_timed_passes():
-    batches = [(torch.zeros(5, 2), torch.zeros(5))] * 3
-    run = measure_loader(batches, settings={"k": 1}, repeats=3, warmup=2, device="cpu")
-    assert isinstance(run, LoaderRun)
-    assert run.samples == 15 and len(run.seconds) == 3
-    assert run.samples_per_s > 0 and 0 <= run.wait_fraction <= 1
-    row = run.row()
-    assert row["k"] == 1 and {"samples_per_s", "wait_fraction", "spread"} <= row.keys()
-
-
-def test_sweep_measures_every_combination_and_leaves_no_worker_behind():
-    ds = TensorDataset(torch.zeros(16, 2), torch.zeros(16))
-    runs = sweep(
-        ds,
-        {"num_workers": [0, 1], "batch_size": [4, 8]},
-        repeats=1,
-        warmup=0,
-    )
-    assert [r.settings for r in runs] == [
-        {"num_workers": 0, "batch_size": 4},
-        {"num_workers": 0, "batch_size": 8},
-        {"num_workers": 1, "batch_size": 4},
-        {"num_workers": 1, "batch_size": 8},
-    ]
-    assert all(r.samples == 16 for r in runs)
-    persistent = sweep(ds, {"prefetch_factor": [1, 2]}, num_workers=1, persistent_workers=True,
-                       repeats=1, warmup=1)  # fmt: skip
-    assert len(persistent) == 2 and _no_children()
-
-
-def test_sweep_needs_a_grid():
-    with pytest.raises(ValueError, match="grid"):
-        sweep(TensorDataset(torch.zeros(2, 1)), {})
 
 
 def test_epoch_times_returns_one_record_per_epoch_with_first_batch_inside_the_epoch():

@@ -45,12 +45,13 @@ from d2lopt import (
     try_gpu,
     write_image_folder,
 )
-from d2lopt.bench import loader_throughput, time_repeats
+from d2lopt.bench import measure_loader, time_repeats
 from d2lopt.checkpoint import set_rng_state
+from d2lopt.compare import compare
 from d2lopt.data import data_root, image_transform
 from d2lopt.devices import accelerator_name, as_device
 from d2lopt.precision import amp_dtype, check_amp
-from d2lopt.verdict import judge_speedup
+from d2lopt.verdict import fact
 
 CUDA = torch.cuda.is_available()
 MPS = torch.backends.mps.is_available()
@@ -248,9 +249,13 @@ CASES = [
           "state: expected the dict returned by d2lopt.checkpoint.rng_state()"),
     # ---- measurements and verdicts (validated by their modules already)
     _case("time-repeats-zero", lambda t: time_repeats(lambda: None, repeats=0), ValueError,
-          "repeats >= 1"),
-    _case("judge-threshold", lambda t: judge_speedup(1.2, threshold=1.0), ValueError,
-          "judge_speedup"),
+          "repeats: must be an int >= 1"),
+    _case("compare-min-effect", lambda t: compare(print, print, min_effect=-1), ValueError,
+          "min_effect: must be a fraction >= 0"),
+    _case("compare-not-callable", lambda t: compare(print, 3), TypeError,
+          "candidate: must be callable with no arguments"),
+    _case("fact-not-bool", lambda t: fact("C", "s", "e", holds=1), TypeError,
+          "holds: must be True or False"),
 ]  # fmt: skip
 
 
@@ -283,5 +288,5 @@ def test_valid_edge_values_are_accepted(tmp_path) -> None:
     DeviceAccumulator(1).add(torch.ones(1))  # a one-element tensor of shape (1,)
     DeviceAccumulator(1).add(np.float32(2.0))  # numbers of any numeric type
     assert mlp(dropout=0.0)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
-    assert list(loader_throughput(DataLoader(DATA, batch_size=4), repeats=1, warmup=0).seconds)
+    assert measure_loader(DataLoader(DATA, batch_size=4), repeats=1, warmup=0).samples == 8
     assert evaluate(nn.Flatten(), [], None)["samples"] == 0

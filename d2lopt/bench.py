@@ -221,6 +221,8 @@ def measure_loaders(
     """
     _check_passes(epochs, max_batches)
     stats: dict[str, list[PassStats]] = {name: [] for name in loaders}
+    pass_options = dict(epochs=epochs, max_batches=max_batches, device=device,
+                        non_blocking=non_blocking, step=step)  # fmt: skip
 
     def timed(name: str) -> Callable[[], None]:
         make = loaders[name]
@@ -231,16 +233,7 @@ def measure_loaders(
             )
 
         def one_pass() -> None:
-            stats[name].append(
-                run_pass(
-                    make,
-                    epochs=epochs,
-                    max_batches=max_batches,
-                    device=device,
-                    non_blocking=non_blocking,
-                    step=step,
-                )
-            )
+            stats[name].append(run_pass(make, **pass_options))
 
         return one_pass
 
@@ -254,18 +247,16 @@ def measure_loaders(
         warmup=warmup,
         number=1,  # one pass per timed block: the pass records line up with the rounds
     )
-    runs = {}
-    for name in loaders:
-        measured = stats[name][-sweep.rounds :]  # warm-up passes come first
-        runs[name] = LoaderRun(
-            label=name,
-            settings=dict((settings or {}).get(name, {})),
-            samples=measured[-1].samples,
-            seconds=tuple(sweep.seconds[name]),
-            startup=statistics.median(p.startup for p in measured),
-            wait_fraction=statistics.median(p.waited / p.seconds for p in measured),
-            vs_reference=sweep.comparisons.get(name),
+    runs = {
+        name: _loader_run(
+            name,
+            dict((settings or {}).get(name, {})),
+            stats[name][-sweep.rounds :],  # warm-up passes come first
+            sweep.seconds[name],
+            sweep.comparisons.get(name),
         )
+        for name in loaders
+    }
     return LoaderSweep(reference, runs, sweep)
 
 
@@ -356,16 +347,28 @@ def measure_loader(
             device=device,
             non_blocking=non_blocking,
             step=step,
-        )
+        )  # fmt: skip
         for _ in range(warmup + repeats)
     ][warmup:]
+    return _loader_run(label, {}, passes, [p.seconds for p in passes], None)
+
+
+def _loader_run(
+    label: str,
+    settings: dict[str, Any],
+    passes: Sequence[PassStats],
+    seconds: Sequence[float],
+    vs_reference: Comparison | None,
+) -> LoaderRun:
+    """Summarize measured passes: medians of start-up and of the share spent waiting."""
     return LoaderRun(
         label=label,
-        settings={},
+        settings=settings,
         samples=passes[-1].samples,
-        seconds=tuple(p.seconds for p in passes),
+        seconds=tuple(seconds),
         startup=statistics.median(p.startup for p in passes),
         wait_fraction=statistics.median(p.waited / p.seconds for p in passes),
+        vs_reference=vs_reference,
     )
 
 

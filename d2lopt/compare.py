@@ -38,7 +38,7 @@ import torch
 from .devices import as_device, synchronize
 from .verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, Verdict
 
-__all__ = ["Comparison", "Sweep", "compare", "compare_many", "ratio_interval"]
+__all__ = ["Comparison", "Sweep", "compare", "compare_many", "ratio_interval", "summarize"]
 
 # A timed block lasts at least this long, so a microsecond-scale function is not measured
 # at the resolution of the clock (torch.utils.benchmark's blocked_autorange does the same).
@@ -144,6 +144,20 @@ class Sweep:
             return self.reference
         return max(winners, key=lambda n: self.comparisons[n].ci[0])
 
+    def between(self, candidate: str, baseline: str) -> Comparison:
+        """``candidate`` against ``baseline``: any two variants, from the same paired rounds.
+
+        Every round ran every variant, so two non-reference variants pair up just like a
+        variant and the reference (05 compares each loader setting with the previous one).
+        """
+        for arg, name in (("candidate", candidate), ("baseline", baseline)):
+            if name not in self.seconds:
+                raise ValueError(f"{arg}: {name!r} is not one of {sorted(self.seconds)}")
+        any_c = next(iter(self.comparisons.values()))  # all share min_effect and confidence
+        return _comparison(
+            candidate, baseline, self.seconds, any_c.min_effect, any_c.confidence, self.elapsed
+        )
+
     def table(self) -> str:
         """A Markdown table: every variant, its median time and its interval vs the reference."""
         rows = [
@@ -248,6 +262,11 @@ def _judge(
     bar = 1 + min_effect
     if math.isnan(lo):
         need = min_rounds(confidence)
+        if math.isnan(elapsed):  # summarize(): rounds taken elsewhere
+            return INCONCLUSIVE, (
+                f"only {rounds} round(s), and a {confidence:.0%} interval needs {need}: "
+                "measure more rounds"
+            )
         return INCONCLUSIVE, (
             f"only {rounds} round(s) in {elapsed:.1f} s, and a {confidence:.0%} interval needs "
             f"{need}: raise max_seconds"
@@ -388,9 +407,37 @@ def compare_many(
         ):
             break
     elapsed = time.perf_counter() - start
+    return summarize(
+        seconds, reference=reference, min_effect=min_effect, confidence=confidence,
+        elapsed=elapsed,
+    )  # fmt: skip
+
+
+def summarize(
+    seconds: Mapping[str, list[float]],
+    *,
+    reference: str,
+    min_effect: float = 0.05,
+    confidence: float = 0.95,
+    elapsed: float = math.nan,
+) -> Sweep:
+    """Intervals and verdicts for timings already taken in paired rounds.
+
+    For measurements :func:`compare_many` cannot run itself, e.g. inside a distributed
+    program where every rank must execute the same rounds (``d2lopt.sharding``,
+    ``d2lopt.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
+    with the order alternated between rounds.
+    """
+    if reference not in seconds:
+        raise ValueError(f"reference: {reference!r} is not one of {sorted(seconds)}")
+    lengths = {len(v) for v in seconds.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError("seconds: every variant needs one time per round, and at least one round")
+    _check_args(min_effect, confidence, 1.0, 0, 0.1, 2)
+    seconds = {name: list(times) for name, times in seconds.items()}
     comparisons = {
         name: _comparison(name, reference, seconds, min_effect, confidence, elapsed)
-        for name in names
+        for name in seconds
         if name != reference
     }
     return Sweep(reference, seconds, comparisons, elapsed)

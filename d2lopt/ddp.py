@@ -22,11 +22,11 @@ its run, even with a different number of processes (elastic ``--nnodes MIN:MAX``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
@@ -65,6 +65,14 @@ from .distributed import (
 from .metrics import evaluate
 from .models import cnn, init_weights, mlp
 from .precision import autocast_ctx, check_amp, grad_scaler
+from .sharding import (
+    STRATEGIES,
+    full_state_dict,
+    gradient_sync,
+    load_sharded,
+    save_sharded,
+    shard_model,
+)
 from .timing import Timer
 
 __all__ = [
@@ -82,6 +90,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # settings that must not change when resuming: they define the experiment (the batch may:
 # per rank when the world size changes, or to keep the global batch; see _resume_state)
 _RESUME_MUST_MATCH = ("lr", "momentum", "amp", "seed")
+SHARDS_DIR = "shards"  # --strategy fsdp: one DCP folder per checkpoint, under --out
 
 
 # ------------------------------------------------------------------------------ arguments
@@ -109,6 +118,10 @@ def add_program_flags(p: argparse.ArgumentParser) -> None:
     add = g.add_argument
     # fmt: off
     add("--model", choices=("mlp", "cnn"), default="mlp", help="the course model (default: mlp)")
+    add("--strategy", choices=STRATEGIES, default="ddp",
+        help="ddp: every rank holds the whole model; fsdp: each rank holds 1/N of the "
+        "parameters, gradients and optimizer state (fully_shard), sharded checkpoints "
+        "(default: ddp)")
     add("--data", choices=("auto", "real", "synthetic"), default="auto",
         help="FashionMNIST source (default: auto); synthetic with --n-train is the fastest")
     add("--n-train", type=positive_int, help="training samples (default: all 60000)")
@@ -172,7 +185,7 @@ def validate(args: argparse.Namespace) -> Any:
         raise _flag_error(exc) from None
     try:
         device = rank_device(0, args.device)  # counts GPUs without initialising CUDA
-        if device.type == "cpu":  # fp16 autocast needs a GPU; CUDA's bf16 is checked in
+        if device.type == "cpu":  # every mode runs on CPU; CUDA's bf16 is checked in
             check_amp(device, args.amp)  # main(), once this rank's GPU is selected
     except ValueError as exc:
         raise _flag_error(exc) from None
@@ -246,6 +259,8 @@ def _model(args, config, env: DistEnv) -> tuple[nn.Module, nn.Module]:
     if config.channels_last:
         net.to(memory_format=torch.channels_last)
     model: nn.Module = net
+    if args.strategy == "fsdp":  # in place: every parameter becomes this rank's shard
+        return shard_model(net), net
     if env.distributed:  # DDP broadcasts rank 0's weights, then all-reduces every gradient
         ids = [device.index] if device.type == "cuda" else None  # CPU modules take no ids
         model = DDP(net, device_ids=ids, bucket_cap_mb=args.bucket_cap_mb)
@@ -260,14 +275,31 @@ def _set_threads(requested: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))  # no oversubscription
 
 
-def _evaluate(net: nn.Module, loader: DataLoader, criterion, device) -> tuple[float, float]:
+def _evaluate(
+    net: nn.Module, loader: DataLoader, criterion, device, strategy: str = "ddp"
+) -> tuple[float, float]:
     """Test loss and accuracy over every rank's shard (a collective)."""
-    r = evaluate(net, loader, criterion, device)  # the plain module: no DDP hooks
+    batches = _as_many_batches(loader, device) if strategy == "fsdp" else loader
+    r = evaluate(net, batches, criterion, device)  # the plain module: no DDP hooks
     n = r["samples"]
     meter = DistributedMeter(3, device)
     meter.add(r["loss"] * n if n else 0.0, r["accuracy"] * n if n else 0.0, n)
     loss_sum, correct, count = meter.reduced()
     return loss_sum / count, correct / count
+
+
+def _as_many_batches(loader: DataLoader, device: torch.device):
+    """The shard's batches, then empty ones until every rank has run as many forwards.
+
+    With FSDP every forward all-gathers each layer's weights, a collective: a rank whose
+    test shard has one batch fewer would leave the others waiting forever.
+    """
+    most = torch.tensor(len(loader), device=device)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    X0, y0 = loader.dataset[0]
+    yield from loader
+    for _ in range(int(most) - len(loader)):  # an empty batch adds 0 samples, 0 loss
+        yield X0.new_empty((0, *X0.shape)), torch.as_tensor(y0).new_empty((0,))
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -297,6 +329,11 @@ def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
         raise UsageError(
             f"--out: {out} already holds a checkpoint; add --resume to continue it, or choose "
             "another --out (nothing was overwritten)"
+        )
+    if state.get("strategy", "ddp") != args.strategy:
+        raise UsageError(
+            f"--strategy: the checkpoint was written with --strategy "
+            f"{state.get('strategy', 'ddp')}; use it, or a new --out"
         )
     for key in _RESUME_MUST_MATCH:
         if state["config"].get(key) != getattr(config, key):
@@ -335,6 +372,11 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     :class:`~d2lopt.TrainConfig` (``batch_size`` per rank).
     """
     device, world, B, K = env.device, env.world_size, config.batch_size, args.accumulate
+    if args.strategy == "fsdp" and not env.distributed:
+        raise UsageError(
+            "--strategy: fsdp shards over a process group; launch with torchrun "
+            "(torchrun --nproc-per-node N -m d2lopt.ddp ...; N=1 works too)"
+        )
 
     def log(*line: object) -> None:
         if not args.quiet:
@@ -355,8 +397,11 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     start_epoch, skip, sums0 = 0, 0, [0.0, 0.0]
     state = _resume_state(args, config, out)
     if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("shards"):  # fsdp: every rank reads its shard, resharded to this world
+            load_sharded(out / state["shards"], net, optimizer)
+        else:
+            net.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         history, start_epoch = state["history"], state["epoch"]
         # rank r takes every world-th index of one permutation, so the *global* sample
@@ -370,17 +415,31 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
             f"{state['world_size']} process(es), now {world}; restart {restarts})")  # fmt: skip
 
     def checkpoint(epoch: int, step: int, sums: list[float]) -> None:
-        if env.is_main and out is not None:  # one writer; atomic rename: never a torn file
+        if out is None:
+            return
+        shards = None
+        if args.strategy == "fsdp":  # every rank writes its shard (a collective) ...
+            shards = f"{SHARDS_DIR}/e{epoch}-s{step}"
+            save_sharded(out / shards, net, optimizer)
+        if env.is_main:  # ... then one writer points to it; atomic rename: never a torn file
+            sharded = shards is not None
             save_checkpoint(out / CHECKPOINT_NAME, {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": None if sharded else net.state_dict(),
+                "optimizer": None if sharded else optimizer.state_dict(),
+                "shards": shards, "strategy": args.strategy,
                 "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
                 "world_size": world, "accumulate": K, "global_batch": world * B * K,
                 "train_sums": sums,
                 "history": history, "config": config.to_dict(), "run_id": run_id,
             })  # fmt: skip
+            if sharded:  # older shard folders are superseded now that the pointer moved
+                for old in (out / SHARDS_DIR).iterdir():
+                    if old.name != Path(shards).name:
+                        shutil.rmtree(old, ignore_errors=True)
 
-    log(f"world_size={world} backend={env.backend or 'none'} device={device.type} "
-        f"batch={B}/rank global_batch={world * B * K} amp={config.amp}")  # fmt: skip
+    log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
+        f"device={device.type} batch={B}/rank global_batch={world * B * K} "
+        f"amp={config.amp}")  # fmt: skip
     meter = DistributedMeter(2, device)  # [loss sum, samples], all-reduced when read
     timer = Timer(device)
     global_step = sum(r["steps"] for r in history) + skip // K
@@ -400,8 +459,8 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
                 X = X.contiguous(memory_format=torch.channels_last)
             sync = (i + 1) % K == 0 or i + 1 == n_batches
             # no_sync: gradients accumulate locally; only the last micro-batch all-reduces
-            ctx = model.no_sync() if env.distributed and not sync else contextlib.nullcontext()
-            with ctx:
+            # them (ddp) or reduce-scatters them (fsdp)
+            with gradient_sync(model, args.strategy if env.distributed else "", sync):
                 with autocast:
                     loss = criterion(forward(X), y)
                 scaler.scale(loss.mean() / K).backward()  # DDP averages gradients over ranks
@@ -426,7 +485,9 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
             "samples_per_s": (seen - (sums0[1] if first else 0.0)) / epoch_time,
         }  # fmt: skip
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.num_epochs:
-            record["test_loss"], record["test_acc"] = _evaluate(net, test_loader, criterion, device)
+            record["test_loss"], record["test_acc"] = _evaluate(
+                net, test_loader, criterion, device, args.strategy
+            )
         history.append(record)
         checkpoint(epoch + 1, 0, [0.0, 0.0])
         if env.is_main and out is not None:
@@ -435,9 +496,12 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
             f" test_loss {record['test_loss']:.4f} test_acc {record['test_acc']:.4f}")  # fmt: skip
         log(f"epoch {epoch + 1}/{config.num_epochs} train_loss {record['train_loss']:.4f}{test} "
             f"({record['samples_per_s']:.0f} samples/s)")  # fmt: skip
-    if args.save and env.is_main:
-        save_checkpoint(args.save, net.state_dict())
-        log(f"saved the final state_dict to {args.save}")
+    if args.save:
+        # fsdp: the full weights are gathered from every rank's shard (a collective)
+        weights = full_state_dict(net) if args.strategy == "fsdp" else net.state_dict()
+        if env.is_main:
+            save_checkpoint(args.save, weights)
+            log(f"saved the final state_dict to {args.save}")
     return history
 
 

@@ -207,7 +207,7 @@ def _exit_code(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
-        (["--amp", "fp16"], "--amp"),
+        (["--amp", "int8"], "--amp"),
         (["--device", "mps"], "--device"),
         (["--backend", "nccl"], "--backend"),
         (["--channels-last"], "--channels-last"),
@@ -334,3 +334,61 @@ def test_importing_the_program_does_not_initialise_cuda() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, timeout=120, check=True)  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------ FSDP (issue 16)
+@pytest.fixture(scope="module")
+def fsdp_two_ranks(runs: Path) -> Path:
+    """torchrun, 2 ranks x batch 8 with --strategy fsdp: each rank holds half of every tensor."""
+    args = ["--strategy", "fsdp", "--epochs", "2", "--batch-size", "8", *DATA,
+            "--out", "fsdp", "--save", "fsdp.pt"]  # fmt: skip
+    _ok(_run(_torchrun(2, args), runs))
+    return runs / "fsdp.pt"
+
+
+@pytest.mark.slow
+def test_fsdp_n_ranks_batch_b_equal_one_process_batch_nb(
+    one_process: Path, fsdp_two_ranks: Path
+) -> None:
+    _assert_same(one_process, fsdp_two_ranks)  # --save gathered the full, unsharded weights
+    meta = torch.load(fsdp_two_ranks.parent / "fsdp" / "checkpoint.pt", weights_only=True)
+    assert meta["strategy"] == "fsdp" and meta["model"] is None  # the weights are in shards/
+    assert (fsdp_two_ranks.parent / "fsdp" / meta["shards"] / ".metadata").exists()
+    assert [p.name for p in (fsdp_two_ranks.parent / "fsdp" / "shards").iterdir()] == ["e2-s0"]
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_of_two_ranks_resumes_on_one(runs: Path, one_process: Path) -> None:
+    # two fsdp ranks die at step 20 (sharded checkpoint at epoch 2, step 3); one rank finishes
+    first = ["--strategy", "fsdp", "--epochs", "2", "--batch-size", "8", *DATA, "--out",
+             "fsdp-resized", "--checkpoint-every", "3", "--crash-at-step", "20", "--crash-rank",
+             "0"]  # fmt: skip
+    assert _run(_torchrun(2, first), runs).returncode != 0
+    meta = torch.load(runs / "fsdp-resized" / "checkpoint.pt", weights_only=True)
+    assert (meta["epoch"], meta["step"], meta["world_size"]) == (1, 3, 2)
+    args = ["--strategy", "fsdp", "--epochs", "2", "--batch-size", "16", *DATA, "--out",
+            "fsdp-resized", "--resume", "--save", "fsdp-resized.pt"]  # fmt: skip
+    _ok(_run(_torchrun(1, args), runs))  # the 2 shards are resharded into 1
+    _assert_same(one_process, runs / "fsdp-resized.pt")
+
+
+@pytest.mark.slow
+def test_fsdp_killed_rank_restarts_from_its_sharded_checkpoint(
+    runs: Path, fsdp_two_ranks: Path
+) -> None:
+    args = ["--strategy", "fsdp", "--epochs", "2", "--batch-size", "8", *DATA, "--out",
+            "fsdp-elastic", "--save", "fsdp-elastic.pt", "--checkpoint-every", "4",
+            "--crash-at-step", "21"]  # fmt: skip
+    proc = _ok(_run(_torchrun(2, args, max_restarts=1), runs))
+    assert "exitcode: -9" in proc.stderr
+    assert '"resumed": true' in (runs / "fsdp-elastic" / "metrics.json").read_text()
+    _assert_same(fsdp_two_ranks, runs / "fsdp-elastic.pt")
+
+
+def test_fsdp_needs_torchrun_and_a_matching_checkpoint(runs: Path, fsdp_two_ranks: Path) -> None:
+    base = [sys.executable, "-m", "d2lopt.ddp", "--epochs", "1", *DATA]
+    proc = _run([*base, "--strategy", "fsdp"], runs)
+    assert proc.returncode == 2 and "--strategy: fsdp shards over a process group" in proc.stderr
+    proc = _run([*base, "--out", "fsdp", "--resume"], runs)  # a ddp run on fsdp shards
+    assert proc.returncode == 2
+    assert "--strategy: the checkpoint was written with --strategy fsdp" in proc.stderr

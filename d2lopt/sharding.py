@@ -1,0 +1,155 @@
+"""Sharded data parallelism with FSDP2: each rank keeps 1/N of the training state.
+
+Taught in ``13_beyond_data_parallelism``; used by the DDP program's ``--strategy fsdp``.
+With DDP every rank holds the whole model, its gradients and its optimizer state: memory
+per rank does not shrink as ranks are added. ``fully_shard`` (FSDP2) splits every parameter
+across the ranks as a ``DTensor``; a layer's full weights exist only for the moment it runs
+(all-gathered before, freed after), and gradients are reduce-scattered, so each rank keeps
+and updates only its own shard. The same program runs on CPUs with gloo and on GPUs with
+NCCL.
+
+Checkpoints of a sharded model are sharded too (``torch.distributed.checkpoint``, DCP):
+every rank writes its shard, and loading reshards them to the current world size, so a job
+saved by 2 ranks resumes on 1 or 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "STRATEGIES",
+    "StateBytes",
+    "full_state_dict",
+    "gradient_sync",
+    "load_sharded",
+    "save_sharded",
+    "shard_model",
+    "state_bytes",
+]
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+def shard_model(net: nn.Module) -> nn.Module:
+    """Shard ``net`` in place with ``fully_shard``: each layer with weights, then the whole.
+
+    Per-layer units are what lets FSDP free one layer's gathered weights before the next
+    layer runs; the outer call covers what is left (none here) and drives the schedule.
+    Needs an initialized process group (torchrun).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in net.children():
+        if any(p.requires_grad for p in layer.parameters(recurse=False)):
+            fully_shard(layer)
+    fully_shard(net)
+    return net
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, strategy: str, sync: bool) -> Iterator[None]:
+    """Skip the gradient collective on all but the last micro-batch of an accumulation.
+
+    DDP: ``model.no_sync()``. FSDP2: ``set_requires_gradient_sync(False)`` keeps unsharded
+    gradients locally until the micro-batch that syncs (it reduce-scatters their sum).
+    """
+    if sync or strategy not in STRATEGIES:
+        yield
+    elif strategy == "ddp":
+        with model.no_sync():
+            yield
+    else:
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded ``state_dict`` on rank 0 (CPU tensors; ``{}`` on the other ranks).
+
+    A collective: every rank must call it. The result loads into a plain, unsharded model
+    with ``torch.load(..., weights_only=True)``.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def save_sharded(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Every rank writes its shard of model and optimizer state to ``folder`` (DCP).
+
+    A collective. The folder is complete only when this returns on every rank: write a new
+    folder each time and point to it afterwards (the DDP program's ``checkpoint.pt`` does).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(folder))
+
+
+def load_sharded(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load a DCP checkpoint into a sharded model, resharding to this world size."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not (Path(folder) / ".metadata").exists():
+        raise ValueError(f"resume: no complete sharded checkpoint in {folder} (no .metadata)")
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(folder))
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+    )
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """Bytes of training state this rank holds: exact, from the tensors themselves."""
+
+    params: int
+    grads: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total": self.total}
+
+
+def _local_bytes(t: Any) -> int:
+    if not isinstance(t, torch.Tensor):
+        return 0
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor: this rank's shard
+    return local.numel() * local.element_size()
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> StateBytes:
+    """Parameter, gradient and optimizer-state bytes held by *this* rank.
+
+    With DDP each rank reports the whole model; with FSDP about 1/N of it; with a pipeline
+    only its stage. Call it after a step and before ``zero_grad`` to count gradients.
+    """
+    params = list(model.parameters())
+    optim = 0
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            optim += sum(_local_bytes(v) for v in state.values())
+    return StateBytes(
+        params=sum(_local_bytes(p) for p in params),
+        grads=sum(_local_bytes(p.grad) for p in params if p.grad is not None),
+        optimizer=optim,
+    )

@@ -9,12 +9,15 @@ STAMP  := $(VENV)/.d2lopt-installed
 D2L    := d2l==1.0.3
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
           --nbval-cell-timeout 900 --nbval-kernel-startup-timeout 120
-# CI-sized, deterministic notebook runs: no progress bars, one matplotlib backend.
-export TQDM_DISABLE := 1
-export MPLBACKEND := module://matplotlib_inline.backend_inline
-export PYTHONHASHSEED := 0
+# CI-sized, deterministic runs for the targets that test or record notebooks: no progress
+# bars (their last line would differ between runs), one matplotlib backend, fixed hashing.
+# Target-specific, so `make lab` keeps its progress bars (tests/test_makefile.py checks it).
+CHECKED := test unit browser execute-notebooks nbval nbval-emulated
+$(CHECKED): export TQDM_DISABLE := 1
+$(CHECKED) experiment: export MPLBACKEND := module://matplotlib_inline.backend_inline
+$(CHECKED) experiment: export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test lint format unit execute-notebooks browser browser-deps clean
+.PHONY: setup lab test lint format unit execute-notebooks experiment browser browser-deps clean
 
 setup: $(STAMP)
 
@@ -36,9 +39,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT)
 
-# Command 2: every check CI runs.
+# Command 2: every check CI runs: lint, the unit tests, strict nbval natively, then strict
+# nbval on emulated hardware (see nbval-emulated). One recipe line each, so they run in turn.
 test: $(STAMP) lint browser-deps
-	$(BIN)/python -m pytest tests notebooks $(NBVAL)
+	$(BIN)/python -m pytest tests
+	$(MAKE) --no-print-directory nbval
+	$(MAKE) --no-print-directory nbval-emulated
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -67,6 +73,36 @@ execute-notebooks: $(STAMP)
 	  (cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	     --ExecutePreprocessor.timeout=900 $$(basename $$nb)) || exit 1; \
 	done
+
+# Re-run one notebook at another size with papermill, into runs/ (SIZE: ci, full or gpu):
+#   make experiment NB=notebooks/05_disk_to_memory.ipynb SIZE=full
+# writes runs/05_disk_to_memory-full.ipynb. Without a `parameters` cell papermill would put
+# SIZE above the notebook's own `SIZE = "ci"` and silently run the CI size: refuse instead.
+# Progress bars stay on: papermill's cell bar is the only sign of life in a long run.
+SIZE ?= full
+experiment: $(STAMP)
+	@$(BIN)/python -c 'import os, sys, nbformat; nb = sys.argv[1]; \
+	  n = sum("parameters" in c.metadata.get("tags", []) for c in nbformat.read(nb, 4).cells) \
+	      if os.path.isfile(nb) else "no file"; \
+	  sys.exit(None if n == 1 else f"make experiment: NB={nb} must be one notebook with one " \
+	           f"cell tagged parameters (found: {n}), e.g. NB=notebooks/05_disk_to_memory.ipynb")' \
+	  "$(NB)"
+	mkdir -p runs
+	$(BIN)/papermill --cwd notebooks "$(NB)" "runs/$(basename $(notdir $(NB)))-$(SIZE).ipynb" \
+	  -p SIZE "$(SIZE)"
+
+# Strict nbval on the notebooks (or NB=notebooks/02_definition.ipynb), natively and on
+# emulated hardware. Float results drift with the CPU's instruction set, the kernels chosen
+# and the thread count: the emulated runs pin ATen's kernels, oneDNN and MKL to AVX2 and
+# use 1, then 2 threads, so an output that only holds on the recording machine fails here.
+EMULATED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+.PHONY: nbval nbval-emulated
+nbval: $(STAMP)
+	$(BIN)/python -m pytest $(NB) $(NBVAL)
+
+nbval-emulated: $(STAMP)
+	$(EMULATED_ISA) OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(NB) $(NBVAL)
+	$(EMULATED_ISA) OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(NB) $(NBVAL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

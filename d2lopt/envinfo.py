@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from .devices import _mps_available, cpu_has_bf16_units, try_gpu
+from .devices import _mps_available, cpu_has_bf16_units, supports_bf16, try_gpu
 
-__all__ = ["environment_report", "recommend_settings", "format_report"]
+__all__ = ["environment_report", "recommend_settings", "recommend_workers", "format_report"]
 
 
 def _usable_cores() -> int:
@@ -47,7 +47,7 @@ def environment_report() -> dict[str, Any]:
             gpus.append({
                 "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
                 "capability": f"{p.major}.{p.minor}", "tf32": p.major >= 8,
-                "bf16": torch.cuda.is_bf16_supported(),
+                "bf16": supports_bf16(f"cuda:{i}"),  # bf16 units, not emulation
             })  # fmt: skip
     return {
         "python": sys.version.split()[0],
@@ -72,11 +72,25 @@ def environment_report() -> dict[str, Any]:
     }
 
 
+def recommend_workers(cores: int) -> int:
+    """Loader workers to start with: half the cores (C8), none without a spare core.
+
+    A worker process only helps when it has a core of its own while the main process
+    trains; with one or two cores the training step already keeps them busy, and the
+    course's own sweeps on two cores find that workers do not help (``05_disk_to_memory``,
+    claims C2, C3, C8). A starting point either way: ``d2lopt tune-loader`` measures it.
+    """
+    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores: expected the number of usable cores (int >= 1), got {cores!r}")
+    return 0 if cores <= 2 else cores // 2
+
+
 def recommend_settings(report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Starting settings for this machine, each with the lesson that explains it.
 
-    These are *starting points* (the article's rules of thumb); ``d2lopt tune-loader`` and
-    ``d2lopt ladder`` measure what is actually best here.
+    These are *starting points* (the article's rules of thumb, adjusted where the course's
+    measurements disagree: no workers without a spare core); ``d2lopt tune-loader`` and
+    ``d2lopt ladder`` measure what is actually best here. Taught in ``01_environment``.
     """
     r = report or environment_report()
     cuda = r["cuda_available"]
@@ -86,12 +100,12 @@ def recommend_settings(report: dict[str, Any] | None = None) -> dict[str, Any]:
         amp = "fp16"
     else:
         amp = "bf16" if r["cpu_bf16_units"] else "off"
-    workers = max(1, r["cpu_cores"] // 2)  # C8: start at half the cores
+    workers = recommend_workers(r["cpu_cores"])
     return {
         "device": r["default_device"],
         "num_workers": workers,
-        "prefetch_factor": 2,
-        "persistent_workers": True,
+        "prefetch_factor": 2 if workers else None,  # both need workers (TrainConfig checks)
+        "persistent_workers": workers > 0,
         "pin_memory": cuda,
         "non_blocking": cuda,
         "amp": amp,
@@ -123,7 +137,18 @@ def format_report(report: dict[str, Any], recommended: dict[str, Any]) -> str:
         f"  Apple MPS           {report['mps_available']}",
         f"  Distributed         gloo {report['gloo']}, nccl {report['nccl']}",
         "",
-        "recommended starting settings (measure with `d2lopt tune-loader` / `d2lopt ladder`)",
+        "recommended starting settings: rules of thumb, not measurements; measure the loader",
+        "with `d2lopt tune-loader --dataset module:attr`, everything with `d2lopt ladder`",
     ]
-    lines += [f"  --{k.replace('_', '-'):<20}{v}" for k, v in recommended.items()]
+    notes = {"prefetch_factor": "(needs workers)"}
+    if recommended["num_workers"] == 0:
+        notes["num_workers"] = (
+            f"(no spare core among {report['cpu_cores']}: a worker would compete with training)"
+        )
+    else:
+        notes["num_workers"] = f"(half the {report['cpu_cores']} cores, the article's rule)"
+    for k, v in recommended.items():
+        text = "-" if v is None else str(v)
+        note = notes.get(k, "") if k == "num_workers" or v is None else ""
+        lines.append(f"  --{k.replace('_', '-'):<20}{text} {note}".rstrip())
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """Plots the notebooks draw: live loss curves and bar charts of measurements.
 
 Taught in ``04_training_loop`` (:class:`LiveLossPlot`) and ``03_dataset_dataloader``
-(:func:`bar_chart`, :func:`explore`). Unlike ``d2l.Animator``, which calls
-``clear_output()`` and so wipes everything else the cell printed (progress bar, messages),
-the live plot owns exactly one output and redraws it in place through a display handle.
+(:func:`bar_chart`, :func:`explore`; ``05_disk_to_memory`` explores loaders with it too).
+Unlike ``d2l.Animator``, which calls ``clear_output()`` and so wipes everything else the
+cell printed (progress bar, messages), the live plot owns exactly one output and redraws it
+in place through a display handle.
 Executed without a live front end (``nbconvert``, ``nbval``), the same calls leave one
 figure as the cell's output, whose text form (``<Figure size ...>``) never changes.
 """
@@ -14,6 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["LiveLossPlot", "bar_chart", "explore"]
+
+# CSS classes of the explorer's parts: a stable handle for the browser test
+# (tests/test_browser.py) and for anyone styling the notebook.
+EXPLORER_CLASS = "d2lopt-explorer"
+STATUS_CLASS = "d2lopt-explorer-status"
 
 
 def _new_figure(figsize: tuple[float, float]):
@@ -47,10 +53,15 @@ class LiveLossPlot:
     displayed once and then updated in place; elsewhere (a script, a test) only
     :attr:`history` and :attr:`figure` are kept up to date.
 
+    The axes stay readable from the first epoch on: whole-number epoch ticks on an x range
+    of at least two epochs (matplotlib would otherwise zoom into 0.95..1.05 around a single
+    point), and a y axis from 0 with a few round ticks (a lone point would otherwise get
+    ticks four decimals apart).
+
     Args:
         keys: the record fields to draw, one line each.
         title: figure title.
-        ylabel: label of the y axis.
+        ylabel: label of the y axis, with its unit.
         figsize: inches, as for matplotlib.
 
     Example:
@@ -65,7 +76,7 @@ class LiveLossPlot:
         keys: Sequence[str] = ("train_loss", "test_loss"),
         *,
         title: str | None = None,
-        ylabel: str = "loss",
+        ylabel: str = "loss (cross-entropy, mean per sample)",
         figsize: tuple[float, float] = (6.0, 3.5),
     ) -> None:
         if isinstance(keys, str) or not keys or not all(isinstance(k, str) for k in keys):
@@ -87,7 +98,7 @@ class LiveLossPlot:
         self._show()
 
     def _draw(self) -> None:
-        from matplotlib.ticker import MaxNLocator
+        from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
         ax = self._ax
         ax.clear()
@@ -95,13 +106,21 @@ class LiveLossPlot:
             if points:
                 epochs, values = zip(*points, strict=True)
                 ax.plot(epochs, values, marker="o", label=key.replace("_", " "))
-        ax.set_xlabel("epoch")
+        points = [p for curve in self.history.values() for p in curve]
+        last_epoch = max((e for e, _ in points), default=1)
+        ax.set_xlim(0.5, max(2, last_epoch) + 0.5)  # room for the next epoch, not 0.95..1.05
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_xlabel("epoch")
+        values = [v for _, v in points]
+        if values and min(values) >= 0:  # losses and accuracies: show them against zero
+            ax.set_ylim(0, 1.1 * max(values) or 1.0)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5))  # a few round ticks...
+        ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))  # ...no "+0.649"
         ax.set_ylabel(self.ylabel)
         if self.title:
             ax.set_title(self.title)
         ax.grid(alpha=0.3)
-        if any(self.history.values()):
+        if points:
             ax.legend()
         self.figure.tight_layout()
 
@@ -122,6 +141,7 @@ def bar_chart(
     values: Sequence[float],
     *,
     xlabel: str,
+    ylabel: str | None = None,
     title: str | None = None,
     fmt: str = "{:,.0f}",
     highlight: int | None = None,
@@ -132,6 +152,7 @@ def bar_chart(
         ax: a matplotlib ``Axes``.
         labels, values: one bar per pair.
         xlabel: what the values measure, with the unit (``"samples/s"``).
+        ylabel: what the bars are (``"setting"``), when the labels do not say it.
         title: axes title.
         fmt: format of the value written next to each bar.
         highlight: index of a bar to draw in a second colour (the best one, say).
@@ -152,6 +173,8 @@ def bar_chart(
     for y, v in zip(positions, values, strict=True):
         ax.annotate(" " + fmt.format(v), (v, y), va="center", ha="left", fontsize="small")
     ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
     ax.margins(x=0.2)
     if title:
         ax.set_title(title)
@@ -165,51 +188,125 @@ def explore(
     xlabel: str,
     button: str = "measure",
     max_bars: int = 8,
+    fmt: str = "{:,.0f}",
 ) -> Any:
     """Widgets that re-run ``measure(**settings)`` on each click and chart every result.
 
     ``controls`` maps each keyword of ``measure`` to an ipywidgets control; the button
     runs one measurement with the controls' current values and redraws a bar chart of the
-    last ``max_bars`` results, so settings can be compared side by side. One measurement
-    with the initial values runs at once, so the chart is never empty.
+    last ``max_bars`` results, each bar labelled with its settings
+    (``"num_workers=2, prefetch_factor=4"``), so settings can be compared side by side.
+    One measurement with the initial values runs at once, so the chart is never empty.
+
+    Measuring takes seconds, and the kernel runs nothing else meanwhile, so the explorer
+    says that it is busy: the button is disabled and reads "measuring…", and a status line
+    names the settings being measured; afterwards (also when ``measure`` raises) the button
+    is back and the status line shows the last result, or the error. On a click, an error's
+    traceback appears under the chart, where the learner is looking.
+
+    Every control gets room for its whole description (``num_workers``, not
+    ``num_work…``); a control without a description is labelled with its keyword.
 
     Args:
         measure: returns one number per call (e.g. samples/s).
         controls: ``{"num_workers": IntSlider(...), ...}``.
-        xlabel: what ``measure`` returns, with the unit.
+        xlabel: what ``measure`` returns, with the unit (``"samples/s"``).
         button: the button's text.
         max_bars: how many of the latest results stay on the chart.
+        fmt: format of a result on its bar and in the status line.
 
     Returns:
         an ``ipywidgets.VBox`` to display (the last expression of a cell).
+
+    Example:
+        >>> from ipywidgets import IntSlider
+        >>> explore(lambda num_workers: 100.0 * (num_workers + 1),
+        ...         {"num_workers": IntSlider(value=0, max=4)}, xlabel="samples/s")
     """
     import ipywidgets as widgets
     from IPython.display import display
 
+    from d2lopt.bench import setting_label  # the label sweeps and LoaderRun use too
+
     if not controls:
         raise ValueError("controls: give at least one {keyword: widget} pair")
+    if max_bars < 1:
+        raise ValueError(f"max_bars: need at least 1 bar on the chart, got {max_bars}")
+    for name, control in controls.items():
+        if hasattr(control, "description") and not control.description:
+            control.description = name
+        style = getattr(control, "style", None)
+        if style is not None and "description_width" in style.keys:
+            if not style.description_width:  # the default cuts names at ~80 px
+                style.description_width = "initial"
     out = widgets.Output()
-    run_button = widgets.Button(description=button, button_style="primary")
+    run_button = widgets.Button(description=button, button_style="primary", icon="play")
+    status = widgets.HTML(value="")
+    status.add_class(STATUS_CLASS)
     results: list[tuple[str, float]] = []
 
-    def run(_: Any = None) -> None:
+    def run() -> None:
         settings = {name: control.value for name, control in controls.items()}
-        run_button.disabled = True  # one measurement at a time
+        label = setting_label(settings)
+        # While measure() runs, the kernel serves nothing else: these updates are sent now,
+        # so the learner sees that the click was taken and not to click again.
+        with run_button.hold_sync():  # one message: disabled and relabelled together
+            run_button.disabled = True
+            run_button.description, run_button.icon = "measuring…", "hourglass-half"
+        status.value = f"measuring <code>{_escape(label)}</code> …"
         try:
-            value = measure(**settings)
+            value = float(measure(**settings))
+        except Exception as err:
+            status.value = (
+                f"<code>{_escape(label)}</code>: failed with "
+                f"<code>{_escape(f'{type(err).__name__}: {err}')}</code>"
+            )
+            raise
         finally:
-            run_button.disabled = False
-        results.append((" ".join(f"{k}={v}" for k, v in settings.items()), value))
+            with run_button.hold_sync():
+                run_button.disabled = False
+                run_button.description, run_button.icon = button, "play"
+        results.append((label, value))
+        status.value = (
+            f"last measured: <code>{_escape(label)}</code>: {fmt.format(value)} {_escape(xlabel)}"
+        )
         shown = results[-max_bars:]
-        fig = _new_figure((8.0, 0.5 + 0.45 * len(shown)))
+        fig = _new_figure((8.0, 1.0 + 0.45 * len(shown)))
         labels, values = zip(*shown, strict=True)
         best = max(range(len(values)), key=values.__getitem__)
-        bar_chart(fig.subplots(), labels, values, xlabel=xlabel, highlight=best)
+        bar_chart(
+            fig.subplots(),
+            labels,
+            values,
+            xlabel=xlabel,
+            ylabel="setting",
+            title="one bar per measurement, newest at the bottom, best in orange",
+            fmt=fmt,
+            highlight=best,
+        )
         fig.tight_layout()
         with out:
-            out.clear_output(wait=True)
+            out.clear_output(wait=True)  # replace the chart (and any earlier traceback)
             display(fig)
 
-    run_button.on_click(run)
+    def on_click(_: Any) -> None:
+        with out:  # in IPython a failure's traceback shows here, not in a hidden log
+            run()
+
+    run_button.on_click(on_click)
     run()
-    return widgets.VBox([widgets.HBox([*controls.values(), run_button]), out])
+    box = widgets.VBox(
+        [
+            widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([run_button, status], layout=widgets.Layout(align_items="center")),
+            out,
+        ]
+    )
+    box.add_class(EXPLORER_CLASS)
+    return box
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=False)

@@ -5,7 +5,7 @@ nbval). ``"full"`` is the bigger experiment a learner re-runs on a CPU, ``"gpu"`
 that gives a GPU enough work to measure. Re-run a notebook at another size with papermill
 (the ``parameters`` tag is papermill's convention)::
 
-    papermill notebooks/05_disk_to_memory.ipynb runs/05-full.ipynb -p SIZE full
+    papermill --cwd notebooks notebooks/05_disk_to_memory.ipynb runs/05-full.ipynb -p SIZE full
     make experiment NB=notebooks/05_disk_to_memory.ipynb SIZE=full
 """
 

@@ -231,6 +231,8 @@ def fit(
     Returns:
         ``[{"epoch", "train_loss", "test_loss", "test_acc", "epoch_time", "eval_time",
         "samples_per_s"}, ...]``; ``test_*`` are ``None`` for epochs without evaluation.
+        ``epoch_time`` and ``samples_per_s`` measure the steps this process trained: after
+        a mid-epoch resume, the rest of that epoch (the loss still covers all of it).
 
     Raises:
         TrainingInterrupted: a signal arrived; the checkpoint holds every finished step.
@@ -337,14 +339,16 @@ def fit(
                 net.train()
                 timer.start()
                 batches = iterate(train_iter)  # a loader failure: clear error, workers stopped
-                step = 0
+                step, resumed_samples = 0, 0.0
                 if resumed_mid_epoch:
                     _skip(batches, start_step)  # same order: replay the sampler, skip done steps
                     step = start_step
                     train_sums.load_state(state["train_sums"])
+                    resumed_samples = state["train_sums"][1]  # trained before the interruption
                     set_rng_state(state["rng"])
                     if loader_gen is not None and state["loader_rng"] is not None:
                         loader_gen.set_state(state["loader_rng"])
+                    timer.start()  # the speed of this process's steps: not the replayed skip
                 for X, y in _until_failure_after(signals, batches):
                     X = X.to(device, non_blocking=nb)
                     if config.channels_last:
@@ -366,6 +370,9 @@ def fit(
                     raise TrainingInterrupted(signals[0], ckpt_path)
                 epoch_time = timer.stop()
                 loss_sum, seen = train_sums.values()  # the epoch's one training-side sync
+                # after a mid-epoch resume, the loss covers the whole epoch but the time only
+                # this process's part: divide by the samples trained in that time
+                trained = seen - resumed_samples
                 record: dict[str, Any] = {
                     "epoch": epoch + 1,
                     "train_loss": loss_sum / seen if seen else math.nan,
@@ -373,7 +380,7 @@ def fit(
                     "test_acc": None,
                     "epoch_time": epoch_time,
                     "eval_time": 0.0,
-                    "samples_per_s": seen / epoch_time if epoch_time > 0 else math.nan,
+                    "samples_per_s": trained / epoch_time if epoch_time > 0 else math.nan,
                 }
                 last = epoch + 1 == config.num_epochs
                 if test_iter is not None and ((epoch + 1) % config.eval_every == 0 or last):

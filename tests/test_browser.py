@@ -4,7 +4,11 @@ A real JupyterLab server (127.0.0.1, token on) serves a temporary copy of ``note
 Chromium, driven by Playwright, opens every course notebook one after another and checks that
 every cell and every stored output renders, that no JavaScript error occurs, that stored
 ipywidgets render once the learner trusts the notebook, and that a cell run through the UI
-prints its result. Screenshots land in ``test-artifacts/browser/`` (git-ignored).
+prints its result. With a live kernel it then drives the widgets as a learner does (issue 15):
+in the loader explorers of 03 and 05 it runs only the cells the explorer needs, moves two
+sliders, clicks **measure** and reads the new chart's setting; in 04 it watches the live loss
+curve redraw while training runs. Screenshots of every step land in ``test-artifacts/browser/``
+(git-ignored).
 
 The browser is the system's Chromium (Debian ``chromium`` or ``chromium-headless-shell``,
 or ``$D2LOPT_CHROMIUM``), never one downloaded by ``playwright install``;
@@ -13,6 +17,8 @@ or ``$D2LOPT_CHROMIUM``), never one downloaded by ``playwright install``;
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
 import os
 import re
@@ -34,6 +40,8 @@ import nbformat
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import sync_playwright
+
+from d2lopt.bench import setting_label
 
 pytestmark = pytest.mark.browser
 
@@ -67,6 +75,8 @@ LAB_OVERRIDES = {
 SERVER_START_S = 120
 RENDER_TIMEOUT_S = 60
 KERNEL_TIMEOUT_S = 120
+# Generous: a cell of the CI-sized notebooks takes seconds, but CI's 2 cores may be loaded.
+CELL_TIMEOUT_S = 300
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 # What JupyterLab draws in place of an output it failed to render.
 RENDER_FAILURES = ("No renderer could be found", "Error displaying widget", "Javascript Error")
@@ -96,6 +106,18 @@ SNAPSHOT_JS = """() => {
             outputs};
   });
   return {cells, dialogs};
+}"""
+# The prompt of every cell of the notebook on screen ("[ ]:", "[*]:", "[3]:").
+PROMPTS_JS = """() => [...document.querySelectorAll(
+  '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')]
+  .map(c => c.querySelector('.jp-InputPrompt'))
+  .map(p => p ? p.innerText.trim() : '')"""
+# Error outputs (tracebacks) of one cell, from the notebook model: in the DOM an error looks
+# like a stderr stream, which is allowed (e.g. the offline data set's one-line notice).
+CELL_ERRORS_JS = """(index) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[index];
+  return cell.model.outputs.toJSON().filter(o => o.output_type === 'error')
+    .map(o => `${o.ename}: ${o.evalue}`);
 }"""
 
 
@@ -207,6 +229,166 @@ def stored_widget_views(nb: Any) -> list[tuple[int, int, str]]:
     return views
 
 
+# ------------------------------------------------------------- which cells a cell needs
+class _CellNames(ast.NodeVisitor):
+    """The names a cell binds at its top level, and the names it reads before binding them.
+
+    Function bodies, lambdas and comprehensions have their own locals: a name read there
+    counts only when it is not local. Assignments are visited value first, so
+    ``SIZE = f(SIZE)`` reads ``SIZE`` from an earlier cell.
+    """
+
+    def __init__(self) -> None:
+        self.defined: set[str] = set()
+        self.read: set[str] = set()
+        self._scopes: list[set[str]] = []  # locals of the enclosing functions
+
+    def _bind(self, name: str) -> None:
+        (self._scopes[-1] if self._scopes else self.defined).add(name)
+
+    def _in_scope(self, local: set[str], nodes: list[Any]) -> None:
+        self._scopes.append(local)
+        for node in nodes:
+            self.visit(node)
+        self._scopes.pop()
+
+    @staticmethod
+    def _stored(nodes: list[Any]) -> set[str]:
+        return {
+            n.id
+            for node in nodes
+            for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if not isinstance(node.ctx, ast.Load):
+            self._bind(node.id)
+        elif not any(node.id in scope for scope in self._scopes) and node.id not in self.defined:
+            self.read.add(node.id)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self.visit(target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name):
+            self.visit(ast.Name(node.target.id, ast.Load()))  # x += 1 reads x first
+        self.visit(node.target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+        self.visit(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self.visit(node.target)
+
+    def visit_For(self, node: ast.For) -> None:
+        self.visit(node.iter)
+        self.visit(node.target)
+        for child in node.body + node.orelse:
+            self.visit(child)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._bind(alias.asname or alias.name.split(".")[0])
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self._bind(alias.asname or alias.name)
+
+    def _function(self, node: Any, body: list[Any]) -> None:
+        for expr in [*node.args.defaults, *node.args.kw_defaults]:
+            if expr is not None:
+                self.visit(expr)
+        args = node.args
+        params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        local = {a.arg for a in params if a is not None} | self._stored(body)
+        self._in_scope(local, body)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for decorator in node.decorator_list:
+            self.visit(decorator)
+        self._bind(node.name)
+        self._function(node, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._function(node, [node.body])
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in [*node.decorator_list, *node.bases]:
+            self.visit(expr)
+        self._bind(node.name)
+        self._in_scope(self._stored(node.body), node.body)
+
+    def _comprehension(self, node: Any, results: list[Any]) -> None:
+        self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
+        local = self._stored([g.target for g in node.generators])
+        rest = [node.generators[0].target, *node.generators[0].ifs]
+        for g in node.generators[1:]:
+            rest += [g.iter, g.target, *g.ifs]
+        self._in_scope(local, rest + results)
+
+    def visit_ListComp(self, node: ast.ListComp) -> None:
+        self._comprehension(node, [node.elt])
+
+    visit_SetComp = visit_GeneratorExp = visit_ListComp
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node, [node.key, node.value])
+
+
+def cell_names(source: str) -> tuple[set[str], set[str]]:
+    """``(defined, read)`` of a code cell: what it binds, what it needs from earlier cells.
+
+    IPython lines (``%magic``, ``!shell``) count as ``pass``; a cell that is not Python
+    (``%%writefile`` ...) binds and reads nothing.
+    """
+    lines = []
+    for line in source.splitlines():
+        code = line.lstrip()
+        lines.append(line[: len(line) - len(code)] + "pass" if code[:1] in ("%", "!") else line)
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return set(), set()
+    names = _CellNames()
+    names.visit(tree)
+    return names.defined, names.read - set(dir(builtins))
+
+
+def cells_needed(nb: Any, target: int) -> list[int]:
+    """Indices of the code cells to run, in order, so that cell ``target`` has every name it
+    reads: the last earlier cell that binds a needed name, then what that cell needs, and so
+    on. Cells meant to raise (``raises-exception``) never qualify."""
+    _, needed = cell_names(nb.cells[target].source)
+    chosen = [target]
+    for i in range(target - 1, -1, -1):
+        cell = nb.cells[i]
+        if cell.cell_type != "code" or "raises-exception" in cell.metadata.get("tags", []):
+            continue
+        defined, read = cell_names(cell.source)
+        if defined & needed:
+            chosen.append(i)
+            needed = (needed - defined) | read
+    return sorted(chosen)
+
+
+def find_cell(nb: Any, pattern: str) -> int:
+    """Index of the first code cell whose source matches the regular expression."""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and re.search(pattern, cell.source):
+            return i
+    raise AssertionError(f"no code cell matches {pattern!r}")
+
+
 # ------------------------------------------------------------------------- server, browser
 def find_chromium() -> str | None:
     """The system Chromium: ``$D2LOPT_CHROMIUM``, else Debian's headless shell or browser."""
@@ -303,6 +485,9 @@ def _start_lab(tmp: Path) -> Lab:
         f"--LabApp.app_settings_dir={app_settings}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        # window.jupyterapp: the live tests read a cell's outputs from the notebook model,
+        # the only place where an error output differs from a stderr stream
+        "--LabApp.expose_app_in_browser=True",
     ]  # fmt: skip
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI runs as root
@@ -385,6 +570,58 @@ class Browser:
             pytest.fail(f"Ctrl+Shift+C did not open the command palette; see {name}.png")
         palette.fill(label)
         self.page.keyboard.press("Enter")
+
+    def cell(self, index: int) -> Any:
+        """The ``index``-th cell of the notebook on screen (every cell is in the DOM)."""
+        return self.page.locator(f"{PANEL} .jp-Notebook .jp-Cell").nth(index)
+
+    def prompt(self, index: int) -> str:
+        return _normalize(self.cell(index).locator(".jp-InputPrompt").inner_text())
+
+    def clear_outputs(self, name: str) -> None:
+        """ "Clear Outputs of All Cells": outputs and execution counts go, so that a cell's
+        number in the prompt (``[3]:``) can only come from a run in this kernel."""
+        self.run_command("Clear Outputs of All Cells", name)
+        problems = self.wait_until(
+            lambda: [p for p in self.page.evaluate(PROMPTS_JS) if p not in ("", "[ ]:")],
+            RENDER_TIMEOUT_S,
+        )
+        if problems:
+            self.screenshot(name)
+            pytest.fail(f"outputs not cleared, prompts {problems[:5]}; see {name}.png")
+
+    def start_cell(self, index: int, name: str) -> None:
+        """Run cell ``index`` as a learner does: click its prompt (selects it, command
+        mode), press Ctrl+Enter (run, stay). A loaded machine can swallow the key while it
+        lays out the page: pressed again (at most three times) while the prompt shows that
+        nothing started."""
+        prompt = self.cell(index).locator(".jp-InputPrompt")
+        for _ in range(3):
+            prompt.click()
+            self.page.keyboard.press("Control+Enter")
+            if not self.wait_until(
+                lambda: ["not started"] if self.prompt(index) == "[ ]:" else [], 10
+            ):
+                return
+        self.screenshot(name)
+        pytest.fail(f"Ctrl+Enter did not start cell {index}; see {name}.png")
+
+    def finish_cell(self, index: int, name: str, timeout: float = CELL_TIMEOUT_S) -> None:
+        """Wait until cell ``index`` has run (its prompt shows a number) without an error."""
+
+        def problems() -> list[str]:
+            prompt = self.prompt(index)
+            return [] if re.fullmatch(r"\[\d+\]:", prompt) else [f"prompt {prompt!r}"]
+
+        found = self.wait_until(problems, timeout)
+        found += [f"error output {e}" for e in self.page.evaluate(CELL_ERRORS_JS, index)]
+        if found:
+            self.screenshot(name)
+            pytest.fail(f"cell {index} did not run cleanly: {found}; see {name}.png")
+
+    def run_cell(self, index: int, name: str) -> None:
+        self.start_cell(index, name)
+        self.finish_cell(index, name)
 
     def screenshot(self, name: str) -> Path:
         path = ARTIFACTS / f"{name}.png"
@@ -595,6 +832,206 @@ def test_run_cell_through_ui(browser: Browser) -> None:
     assert page.locator(".widget-readout").last.inner_text().strip() == "42"
     assert not browser.errors, "JavaScript errors:\n" + "\n".join(browser.errors)
     assert path.read_bytes() == before, "the UI test saved the notebook; it must not"
+
+
+# ----------------------------------------------------------- live kernel: widgets that teach
+CELL_JS = "document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')"
+# A short fingerprint of a (base64 PNG) string: whether a chart image changed.
+HASH_JS = "const hash = s => [...s].reduce((h, c) => (h * 31 + c.charCodeAt(0)) | 0, 7);"
+# The chart of the explorer in cell ``index``: fingerprint and pixel height of its image.
+EXPLORER_CHART_JS = f"""(index) => {{
+  {HASH_JS}
+  const img = {CELL_JS}[index].querySelector('.d2lopt-explorer .widget-output img');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  return {{hash: hash(img.src), height: img.naturalHeight}};
+}}"""
+# Labels of the explorer's controls whose text does not fit ("num_work…").
+CUT_LABELS_JS = f"""(index) => [...{CELL_JS}[index].querySelectorAll(
+  '.d2lopt-explorer .widget-label, .d2lopt-explorer .widget-label-basic')]
+  .filter(l => l.innerText.trim() && l.scrollWidth > l.clientWidth + 1)
+  .map(l => `${{l.innerText.trim()}} (${{l.clientWidth}} of ${{l.scrollWidth}} px)`)"""
+# Records every state the explorer's button passes through; a DOM observer sees even a
+# state that lasts a few milliseconds, so the busy state is checked without racing it.
+WATCH_BUTTON_JS = f"""(index) => {{
+  const box = {CELL_JS}[index].querySelector('.d2lopt-explorer');
+  const seen = window.__d2loptButton = [];
+  const record = () => box.querySelectorAll('button').forEach(b => {{
+    const state = `${{b.disabled ? 'disabled' : 'enabled'}}: ${{b.innerText.trim()}}`;
+    if (seen[seen.length - 1] !== state) seen.push(state);
+  }});
+  record();
+  new MutationObserver(record).observe(box, {{subtree: true, childList: true,
+    attributes: true, characterData: true}});
+}}"""
+# Records every distinct image the output area of cell ``index`` shows, whether the cell
+# was still running when it appeared, and the most images shown at once.
+WATCH_IMAGES_JS = f"""(index) => {{
+  {HASH_JS}
+  const cell = {CELL_JS}[index];
+  const area = cell.querySelector('.jp-Cell-outputArea');
+  const log = window.__d2loptImages = {{images: [], running: [], most: 0}};
+  const record = () => {{
+    const imgs = area.querySelectorAll('img');
+    log.most = Math.max(log.most, imgs.length);
+    for (const img of imgs) {{
+      const h = hash(img.src);
+      if (img.src && !log.images.includes(h)) {{
+        log.images.push(h);
+        log.running.push(cell.querySelector('.jp-InputPrompt').innerText.includes('*'));
+      }}
+    }}
+  }};
+  new MutationObserver(record).observe(area, {{subtree: true, childList: true,
+    attributes: true, attributeFilter: ['src']}});
+}}"""
+
+
+def _settings(label: str) -> dict[str, str]:
+    """``"num_workers=2, prefetch_factor=4"`` -> ``{"num_workers": "2", ...}``."""
+    return dict(item.split("=", 1) for item in label.split(", "))
+
+
+def _set_slider(browser: Browser, control: Any, target: int, name: str) -> str:
+    """Move a slider with the keyboard, as a learner can: focus its handle, press the arrow
+    keys until the readout shows ``target``; return what the readout shows."""
+    handle, readout = control.locator(".noUi-handle"), control.locator(".widget-readout")
+    handle.focus()
+    for _ in range(32):
+        shown = int(readout.inner_text())
+        if shown == target:
+            break
+        handle.press("ArrowRight" if shown < target else "ArrowLeft")
+        browser.wait_until(
+            lambda s=shown: ["readout unchanged"] if int(readout.inner_text()) == s else [], 10
+        )
+    else:
+        browser.screenshot(name)
+        pytest.fail(f"slider stuck at {readout.inner_text()!r}, wanted {target}; see {name}.png")
+    return readout.inner_text().strip()
+
+
+def _run_up_to(browser: Browser, nb: Any, target: int, shot: str) -> list[int]:
+    """Clear the outputs, then run, in a fresh kernel, only the cells that ``target``
+    needs (found from the names they bind and read), ``target`` not included."""
+    cells = cells_needed(nb, target)
+    browser.clear_outputs(f"{shot}-clear")
+    for i in cells[:-1]:
+        browser.run_cell(i, f"{shot}-cell{i}")
+    return cells
+
+
+@pytest.mark.parametrize("stem", ["03_dataset_dataloader", "05_disk_to_memory"])
+def test_loader_explorer_measures_the_chosen_setting(browser: Browser, stem: str) -> None:
+    """Issue 15: with a live kernel, move the ``num_workers`` and ``prefetch_factor``
+    sliders of the loader explorer, click **measure**, and read the new chart's setting.
+
+    The explorer (``d2lopt.plot.explore``) writes the settings of its last bar in a status
+    line next to the button (the chart itself is a PNG); the new chart must also be taller
+    by one bar. Only the cells the explorer needs run: imports, parameters, the data set.
+    """
+    path = browser.lab.root / f"{stem}.ipynb"
+    nb = _open_and_check(browser, path)
+    try:
+        target = find_cell(nb, r"\bexplore\(")
+    except AssertionError:
+        pytest.fail(
+            f"{path.name}: no cell builds its loader explorer with d2lopt.plot.explore(...), "
+            "which gives the learner a busy state, full slider labels and a status line "
+            "with the measured setting (issue 15)"
+        )
+    shot = f"live-{stem}"
+    cells = _run_up_to(browser, nb, target, shot)
+    browser.screenshot(f"{shot}-1-setup-ran")
+    browser.run_cell(target, f"{shot}-explorer")
+    explorer = browser.cell(target).locator(".d2lopt-explorer")
+    status = explorer.locator(".d2lopt-explorer-status")
+    problems = browser.wait_until(
+        lambda: [] if browser.page.evaluate(EXPLORER_CHART_JS, target) else ["no chart yet"],
+        KERNEL_TIMEOUT_S,
+    )
+    explorer.scroll_into_view_if_needed()
+    browser.screenshot(f"{shot}-2-explorer")
+    assert not problems, f"{path.name}: the explorer shows no chart; see {shot}-2-explorer.png"
+    assert status.inner_text().startswith("last measured:"), status.inner_text()
+    cut = browser.page.evaluate(CUT_LABELS_JS, target)
+    assert not cut, f"{path.name}: explorer labels cut off: {cut}"
+
+    # the status line names the controls in order: keyword i is control i
+    first = _settings(status.locator("code").inner_text())
+    controls = explorer.locator(":scope > .widget-hbox").first.locator(":scope > .jupyter-widgets")
+    assert controls.count() == len(first), f"{controls.count()} controls for {first}"
+    wanted = dict(first)
+    for keyword, value in (("num_workers", 1), ("prefetch_factor", 4)):
+        assert keyword in first, f"{path.name}: the explorer has no {keyword} control: {first}"
+        control = controls.nth(list(first).index(keyword))
+        wanted[keyword] = _set_slider(browser, control, value, f"{shot}-{keyword}")
+    assert (wanted["num_workers"], wanted["prefetch_factor"]) == ("1", "4")
+    browser.screenshot(f"{shot}-3-sliders-moved")
+
+    before = browser.page.evaluate(EXPLORER_CHART_JS, target)
+    browser.page.evaluate(WATCH_BUTTON_JS, target)
+    explorer.locator("button").click()
+    expected = setting_label(wanted)
+
+    def measured() -> list[str]:
+        shown = status.inner_text()
+        chart = browser.page.evaluate(EXPLORER_CHART_JS, target)
+        if not shown.startswith("last measured:") or expected not in shown:
+            return [f"status line: {shown!r}"]
+        if chart is None or chart["hash"] == before["hash"]:
+            return ["the chart was not redrawn"]
+        return []
+
+    problems = browser.wait_until(measured, CELL_TIMEOUT_S)
+    explorer.scroll_into_view_if_needed()
+    browser.screenshot(f"{shot}-4-measured")
+    assert not problems, f"{path.name}: after measure: {problems}; see {shot}-4-measured.png"
+    assert status.locator("code").inner_text() == expected  # the new bar's label
+    after = browser.page.evaluate(EXPLORER_CHART_JS, target)
+    assert after["height"] > before["height"], "the chart did not grow by one bar"
+    states = browser.page.evaluate("() => window.__d2loptButton")
+    assert "disabled: measuring…" in states, f"no busy state while measuring: {states}"
+    assert states[-1] == "enabled: measure", f"button not back after measuring: {states}"
+    errors = [e for i in cells for e in browser.page.evaluate(CELL_ERRORS_JS, i)]
+    errors += explorer.locator(".widget-output [data-mime-type$='stderr']").all_inner_texts()
+    assert not errors, f"{path.name}: kernel errors: {errors}"
+    assert not browser.lab.kernel_problems(path.name), browser.lab.kernel_problems(path.name)
+    assert not browser.errors, f"JavaScript errors in {path.name}:\n" + "\n".join(browser.errors)
+
+
+def test_live_loss_plot_updates_while_training(browser: Browser) -> None:
+    """Issue 15: in 04 the live loss curve redraws, in place, while the loop trains.
+
+    The article's loop cell runs in a live kernel (after only the cells it needs); a DOM
+    observer records every image its output shows: the first epoch's plot and at least two
+    updates must appear while the cell is still running, never two plots at once.
+    """
+    path = browser.lab.root / "04_training_loop.ipynb"
+    nb = _open_and_check(browser, path)
+    target = find_cell(nb, r"LiveLossPlot\(")
+    shot = "live-04_training_loop"
+    cells = _run_up_to(browser, nb, target, shot)
+    browser.screenshot(f"{shot}-1-setup-ran")
+    browser.page.evaluate(WATCH_IMAGES_JS, target)
+    browser.start_cell(target, f"{shot}-loop")
+    log = "() => window.__d2loptImages"
+    browser.wait_until(  # a screenshot of the plot mid-training, when the machine allows
+        lambda: [] if len(browser.page.evaluate(log)["images"]) >= 2 else ["wait"],
+        CELL_TIMEOUT_S,
+    )
+    browser.cell(target).locator(".jp-Cell-outputArea").scroll_into_view_if_needed()
+    browser.screenshot(f"{shot}-2-training")
+    browser.finish_cell(target, f"{shot}-loop")
+    browser.cell(target).locator(".jp-Cell-outputArea").scroll_into_view_if_needed()
+    browser.screenshot(f"{shot}-3-trained")
+    images = browser.page.evaluate(log)
+    updates_while_running = sum(images["running"][1:])  # the first image is the display
+    assert updates_while_running >= 2, f"live plot updated {updates_while_running}x: {images}"
+    assert images["most"] == 1, f"the plot was drawn again instead of updated: {images}"
+    errors = [e for i in cells for e in browser.page.evaluate(CELL_ERRORS_JS, i)]
+    assert not errors, f"{path.name}: kernel errors: {errors}"
+    assert not browser.lab.kernel_problems(path.name), browser.lab.kernel_problems(path.name)
+    assert not browser.errors, f"JavaScript errors in {path.name}:\n" + "\n".join(browser.errors)
 
 
 def test_server_logged_no_errors(lab: Lab, browser: Browser) -> None:

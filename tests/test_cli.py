@@ -28,7 +28,7 @@ def test_env_json_reports_devices_and_recommendations(cli_env) -> None:
     report, rec = payload["report"], payload["recommended"]
     for key in ("torch", "cuda_available", "gpu_count", "cpu_cores", "cpu_bf16_units", "gloo"):
         assert key in report
-    assert rec["num_workers"] >= 1
+    assert rec["num_workers"] == (0 if report["cpu_cores"] <= 2 else report["cpu_cores"] // 2)
     assert rec["pin_memory"] == report["cuda_available"]
 
 

@@ -201,6 +201,39 @@ def test_mid_epoch_resume_restores_every_rng_in_process(small, tmp_path) -> None
     assert strip(resumed) == strip(reference)
 
 
+class _CountTrainedSamples(torch.nn.Module):
+    """The default per-sample loss, counting the samples of training steps (grad enabled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trained = 0
+        self.loss = torch.nn.CrossEntropyLoss(reduction="none")
+
+    def forward(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # evaluation runs under inference_mode
+            self.trained += y.shape[0]
+        return self.loss(out, y)
+
+
+def test_resumed_epoch_speed_counts_only_the_samples_trained_after_resuming(
+    small, tmp_path
+) -> None:
+    config = TrainConfig(num_epochs=2, batch_size=50, device="cpu", seed=4)
+    with pytest.raises(TrainingInterrupted):  # 12 steps + 2 eval batches + 5 steps of epoch 2
+        _fit_shuffled(small, config, out_dir=tmp_path, criterion=_SignalAtStep(12 + 2 + 5))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 5
+    counter = _CountTrainedSamples()
+    first, resumed = _fit_shuffled(small, config, out_dir=tmp_path, resume=True, criterion=counter)
+    assert counter.trained == len(small[0]) - 5 * 50 == 350  # the rest of epoch 2 only
+    # samples/s x seconds gives back the samples the rate was computed from: those trained
+    # in the timed part (the whole epoch's 600 would inflate the rate by 600/350)
+    assert resumed["samples_per_s"] * resumed["epoch_time"] == pytest.approx(counter.trained)
+    assert first["samples_per_s"] * first["epoch_time"] == pytest.approx(len(small[0]))
+    assert resumed["train_loss"] == pytest.approx(  # the loss still covers the whole epoch
+        _fit_shuffled(small, config)[1]["train_loss"]
+    )
+
+
 def test_a_second_signal_stops_at_once_without_saving(small, tmp_path) -> None:
     config = TrainConfig(num_epochs=3, batch_size=50, device="cpu")
     before = signal.getsignal(signal.SIGINT)

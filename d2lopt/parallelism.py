@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,12 +35,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .compare import _round_order
 from .devices import synchronize
-from .distributed import setup, teardown
+from .distributed import free_port, setup, teardown, torchrun_command, torchrun_env
 from .models import cnn, init_weights
 from .pipeline import SCHEDULES, build_schedule, split_stages
 from .sharding import shard_model, state_bytes
 
-__all__ = ["main"]
+__all__ = ["launch", "main", "run"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -221,6 +222,49 @@ def _timing(lab: _Lab, args: argparse.Namespace) -> dict[str, Any]:
         },  # fmt: skip  # a step lasts until its slowest rank
         "per_rank": {n: [r[n] for r in ranks] for n in (*variants, *compute)},
     }
+
+
+def launch(
+    module: str, argv: Sequence[str], nproc: int, *, timeout_s: float = 600
+) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node nproc -m module argv`` on this machine, from a notebook.
+
+    The ranks are separate processes (nothing is pickled from the kernel), one CPU thread
+    each unless ``OMP_NUM_THREADS`` says otherwise (the ranks share the cores). A failed
+    launch raises with the tail of its stderr, so a notebook cell fails loudly.
+    """
+    cmd = torchrun_command(
+        module, list(argv), nproc_per_node=nproc,
+        rdzv_endpoint=f"127.0.0.1:{free_port()}", extra=["--local-addr", "127.0.0.1"],
+    )  # fmt: skip
+    env = torchrun_env()
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} on {nproc} rank(s) failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run(
+    nproc: int,
+    json_path: str | Path,
+    *,
+    rounds: int = 8,
+    batch_size: int = 64,
+    microbatches: Sequence[int] = (1, 2, 4, 8),
+    device: str = "auto",
+    timeout_s: float = 600,
+) -> dict[str, Any]:
+    """Run this experiment on ``nproc`` local ranks; return the JSON rank 0 wrote.
+
+    Read back from the file, not from the ranks' interleaved prints.
+    """
+    argv = ["--json", str(json_path), "--rounds", str(rounds), "--batch-size", str(batch_size),
+            "--device", device, "--microbatches", *map(str, microbatches)]  # fmt: skip
+    launch("d2lopt.parallelism", argv, nproc, timeout_s=timeout_s)
+    return json.loads(Path(json_path).read_text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

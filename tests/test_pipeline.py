@@ -6,17 +6,14 @@ The multi-process checks launch the real torchrun once (module fixture) on 2 CPU
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from d2lopt.distributed import free_port, torchrun_command, torchrun_env
+from d2lopt import parallelism
 from d2lopt.models import cnn, mlp
 from d2lopt.pipeline import bubble_fraction, build_schedule, peak_activations, split_stages
 from d2lopt.sharding import StateBytes, gradient_sync, state_bytes
@@ -86,18 +83,7 @@ def test_gradient_sync_is_a_no_op_outside_a_process_group():
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("lab") / "two.json"
-    cmd = torchrun_command(
-        "d2lopt.parallelism",
-        ["--json", str(out), "--rounds", "1", "--batch-size", "16", "--microbatches", "1", "4"],
-        nproc_per_node=2,
-        rdzv_endpoint=f"127.0.0.1:{free_port()}",
-        rdzv_id=uuid.uuid4().hex,
-        extra=["--local-addr", "127.0.0.1"],
-    )
-    env = torchrun_env() | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(Path(out).read_text())
+    return parallelism.run(2, out, rounds=1, batch_size=16, microbatches=(1, 4), device="cpu")
 
 
 @pytest.mark.slow

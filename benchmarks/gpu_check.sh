@@ -24,11 +24,12 @@ DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
 BUDGET_SETUP=300   # 0  make setup (bare checkout only) + CUDA check of the venv's torch
 BUDGET_ENV=20      # 1  nvidia-smi, d2lopt env --json, torch/CUDA versions
 BUDGET_TESTS=50    # 2  the @requires_cuda tests (skipped on a CPU run)
-BUDGET_BW=40       # 3  pageable vs pinned host-to-device bandwidth
+BUDGET_BW=30       # 3  pageable vs pinned host-to-device bandwidth
 BUDGET_DDP=45      # 4  torchrun, 1 process, NCCL, the DDP program, 1 epoch
 BUDGET_FSDP=35     # 4b the same with --strategy fsdp (fully_shard, sharded DCP checkpoint)
+BUDGET_PAR=20      # 4c notebook 13's program on 1 GPU: DDP, FSDP, a 1-stage pipeline, NCCL
 BUDGET_NB07=80     # 5a papermill notebooks/07_cpu_to_gpu.ipynb -p SIZE gpu
-BUDGET_NB08=110    # 5b papermill notebooks/08_gpu_compute.ipynb -p SIZE gpu
+BUDGET_NB08=100    # 5b papermill notebooks/08_gpu_compute.ipynb -p SIZE gpu
 BUDGET_LADDER=80   # 6  d2lopt ladder
 RESERVE_S=20       # kept for the summary
 KILL_GRACE_S=5     # after a timeout's SIGTERM, SIGKILL follows this much later
@@ -197,6 +198,9 @@ plan() {
 -m d2lopt.ddp $DDP_ARGS --out $dq/ddp"
   run_step 4b fsdp "$BUDGET_FSDP" "$(q "$VENV/bin/torchrun") --standalone --nproc-per-node 1 \
 -m d2lopt.ddp $DDP_ARGS --strategy fsdp --out $dq/fsdp --save $dq/fsdp/model.pt"
+  run_step 4c parallelism "$BUDGET_PAR" "$(q "$VENV/bin/torchrun") --standalone \
+--nproc-per-node 1 -m d2lopt.parallelism --device cuda --rounds 3 --batch-size 512 \
+--json $dq/parallelism.json"
   run_step 5a nb07 "$BUDGET_NB07" "$(notebook_cmd notebooks/07_cpu_to_gpu.ipynb 07-gpu)"
   run_step 5b nb08 "$BUDGET_NB08" "$(notebook_cmd notebooks/08_gpu_compute.ipynb 08-gpu)"
   run_step 6 ladder "$BUDGET_LADDER" "$d2lopt ladder $LADDER_ARGS --out $dq/ladder"

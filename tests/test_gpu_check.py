@@ -20,7 +20,7 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 HELPER = ROOT / "benchmarks" / "gpu_check.py"
-STEPS = ("env", "tests", "bandwidth", "ddp", "fsdp", "nb07", "nb08", "ladder")
+STEPS = ("env", "tests", "bandwidth", "ddp", "fsdp", "parallelism", "nb07", "nb08", "ladder")
 
 _spec = importlib.util.spec_from_file_location("gpu_check", HELPER)
 gpu_check = importlib.util.module_from_spec(_spec)

@@ -1,16 +1,23 @@
-"""Collect the verdict tables the notebooks computed into one Markdown file.
+"""Collect the verdict tables the notebooks computed, and the README's summary of them.
 
-Usage: python benchmarks/collect_verdicts.py > benchmarks/results/verdicts-cpu.md
-Reads the committed notebook outputs (nothing is re-measured or typed by hand).
+Usage:
+    python benchmarks/collect_verdicts.py > benchmarks/results/verdicts-cpu-2core.md
+    python benchmarks/collect_verdicts.py --readme   # rewrite the README's summary block
+
+Reads the committed notebook outputs: nothing is re-measured, and nothing is typed by hand.
+``tests/test_project.py`` checks that the README's block is what this script prints.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
+VERDICT = re.compile(r"\*\*(holds|does not hold|inconclusive|depends|skipped)\*\*")
 
 
 def verdict_tables(path: Path) -> list[str]:
@@ -24,13 +31,55 @@ def verdict_tables(path: Path) -> list[str]:
     return tables
 
 
-def main() -> int:
-    print("# Verdicts measured by the notebooks (committed outputs)\n")
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+def notebooks() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def all_tables() -> str:
+    lines = ["# Verdicts measured by the notebooks (committed outputs)", ""]
+    for path in notebooks():
         for table in verdict_tables(path):
-            print(f"## {path.stem}\n\n{table}\n")
+            lines += [f"## {path.stem}", "", table, ""]
+    return "\n".join(lines)
+
+
+def summary() -> str:
+    """One row per notebook: how many claims came out which way (from the tables)."""
+    kinds = ["holds", "does not hold", "inconclusive", "depends", "skipped"]
+    rows = ["| notebook | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for path in notebooks():
+        counts = dict.fromkeys(kinds, 0)
+        for table in verdict_tables(path):
+            for line in table.splitlines()[2:]:
+                found = VERDICT.search(line.rsplit("|", 2)[-2] if line.count("|") >= 2 else "")
+                if found:
+                    counts[found.group(1)] += 1
+        if any(counts.values()):
+            rows.append(f"| `{path.stem}` | " + " | ".join(str(counts[k]) for k in kinds) + " |")
+    return "\n".join(rows)
+
+
+def readme_block() -> str:
+    return f"{BEGIN}\n{summary()}\n{END}"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--readme"]:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        if BEGIN not in text or END not in text:
+            print(f"README.md has no {BEGIN} ... {END} block to rewrite", file=sys.stderr)
+            return 1
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        readme.write_text(head + readme_block() + tail)
+        return 0
+    if argv:
+        print("usage: collect_verdicts.py [--readme]", file=sys.stderr)
+        return 2
+    print(all_tables())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

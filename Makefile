@@ -79,6 +79,7 @@ execute-notebooks: $(STAMP)
 # writes runs/05_disk_to_memory-full.ipynb. Without a `parameters` cell papermill would put
 # SIZE above the notebook's own `SIZE = "ci"` and silently run the CI size: refuse instead.
 # Progress bars stay on: papermill's cell bar is the only sign of life in a long run.
+# Cells tagged raises-exception (the error demos) may raise; any other error fails the run.
 SIZE ?= full
 experiment: $(STAMP)
 	@$(BIN)/python -c 'import os, sys, nbformat; nb = sys.argv[1]; \
@@ -88,8 +89,8 @@ experiment: $(STAMP)
 	           f"cell tagged parameters (found: {n}), e.g. NB=notebooks/05_disk_to_memory.ipynb")' \
 	  "$(NB)"
 	mkdir -p runs
-	$(BIN)/papermill --cwd notebooks "$(NB)" "runs/$(basename $(notdir $(NB)))-$(SIZE).ipynb" \
-	  -p SIZE "$(SIZE)"
+	$(BIN)/python benchmarks/run_experiment.py "$(NB)" \
+	  "runs/$(basename $(notdir $(NB)))-$(SIZE).ipynb" "$(SIZE)"
 
 # Strict nbval on the notebooks (or NB=notebooks/02_definition.ipynb), natively and on
 # emulated hardware. Float results drift with the CPU's instruction set, the kernels chosen

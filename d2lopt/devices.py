@@ -137,12 +137,16 @@ def synchronize(device: torch.device | str | None = None) -> None:
 def supports_bf16(device: torch.device | str) -> bool:
     """Whether bf16 autocast is *fast* on ``device`` (hardware units), not merely allowed.
 
-    On CPU, PyTorch runs bf16 everywhere but only CPUs with AVX512-BF16 or AMX do it in
-    hardware; elsewhere it is emulated and usually slower than fp32 (``08_gpu_compute``).
+    PyTorch runs bf16 almost everywhere, but only some hardware computes it natively:
+    CPUs with AVX512-BF16 or AMX, NVIDIA GPUs of compute capability 8.0 (Ampere) and newer.
+    Elsewhere it is emulated and usually slower than fp32 (``08_gpu_compute``). On CUDA
+    this asks ``torch.cuda.is_bf16_supported(including_emulation=False)``: its default
+    (``True``) also answers yes for a T4 or V100, which only emulate bf16.
     """
     dev = as_device(device)
     if dev.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(dev):  # is_bf16_supported asks the *current* device
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if dev.type == "mps":
         return True
     return cpu_has_bf16_units()

@@ -1,8 +1,11 @@
-"""Mixed precision decided once (taught in ``08_gpu_compute``).
+"""Mixed precision and TF32, decided once (taught in ``08_gpu_compute``).
 
 ``autocast_ctx`` returns a null context when AMP is off and ``grad_scaler`` a disabled
 scaler unless fp16 needs one, so the training loop has the same lines in every precision.
 This is the current ``torch.amp`` API; the article's ``torch.cuda.amp`` is deprecated.
+Both 16-bit modes run on CUDA, MPS *and* CPU: ``torch.autocast("cpu", dtype=torch.float16)``
+with ``torch.amp.GradScaler("cpu")`` trains (checked on torch 2.14); whether it is *fast*
+there is a measurement, not a rule (``08_gpu_compute`` makes it).
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ import torch
 
 from .devices import as_device
 
-__all__ = ["AmpMode", "AMP_MODES", "amp_dtype", "autocast_ctx", "grad_scaler", "check_amp"]
+__all__ = [
+    "AmpMode",
+    "AMP_MODES",
+    "amp_dtype",
+    "autocast_ctx",
+    "grad_scaler",
+    "check_amp",
+    "set_tf32",
+]
 
 AmpMode = Literal["off", "bf16", "fp16"]
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
@@ -28,19 +39,23 @@ def amp_dtype(amp: str) -> torch.dtype | None:
 
 
 def check_amp(device: torch.device | str, amp: str) -> None:
-    """Raise ``ValueError`` when ``device`` cannot run ``amp``, saying what to use instead."""
+    """Raise ``ValueError`` when ``device`` cannot *run* ``amp`` at all, saying what to use.
+
+    Every mode runs on CPU, MPS and CUDA, with one exception: bf16 on a CUDA GPU that
+    cannot even emulate it. A GPU without bf16 units (a T4, a V100) still runs bf16
+    autocast, emulated and slowly; whether a mode is *fast* is
+    :func:`d2lopt.devices.supports_bf16`'s question, and a measurement's.
+    """
     amp_dtype(amp)
     device = as_device(device)
-    if amp == "fp16" and device.type == "cpu":
-        raise ValueError(
-            "amp: 'fp16' needs a CUDA or MPS device (fp16 GradScaler training is not supported "
-            "on CPU); use amp='bf16' or amp='off' on CPU"
-        )
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(
-            f"amp: 'bf16' is not supported by {torch.cuda.get_device_name(device)}; "
-            "use amp='fp16' (with its GradScaler) or amp='off'"
-        )
+    if amp == "bf16" and device.type == "cuda":
+        with torch.cuda.device(device):  # is_bf16_supported asks the *current* device
+            runs = torch.cuda.is_bf16_supported(including_emulation=True)
+        if not runs:
+            raise ValueError(
+                f"amp: 'bf16' cannot run on {torch.cuda.get_device_name(device)}; "
+                "use amp='fp16' (with its GradScaler) or amp='off'"
+            )
 
 
 def autocast_ctx(device: torch.device | str, amp: str) -> contextlib.AbstractContextManager:
@@ -53,6 +68,37 @@ def autocast_ctx(device: torch.device | str, amp: str) -> contextlib.AbstractCon
 
 
 def grad_scaler(device: torch.device | str, amp: str) -> torch.amp.GradScaler:
-    """A ``GradScaler`` enabled only for fp16 (bf16 has fp32's range: no scaling needed)."""
+    """A ``GradScaler`` enabled only for fp16 (bf16 has fp32's range: no scaling needed).
+
+    An enabled scaler costs one host sync per step: ``scaler.step`` reads its inf/NaN check
+    with ``.item()`` to decide whether to skip the optimizer step. On a GPU that read waits
+    for the backward pass to finish; disabled, ``step`` is a plain ``optimizer.step()``.
+    """
     check_amp(device, amp)
     return torch.amp.GradScaler(as_device(device).type, enabled=amp == "fp16")
+
+
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 tensor cores for fp32 matmuls and cuDNN convolutions.
+
+    PyTorch has two APIs for this switch and refuses a mix of them: after the new
+    ``torch.backends.cuda.matmul.fp32_precision = "tf32"``, reading the legacy
+    ``torch.get_float32_matmul_precision()`` raises "mix of the legacy and new APIs", and
+    after ``torch.backends.cudnn.conv.fp32_precision = "ieee"`` so does reading
+    ``torch.backends.cudnn.allow_tf32``. ``torch.compile``'s inductor still reads both
+    legacy values on a GPU (torch 2.14), so setting only the new API makes it fail
+    (pytorch/pytorch#166387). Setting the *legacy* pair keeps every reader, old and new,
+    consistent, so this is the one API the course uses. A global switch, harmless on
+    machines without TF32 (the flags are only read by CUDA kernels). Taught in
+    ``08_gpu_compute``.
+
+    Example:
+        >>> set_tf32(False)
+        >>> torch.backends.cuda.matmul.fp32_precision, torch.get_float32_matmul_precision()
+        ('ieee', 'highest')
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    # "high" lets fp32 matmuls use TF32; "highest" keeps them in true fp32
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled  # convolutions: a separate, cuDNN switch

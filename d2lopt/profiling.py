@@ -1,7 +1,8 @@
-"""Profiler helpers: find host syncs, measure peak memory, time variants fairly.
+"""Profiler helpers: find host syncs and measure peak memory.
 
-Taught in ``09_the_loop`` (hidden syncs) and ``08_gpu_compute`` (AMP: time *and* memory);
-``07_cpu_to_gpu`` and ``09_the_loop`` compare variants with :func:`interleaved_times`.
+Taught in ``09_the_loop`` (hidden syncs) and ``08_gpu_compute`` (AMP: time *and* memory).
+Timing verdicts go through :func:`d2lopt.compare`; :func:`interleaved_times` (medians
+without an interval) is superseded by it and kept only until its last caller is gone.
 ``torch.profiler`` sees what Python cannot: every ``aten::_local_scalar_dense`` is a tensor
 read back to the host (``.item()``, ``float(t)``, ``print(t)``, ``if t:``), and on CUDA the
 runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory comes from

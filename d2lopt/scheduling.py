@@ -4,53 +4,74 @@ The article names three scheduling concerns — load balancing, communication, d
 adjustment — and, for clusters, priority scheduling and dynamic allocation. This module
 holds the experiments that measure them on the machine at hand:
 
-* :func:`launch` runs a worker function on N forked processes joined in a gloo process
-  group (``torch.multiprocessing.start_processes``) and returns what each rank returned;
-* worker functions (:func:`uneven_inputs_worker`, :func:`straggler_worker`,
-  :func:`comm_worker`) are importable, so they also work under spawn and torchrun;
+* :func:`launch` runs a worker function once on N forked processes joined in a gloo process
+  group (``torch.multiprocessing.start_processes``) and returns what each rank returned:
+  for experiments with an exact outcome (:func:`uneven_inputs_worker`, :func:`comm_worker`);
+* :class:`RankPool` keeps N spawned ranks alive so that timings can be compared in paired,
+  interleaved rounds (:mod:`d2lopt.compare`): one process vs N ranks
+  (:func:`compare_scaling`, B1 in ``10_ddp``), a straggler (:func:`straggler_compare`),
+  communication configs (:func:`comm_compare`), the latter two timed by rank 0 while the
+  other ranks follow in lockstep (:func:`lockstep_compare_many`);
 * :class:`CollectiveCounter` counts the all-reduce calls and bytes DDP really issues;
 * :func:`simulate` is a small job-queue simulation (FIFO, priority, elastic) driven by a
-  scaling curve measured here (:func:`speedup_curve`).
+  scaling curve (:func:`speedup_curve`): a simulation, fed by whatever speedup it is given.
 
-These experiments run on CPU processes with gloo: they measure mechanisms (how many
-collectives, how many bytes, who waits for whom). NCCL on GPUs changes the constants.
+Worker functions are importable, so they work under fork, spawn and torchrun. These
+experiments run on CPU processes with gloo: they measure mechanisms (how many collectives,
+how many bytes, who waits for whom). NCCL on GPUs changes the constants.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
+import itertools
 import json
 import os
-import statistics
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .distributed import free_port
+from .compare import Comparison, Sweep, compare, compare_many
+from .devices import synchronize
+from .distributed import free_port, rank_device, setup, teardown
+from .envinfo import _usable_cores
+from .models import cnn, init_weights, mlp
+from .verdict import INCONCLUSIVE, Verdict
 
 __all__ = [
     "COMM_WIDTHS",
     "CollectiveCounter",
     "Job",
+    "RankPool",
     "SimResult",
     "amdahl_fraction",
+    "comm_compare",
     "comm_model",
     "comm_worker",
+    "compare_scaling",
     "count_collectives",
+    "data_parallel_step",
+    "delay_name",
     "launch",
+    "lockstep_compare_many",
     "sampler_shards",
+    "scaling_verdict",
     "simulate",
     "speedup_curve",
-    "straggler_worker",
+    "straggler_compare",
     "uneven_inputs_worker",
 ]
 
@@ -199,39 +220,6 @@ def uneven_inputs_worker(
     return {"rank": rank, "planned": batches[rank], "done": done, "error": error}
 
 
-def straggler_worker(
-    rank: int, world: int, *, steps: int, slow_rank: int, delay_s: float, width: int = 256
-) -> dict[str, Any]:
-    """Every rank trains ``steps`` steps; ``slow_rank`` spends ``delay_s`` more per step.
-
-    The delay stands for a slower GPU, a throttled node or a data loader that cannot keep
-    up. Returned per rank: median step time, and the median time spent inside
-    ``backward()`` — where DDP's all-reduce waits for the slowest rank.
-    """
-    model = DDP(comm_model([width, width, width, 10]))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    x = torch.randn(64, width, generator=torch.Generator().manual_seed(rank))
-    step_times, backward_times = [], []
-    for i in range(steps + 2):  # two warm-up steps
-        t0 = time.perf_counter()
-        loss = model(x).pow(2).mean()
-        if rank == slow_rank:
-            time.sleep(delay_s)  # the straggler's extra work
-        t1 = time.perf_counter()
-        loss.backward()  # the all-reduce inside waits for every rank's gradients
-        t2 = time.perf_counter()
-        opt.step()
-        opt.zero_grad()
-        if i >= 2:
-            step_times.append(time.perf_counter() - t0)
-            backward_times.append(t2 - t1)
-    return {
-        "rank": rank,
-        "step_s": statistics.median(step_times),
-        "backward_s": statistics.median(backward_times),
-    }
-
-
 def _register_hook(model: DDP, hook: str) -> None:
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 
@@ -250,6 +238,29 @@ def _register_hook(model: DDP, hook: str) -> None:
         raise ValueError(f"hook: must be allreduce, fp16, bf16 or powersgd, got {hook!r}")
 
 
+def _comm_ddp(cfg: dict[str, Any], widths: Sequence[int]) -> DDP:
+    """The DDP model of one communication config (bucket size and hook)."""
+    model = DDP(comm_model(widths), bucket_cap_mb=cfg.get("bucket_cap_mb", 25.0))
+    _register_hook(model, cfg.get("hook", "allreduce"))
+    return model
+
+
+def _comm_step(model: DDP, opt: torch.optim.Optimizer, batches: Iterator, cfg: dict) -> None:
+    """One optimizer step of ``cfg``: ``accumulate`` micro-batches, with or without no_sync."""
+    K = cfg.get("accumulate", 1)
+    for k in range(K):
+        skip = cfg.get("no_sync", False) and k < K - 1
+        with model.no_sync() if skip else contextlib.nullcontext():  # no all-reduce inside
+            model(next(batches)).pow(2).mean().div(K).backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _comm_data(rank: int, widths: Sequence[int], batch: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + rank)  # each rank its own samples
+    return [torch.randn(batch, widths[0], generator=g) for _ in range(8)]
+
+
 def comm_worker(
     rank: int,
     world: int,
@@ -259,40 +270,29 @@ def comm_worker(
     batch: int = 32,
     steps: int = 6,
 ) -> list[dict[str, Any]]:
-    """Measure DDP's gradient traffic for each config: calls, bytes and time per step.
+    """Count DDP's gradient traffic for each config: all-reduce calls and bytes per step.
 
     A config is ``{"name", "bucket_cap_mb", "hook", "accumulate", "no_sync"}``: the bucket
     size, a communication hook (``allreduce``, ``fp16``, ``bf16``, ``powersgd``), and
     ``accumulate`` micro-batches per optimizer step with or without ``no_sync``. Each
     result also holds the relative error of the communicated gradient against an exact
-    fp32 average (compression is not free).
+    fp32 average (compression is not free). Counts and bytes are exact on any machine; the
+    time of a step is measured by :func:`comm_compare`, in paired rounds.
     """
     results = []
-    g = torch.Generator().manual_seed(100 + rank)
-    data = [torch.randn(batch, widths[0], generator=g) for _ in range(8)]
+    data = _comm_data(rank, widths, batch)
     for cfg in configs:
-        K = cfg.get("accumulate", 1)
-        model = DDP(comm_model(widths), bucket_cap_mb=cfg.get("bucket_cap_mb", 25.0))
-        _register_hook(model, cfg.get("hook", "allreduce"))
+        model = _comm_ddp(cfg, widths)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        times = []
+        batches = itertools.cycle(data)
         with count_collectives() as counter:
             for step in range(steps + 3):  # 3 warm-up steps: DDP rebuilds buckets after one
                 if step == 3:
                     counter.reset()
-                t0 = time.perf_counter()
-                for k in range(K):
-                    skip = cfg.get("no_sync", False) and k < K - 1
-                    with model.no_sync() if skip else contextlib.nullcontext():
-                        model(data[(step * K + k) % len(data)]).pow(2).mean().div(K).backward()
-                opt.step()
-                opt.zero_grad()
-                if step >= 3:
-                    times.append(time.perf_counter() - t0)
+                _comm_step(model, opt, batches, cfg)
         results.append({
             "name": cfg["name"], "calls_per_step": counter.calls / steps,
-            "bytes_per_step": counter.bytes / steps, "step_s": statistics.median(times),
-            "grad_error": _gradient_error(model, data[0]),
+            "bytes_per_step": counter.bytes / steps, "grad_error": _gradient_error(model, data[0]),
         })  # fmt: skip
     return results
 
@@ -309,6 +309,322 @@ def _gradient_error(model: DDP, x: torch.Tensor) -> float:
     exact /= dist.get_world_size()  # ...averaged, as DDP does
     model.zero_grad()
     return ((communicated - exact).norm() / exact.norm()).item()
+
+
+# ------------------------------------------------------------------------------ persistent ranks
+class RankPool:
+    """N ranks started once, joined in one process group, that run functions on demand.
+
+    Taught in ``10_ddp`` and ``11_scheduling``. A timing verdict needs paired, interleaved
+    rounds (:func:`d2lopt.compare.compare`); launching a fresh job for every round would time
+    interpreter start-up and the rendezvous, not training. These ranks start once and then
+    wait on a pipe (idle, taking no core) until :meth:`run` sends them an importable function
+    ``fn(rank, world_size, **kwargs)``; every rank runs it and :meth:`run` returns what each
+    returned, in rank order. They are *spawned*, not forked, so each may use several OpenMP
+    threads (a forked child cannot), and on a GPU node rank ``r`` owns ``cuda:r``.
+
+    Example:
+        >>> with RankPool(2) as pool:  # doctest: +SKIP
+        ...     pool.run(data_parallel_step, mode="ddp", steps=4, batch=64)
+        [None, None]
+    """
+
+    def __init__(self, nprocs: int, *, device: str = "cpu", timeout_s: float = 120.0) -> None:
+        if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
+            raise ValueError(f"nprocs: must be a positive int, got {nprocs!r}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device: must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and torch.cuda.device_count() < nprocs:
+            raise ValueError(
+                f"nprocs: {nprocs} ranks need {nprocs} GPUs, this machine has "
+                f"{torch.cuda.device_count()}; use fewer ranks or device='cpu'"
+            )
+        if not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+            raise ValueError(f"timeout_s: must be a number of seconds > 0, got {timeout_s!r}")
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.world, self.device, self.timeout_s = nprocs, device, float(timeout_s)
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        port = free_port()
+        for rank in range(nprocs):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_pool_main, args=(rank, nprocs, port, device, theirs,
+                                                        timeout_s), daemon=True)  # fmt: skip
+            proc.start()
+            theirs.close()
+            self._conns.append(mine)
+            self._procs.append(proc)
+        try:
+            for rank in range(nprocs):
+                self._answer(rank)  # "ready": the process group exists
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, fn: Callable[..., Any], /, **kwargs: Any) -> list[Any]:
+        """Run ``fn(rank, world_size, **kwargs)`` on every rank; their results in rank order."""
+        if not self._conns:
+            raise RuntimeError("RankPool.run: the pool is closed; start a new RankPool")
+        for conn in self._conns:
+            conn.send((fn, kwargs))
+        return [self._answer(rank) for rank in range(self.world)]
+
+    def _answer(self, rank: int) -> Any:
+        conn = self._conns[rank]
+        # a rank stuck in a collective fails after timeout_s; wait a little longer for its report
+        if not conn.poll(self.timeout_s + 30):
+            raise TimeoutError(
+                f"RankPool: rank {rank} did not answer within {self.timeout_s:.0f} s; raise "
+                "timeout_s, or close the pool and start a new one"
+            )
+        try:
+            status, value = conn.recv()
+        except EOFError:
+            code = self._procs[rank].exitcode
+            raise RuntimeError(
+                f"RankPool: rank {rank} died (exit code {code}); start a new one"
+            ) from None
+        if status == "error":
+            raise RuntimeError(f"RankPool: rank {rank} failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        """Let every rank leave the process group and exit (idempotent)."""
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()  # stuck in a collective: no clean exit possible
+                proc.join()
+        for conn in self._conns:
+            conn.close()
+        self._conns, self._procs = [], []
+
+    def __enter__(self) -> RankPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout_s: float) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    try:
+        setup(device, timeout_s=timeout_s)  # gloo on CPU, NCCL on cuda:rank
+        conn.send(("ok", "ready"))
+        while (message := conn.recv()) is not None:  # idle here: no core is taken
+            fn, kwargs = message
+            try:
+                conn.send(("ok", fn(rank, world, **kwargs)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    except EOFError:
+        pass  # the parent went away
+    except Exception:
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
+    finally:
+        teardown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown of torch: seconds per rank, nothing to save
+
+
+_STATE: dict[tuple, dict[str, Any]] = {}  # per rank process: what the first call built
+
+
+def _cores() -> int:
+    return _usable_cores()  # the cores this process may use (01_environment)
+
+
+def data_parallel_step(
+    rank: int, world: int, *, mode: str, steps: int, batch: int, device: str = "cpu",
+    model: str = "mlp",
+) -> None:  # fmt: skip
+    """``steps`` optimizer steps of the course model on one global batch of ``world * batch``.
+
+    ``mode="one"``: rank 0 alone trains on the whole global batch, with every core; the
+    other ranks return at once and wait idle. ``mode="ddp"``: every rank trains on its
+    ``batch`` under DDP, with ``cores // world`` threads each. Both do the same work with the
+    same cores (or one GPU vs ``world`` GPUs), so comparing them changes exactly one thing:
+    how many processes share it (B1 in ``10_ddp``). The batches are already on the device:
+    this measures computation and gradient communication, not loading. The first call of a
+    mode builds the model, optimizer and data; later calls reuse them.
+    """
+    if mode not in ("one", "ddp"):
+        raise ValueError(f"mode: must be 'one' or 'ddp', got {mode!r}")
+    if model not in ("mlp", "cnn"):
+        raise ValueError(f"model: must be 'mlp' or 'cnn' (the course models), got {model!r}")
+    if mode == "one" and rank != 0:
+        return None  # back to the pipe: this rank takes no core while rank 0 trains
+    dev = rank_device(rank, device)
+    torch.set_num_threads(_cores() if mode == "one" else max(1, _cores() // world))
+    key = ("data_parallel_step", mode, batch, model, str(dev))
+    if key not in _STATE:
+        torch.manual_seed(0)  # the same initial weights on every rank and in both modes
+        net = (mlp() if model == "mlp" else cnn()).apply(init_weights).to(dev)
+        ids = [dev.index] if dev.type == "cuda" else None
+        wrapped = DDP(net, device_ids=ids) if mode == "ddp" else net
+        n = batch * (world if mode == "one" else 1)  # samples per step on this rank
+        g = torch.Generator().manual_seed(rank)  # FashionMNIST's shapes; values do not matter
+        images, labels = torch.rand(4 * n, 1, 28, 28, generator=g), torch.arange(4 * n) % 10
+        data = list(zip(images.to(dev).split(n), labels.to(dev).split(n), strict=True))
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+        _STATE[key] = {"model": wrapped, "opt": opt, "batches": itertools.cycle(data)}
+    state = _STATE[key]
+    for _ in range(steps):
+        X, y = next(state["batches"])
+        state["opt"].zero_grad(set_to_none=True)
+        F.cross_entropy(state["model"](X), y).backward()  # DDP: all-reduce inside
+        state["opt"].step()
+    synchronize(dev)  # the parent times until every rank answers: queued GPU work counts
+    return None
+
+
+def compare_scaling(
+    pool: RankPool, *, batch: int, steps: int = 4, model: str = "mlp", **compare_kwargs: Any
+) -> Comparison:
+    """One process vs ``pool.world`` DDP ranks on the same global batch, in paired rounds.
+
+    Returns the :class:`~d2lopt.compare.Comparison` of the claim "``pool.world`` processes
+    train faster than one" (speedup = time of one process / time of the ranks). Taught in
+    ``10_ddp`` (B1) and fed to the cluster simulation of ``11_scheduling``.
+    """
+
+    def run(mode: str) -> Callable[[], Any]:
+        return lambda: pool.run(data_parallel_step, mode=mode, steps=steps, batch=batch,
+                                device=pool.device, model=model)  # fmt: skip
+
+    for mode in ("one", "ddp"):  # untimed: the first call of a mode builds model and data
+        run(mode)()
+    label = f"{pool.world} ranks vs 1 process"
+    return compare(run("one"), run("ddp"), label=label, **compare_kwargs)
+
+
+def scaling_verdict(
+    result: Comparison, world: int, claim: str, statement: str, condition: str = ""
+) -> Verdict:
+    """The verdict row of a :func:`compare_scaling` result, with its parallel efficiency.
+
+    Efficiency = speedup / ``world``. Above 100 % the ranks did more than ``world`` times the
+    work of one process with the same cores, which means the baseline was handicapped (busy
+    cores, an OpenMP pool waiting for a descheduled thread): such a row is an *invalid
+    measurement*, reported as inconclusive, never as a result.
+    """
+    efficiency = result.speedup / world
+    if efficiency > 1:
+        return Verdict(claim, statement,
+                       f"invalid measurement: {result} is a parallel efficiency of "
+                       f"{efficiency:.0%}, above 100 %; the one-process baseline was slowed "
+                       "by something else (busy cores?): re-run on an idle machine",
+                       INCONCLUSIVE, "invalid measurement")  # fmt: skip
+    row = result.to_verdict(claim, statement, condition=condition)
+    return replace(row, evidence=f"{row.evidence}; efficiency {efficiency:.0%}")
+
+
+def lockstep_compare_many(
+    fns: dict[str, Callable[[], Any]], *, reference: str, **kwargs: Any
+) -> Sweep | None:
+    """:func:`d2lopt.compare.compare_many` on rank 0, every other rank in lockstep.
+
+    Call it on every rank with the same variant names (each rank's functions may differ,
+    e.g. only the straggler sleeps). Rank 0 measures: before each call it broadcasts which
+    variant comes next, and the other ranks run the same variant, so a DDP step meets its
+    peers in every all-reduce. The broadcast is a sync point that starts every call on all
+    ranks together, the same small cost in every variant. Returns the
+    :class:`~d2lopt.compare.Sweep` on rank 0 and None elsewhere.
+    """
+    names = list(fns)
+    on = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL broadcasts CUDA tensors only
+    order = torch.zeros(1, dtype=torch.int64, device=on)
+    if dist.get_rank() == 0:
+
+        def announced(i: int) -> Callable[[], Any]:
+            def call() -> Any:
+                order.fill_(i)
+                dist.broadcast(order, 0)  # "variant i next": the others start it with us
+                return fns[names[i]]()
+
+            return call
+
+        try:
+            return compare_many({n: announced(i) for i, n in enumerate(names)},
+                                reference=reference, **kwargs)  # fmt: skip
+        finally:
+            order.fill_(-1)
+            dist.broadcast(order, 0)  # stop
+    while True:
+        dist.broadcast(order, 0)
+        i = int(order.item())
+        if i < 0:
+            return None
+        fns[names[i]]()
+
+
+def straggler_compare(
+    rank: int, world: int, *, delays: Sequence[float], slow_rank: int = 1, width: int = 256,
+    batch: int = 64, **compare_kwargs: Any,
+) -> Sweep | None:  # fmt: skip
+    """Rank 0's DDP step time while ``slow_rank`` spends each extra delay per step.
+
+    The delay stands for a slower GPU, a throttled node or a data loader that cannot keep
+    up; rank 0 is never delayed itself. The variants are named ``"no delay"`` and
+    ``"+10 ms"`` etc.; the reference is the largest delay, so each comparison asks "is rank
+    0 faster when the straggler is less slow?" (B3 in ``11_scheduling``). Returns the
+    :class:`~d2lopt.compare.Sweep` on rank 0, None elsewhere.
+    """
+    if not delays or any(d < 0 for d in delays):
+        raise ValueError(f"delays: need seconds >= 0, e.g. [0.0, 0.01], got {delays!r}")
+    if not 0 < slow_rank < world:
+        raise ValueError(f"slow_rank: must be in 1..{world - 1} (rank 0 measures), got {slow_rank}")
+    torch.set_num_threads(max(1, _cores() // world))
+    model = DDP(comm_model([width, width, width, 10]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(rank))
+
+    def step(delay: float) -> None:
+        loss = model(x).pow(2).mean()
+        if rank == slow_rank:
+            time.sleep(delay)  # the straggler's extra work
+        loss.backward()  # DDP's all-reduce inside waits for every rank's gradients
+        opt.step()
+        opt.zero_grad()
+
+    fns = {delay_name(d): functools.partial(step, d) for d in delays}
+    return lockstep_compare_many(fns, reference=delay_name(max(delays)), **compare_kwargs)
+
+
+def delay_name(delay: float) -> str:
+    """The variant name :func:`straggler_compare` gives a delay: ``"no delay"``, ``"+10 ms"``."""
+    return "no delay" if delay == 0 else f"+{delay * 1e3:g} ms"
+
+
+def comm_compare(
+    rank: int, world: int, *, configs: Sequence[dict[str, Any]], reference: str,
+    widths: Sequence[int] = COMM_WIDTHS, batch: int = 32, **compare_kwargs: Any,
+) -> Sweep | None:  # fmt: skip
+    """Time one optimizer step of each communication config in paired rounds (rank 0).
+
+    The configs are those of :func:`comm_worker`; ``reference`` names one of them. Returns
+    the :class:`~d2lopt.compare.Sweep` on rank 0, None elsewhere (``11_scheduling``).
+    """
+    torch.set_num_threads(max(1, _cores() // world))
+    data = _comm_data(rank, widths, batch)
+    fns = {}
+    for cfg in configs:
+        model = _comm_ddp(cfg, widths)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        fns[cfg["name"]] = functools.partial(_comm_step, model, opt, itertools.cycle(data), cfg)
+    # DDP rebuilds its buckets after the first step and PowerSGD compresses from the third
+    compare_kwargs.setdefault("warmup", 3)
+    return lockstep_compare_many(fns, reference=reference, **compare_kwargs)
 
 
 # ------------------------------------------------------------------------------ cluster

@@ -113,3 +113,22 @@ def test_papermill_reruns_01_environment_at_full_size(tmp_path) -> None:
         text = _text(executed[cell.get("id")])
         assert "SIZE='full'" in text and "SIZE='ci'" not in text, text
     assert json.loads(out.read_text())["metadata"]["papermill"]["parameters"] == {"SIZE": "full"}
+
+
+def test_experiment_runner_tolerates_only_the_error_demo_cells():
+    import importlib.util
+
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_experiment.py"
+    spec = importlib.util.spec_from_file_location("run_experiment", path)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    error = nbformat.v4.new_output("error", ename="ValueError", evalue="demo", traceback=[])
+    demo = nbformat.v4.new_code_cell("raise ValueError", outputs=[error])
+    demo.metadata["tags"] = ["raises-exception"]
+    bug = nbformat.v4.new_code_cell("1 / 0", outputs=[error])
+    nb = nbformat.v4.new_notebook(cells=[demo])
+    assert runner.unexpected_errors(nb) == []
+    nb.cells.append(bug)
+    assert runner.unexpected_errors(nb) == ["cell 1: ValueError: demo"]

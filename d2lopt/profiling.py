@@ -1,8 +1,7 @@
 """Profiler helpers: find host syncs and measure peak memory.
 
 Taught in ``09_the_loop`` (hidden syncs) and ``08_gpu_compute`` (AMP: time *and* memory).
-Timing verdicts go through :func:`d2lopt.compare`; :func:`interleaved_times` (medians
-without an interval) is superseded by it and kept only until its last caller is gone.
+Timing verdicts go through :func:`d2lopt.compare`, never through this module.
 ``torch.profiler`` sees what Python cannot: every ``aten::_local_scalar_dense`` is a tensor
 read back to the host (``.item()``, ``float(t)``, ``print(t)``, ``if t:``), and on CUDA the
 runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory comes from
@@ -18,16 +17,14 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
-from .bench import time_repeats
 from .devices import synchronize
 
 __all__ = [
-    "interleaved_times",
     "SyncProfile",
     "profile_host_syncs",
     "peak_memory",
@@ -153,38 +150,6 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> tuple[i
         current += e.nbytes()  # > 0 allocation, < 0 free
         peak = max(peak, current)
     return peak, "torch.profiler allocation events (CPU allocator)"
-
-
-def interleaved_times(
-    fns: Mapping[str, Callable[[], object]],
-    *,
-    repeats: int = 5,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-) -> dict[str, list[float]]:
-    """Seconds per call of each ``fn``, measured in turns: A B C, A B C, ...
-
-    Timing variant A fully, then B, lets a burst of load from another process (a shared
-    laptop, a CI runner) land on one variant only and decide the comparison. In turns, such
-    a burst hits every variant alike and the medians stay comparable. ``device`` is
-    synchronized around every call (via :func:`d2lopt.bench.time_repeats`).
-
-    Example:
-        >>> sorted(interleaved_times({"a": lambda: None, "b": lambda: None}, repeats=2))
-        ['a', 'b']
-    """
-    if not fns:
-        raise ValueError("fns: need at least one function to time")
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    for _ in range(warmup):
-        for fn in fns.values():
-            time_repeats(fn, repeats=1, warmup=0, device=device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name] += time_repeats(fn, repeats=1, warmup=0, device=device)
-    return times
 
 
 def quiet_cpp_extension() -> None:

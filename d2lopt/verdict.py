@@ -1,14 +1,15 @@
 """Verdicts computed from measurements, never typed by hand (every optimization notebook).
 
 The course restates each of the articles' claims (C1-C14 in the course brief) and judges it
-on the learner's hardware: *holds*, *does not hold*, or *depends on X*. A verdict is a
-function of numbers measured in the same notebook, so re-running the notebook on other
-hardware can change it, and that is the point.
+on the learner's hardware: *holds*, *does not hold*, *inconclusive* (noise could decide it)
+or *depends on X*. A verdict is a function of numbers measured in the same notebook, so
+re-running the notebook on other hardware can change it, and that is the point. Timing
+rows come from :meth:`d2lopt.compare.Comparison.to_verdict` (interval and rounds always
+shown); exact facts (counts, bytes, errors) from :func:`fact`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,7 +21,6 @@ __all__ = [
     "INCONCLUSIVE",
     "SKIPPED",
     "fact",
-    "judge_speedup",
     "verdict_table",
 ]
 
@@ -58,23 +58,6 @@ def fact(claim: str, statement: str, evidence: str, holds: bool, *, condition: s
     return Verdict(
         claim, statement, evidence, HOLDS if holds else DOES_NOT_HOLD, condition, deterministic=True
     )
-
-
-def judge_speedup(speedup: float, *, threshold: float = 1.10, noise: float = 0.05) -> str:
-    """Verdict for a claim "X is faster": ratio ``speedup`` = baseline time / new time.
-
-    ``>= threshold`` -> holds; ``<= 1 + noise`` -> does not hold; in between, or NaN -> depends
-    (a gain too small to separate from run-to-run noise on this machine).
-    """
-    if threshold <= 1 or noise < 0 or 1 + noise > threshold:
-        raise ValueError(f"judge_speedup: need 1 + noise <= threshold, got {threshold}, {noise}")
-    if math.isnan(speedup):
-        return DEPENDS
-    if speedup >= threshold:
-        return HOLDS
-    if speedup <= 1 + noise:
-        return DOES_NOT_HOLD
-    return DEPENDS
 
 
 def verdict_table(verdicts: Sequence[Verdict]) -> str:

@@ -3,14 +3,12 @@
 import logging
 import os
 
-import pytest
 import torch
 from conftest import requires_cuda
 
 import d2lopt
 from d2lopt.profiling import (
     _filtered_native_stderr,
-    interleaved_times,
     peak_memory,
     profile_host_syncs,
     quiet_cpp_extension,
@@ -96,20 +94,3 @@ def test_cuda_peak_memory_sees_a_temporary_tensor():
 
     peak, note = peak_memory(work, "cuda")
     assert peak >= 1 << 20 and note == "torch.cuda.max_memory_allocated"
-
-
-def test_interleaved_times_runs_in_turns():
-    calls = []
-    times = interleaved_times(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1
-    )
-    assert calls == ["a", "b"] * 4  # one warm-up turn, then three timed turns
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
-    assert all(t >= 0 for v in times.values() for t in v)
-
-
-def test_interleaved_times_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="fns: need at least one"):
-        interleaved_times({})
-    with pytest.raises(ValueError, match="repeats >= 1"):
-        interleaved_times({"a": lambda: None}, repeats=0)

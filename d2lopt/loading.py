@@ -1,26 +1,33 @@
-"""Data-pipeline experiments: in-memory data sets, loader sweeps and batched augmentation.
+"""Data-pipeline lessons: in-memory data sets, warm loaders, sweep steps, batched augmentation.
 
 Taught in ``05_disk_to_memory`` (where the data lives, ``num_workers``, ``prefetch_factor``,
-``persistent_workers``) and ``06_cpu_compute`` (threads vs workers, batched transforms,
-``uint8`` until the device). The data sets live here, not in notebook cells, so DataLoader
-workers can import them under every start method (fork, spawn, forkserver).
+``persistent_workers``; judging where more workers stop helping from the steps of a sweep)
+and ``06_cpu_compute`` (threads vs workers, batched transforms, ``uint8`` until the device).
+The data sets live here, not in notebook cells, so DataLoader workers can import them under
+every start method (fork, spawn, forkserver). Loaders are *measured* by
+:mod:`d2lopt.bench`; :func:`warm_loaders` hands it loaders whose workers are already running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from .compare import Comparison, Sweep
 from .train import notice_once
+from .verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+
+T = TypeVar("T")
 
 __all__ = [
     "TensorImageDataset",
@@ -28,7 +35,10 @@ __all__ = [
     "build_loader",
     "consume",
     "epoch_times",
+    "steps",
     "knee",
+    "plateau",
+    "warm_loaders",
     "num_threads",
     "batched_augment",
 ]
@@ -204,23 +214,124 @@ def epoch_times(
     return out
 
 
-def knee(xs: Sequence[float], ys: Sequence[float], tolerance: float = 0.05) -> float:
-    """The smallest ``x`` whose ``y`` is within ``tolerance`` of the best ``y``.
+def steps(sweep: Sweep, order: Sequence[str]) -> list[Comparison]:
+    """Each setting against the one before it: ``order[i + 1]`` vs ``order[i]``, same rounds.
 
-    "Where more workers stop helping": beyond it, the gain is smaller than ``tolerance``
-    (run-to-run noise on a shared machine is a few per cent). Taught in ``05_disk_to_memory``.
+    "Where does more stop helping?" is a question about successive steps, and a series of
+    medians cannot answer it: one noisy point makes a plateau look like a dip and a dip
+    like a plateau. Every variant of a sweep ran in every round, so each step gets its own
+    paired interval (:meth:`d2lopt.compare.Sweep.between`). Taught in ``05_disk_to_memory``.
+
+    Example: ``steps(sweep, ["num_workers=0", "num_workers=1", "num_workers=2"])``.
+    """
+    if isinstance(order, str) or len(order) < 2:
+        raise ValueError(f"order: need at least two settings of the sweep, got {order!r}")
+    return [sweep.between(b, a) for a, b in itertools.pairwise(order)]
+
+
+def _check_step_verdicts(order: Sequence[Any], verdicts: Sequence[str]) -> None:
+    if len(order) < 2 or len(verdicts) != len(order) - 1:
+        raise ValueError(
+            f"verdicts: need one verdict per step, len(order) - 1 = {len(order) - 1}, "
+            f"got {len(verdicts)} (see steps())"
+        )
+    unknown = set(verdicts) - {HOLDS, DOES_NOT_HOLD, INCONCLUSIVE}
+    if unknown:
+        raise ValueError(
+            f"verdicts: each must be {HOLDS!r}, {DOES_NOT_HOLD!r} or {INCONCLUSIVE!r}, "
+            f"got {sorted(unknown)}"
+        )
+
+
+def knee(order: Sequence[T], verdicts: Sequence[str]) -> T:
+    """The last setting reached by a chain of proven gains: where more stops *provably* helping.
+
+    ``verdicts[i]`` is the verdict of ``order[i + 1]`` against ``order[i]`` (see
+    :func:`steps`). Walk up from ``order[0]`` while each step *holds*; stop at the first step
+    that does not (no gain of ``min_effect``, or one that noise could explain). Beyond the
+    knee no step has been shown to pay. Taught in ``05_disk_to_memory``.
 
     Example:
-        >>> knee([0, 1, 2, 4], [100, 180, 200, 195])
-        2
+        >>> knee([0, 1, 2, 4], ["holds", "inconclusive", "holds"])
+        1
     """
-    if len(xs) != len(ys) or not xs:
-        raise ValueError(f"xs, ys: need two non-empty sequences of equal length, got {len(xs)}, "
-                         f"{len(ys)}")  # fmt: skip
-    if not 0 <= tolerance < 1:
-        raise ValueError(f"tolerance: must be in [0, 1), got {tolerance}")
-    best = max(ys)
-    return min(x for x, y in zip(xs, ys, strict=True) if y >= (1 - tolerance) * best)
+    _check_step_verdicts(order, verdicts)
+    return order[_knee_index(verdicts)]
+
+
+def _knee_index(verdicts: Sequence[str]) -> int:
+    i = 0
+    while i < len(verdicts) and verdicts[i] == HOLDS:
+        i += 1
+    return i
+
+
+def plateau(order: Sequence[Any], verdicts: Sequence[str]) -> tuple[str, str]:
+    """Verdict on "more helps, up to a plateau", and why, from the step verdicts.
+
+    * *holds*: the first step holds, and every step after the knee *does not hold* (its
+      whole interval lies below ``1 + min_effect``): a gain, then demonstrably no more;
+    * *does not hold*: the first step does not hold: more does not help at all;
+    * *inconclusive*: otherwise: a step noise could decide, or no plateau within the range.
+
+    Taught in ``05_disk_to_memory`` (``prefetch_factor``, C2 and C10).
+
+    Example:
+        >>> plateau([1, 2, 4, 8], ["holds", "does not hold", "does not hold"])
+        ('holds', 'gains up to 2, none after it')
+    """
+    _check_step_verdicts(order, verdicts)
+    if verdicts[0] == DOES_NOT_HOLD:
+        return DOES_NOT_HOLD, f"{order[1]} is not faster than {order[0]}"
+    if verdicts[0] == INCONCLUSIVE:
+        return INCONCLUSIVE, f"{order[0]} -> {order[1]} is undecided"
+    i = _knee_index(verdicts)
+    top, after = order[i], verdicts[i:]
+    if not after:
+        return INCONCLUSIVE, f"still gaining at {top}: no plateau within the range"
+    if all(v == DOES_NOT_HOLD for v in after):
+        return HOLDS, f"gains up to {top}, none after it"
+    return INCONCLUSIVE, f"gains up to {top}; a step after it is undecided"
+
+
+@contextlib.contextmanager
+def warm_loaders(
+    factories: Mapping[str, Callable[[], DataLoader]],
+) -> Iterator[dict[str, Callable[[], DataLoader]]]:
+    """Build each loader once, keep its workers alive between passes, shut them all down at the end.
+
+    A loader built inside every timed pass pays its workers' start-up in every pass; on a
+    short epoch that start-up swamps what the setting changes (05's first sweeps compared
+    process start-up, not loading). Here every loader is built once, and the factories
+    yielded return that same loader, for :func:`d2lopt.bench.measure_loaders` or
+    :func:`d2lopt.bench.run_pass`: the untimed warm-up pass starts the (persistent) workers,
+    and the timed passes measure the steady state, what every epoch after the first costs.
+    Measure start-up apart (``bench.measure_loader`` with a factory). Taught in
+    ``05_disk_to_memory``.
+
+    Raises:
+        ValueError: a loader with workers that do not persist (they would restart every pass).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.zeros(8, 2))
+        >>> with warm_loaders({"w0": lambda: build_loader(ds, batch_size=4)}) as loaders:
+        ...     loaders["w0"]() is loaders["w0"]()
+        True
+    """
+    built: dict[str, DataLoader] = {}
+    for label, make in factories.items():
+        loader = make()
+        if getattr(loader, "num_workers", 0) > 0 and not loader.persistent_workers:
+            raise ValueError(
+                f"factories[{label!r}]: its workers would restart every pass; build it with "
+                "persistent_workers=True"
+            )
+        built[label] = loader
+    try:
+        yield {label: functools.partial(built.__getitem__, label) for label in built}
+    finally:
+        built.clear()  # the last references: persistent workers exit with their loaders
 
 
 @contextlib.contextmanager

@@ -1,20 +1,26 @@
 """Host -> GPU copies measured honestly, and overlapped with compute (``07_cpu_to_gpu``).
 
-Three ways to copy one batch (the PyTorch tutorial "A guide on good usage of non_blocking
-and pin_memory()" compares the same three):
+The ways to copy one batch (the PyTorch tutorial "A guide on good usage of non_blocking and
+pin_memory()" compares the same ones), each differing from its neighbour in one thing:
 
 * ``pageable``: ``x.to(device)``: the driver stages the pageable buffer through its own
   page-locked bounce buffer; the host waits.
-* ``pinned``: ``x_pinned.to(device, non_blocking=True)`` from memory pinned *once*, in
-  advance (what ``DataLoader(pin_memory=True)`` does on its pinning thread): a true DMA,
-  and the host returns at once.
-* ``pin_then_copy``: ``x.pin_memory().to(device, non_blocking=True)`` on the spot: the
-  pinning (page-locked allocation + a host copy) is paid on the critical path, which can
-  make it *slower* than the plain pageable copy.
+* ``pageable_non_blocking``: the same source with ``non_blocking=True``: the host still
+  copies the data into the driver's staging buffer before the call returns (CUDA runtime
+  API, "API synchronization behavior"), so the flag cannot make this copy asynchronous.
+* ``pinned``: ``x_pinned.to(device)`` from memory pinned *once*, in advance (what
+  ``DataLoader(pin_memory=True)`` does on its pinning thread): a direct DMA; the host waits.
+* ``pinned_non_blocking``: the same DMA with ``non_blocking=True``: the host returns at once.
+* ``pin_then_copy``: ``x.pin_memory().to(device)`` on the spot: the pinning (page-locked
+  allocation + a host copy) is paid on the critical path, which can make it *slower* than
+  the plain pageable copy.
 * ``pin_only``: ``x.pin_memory()`` alone, no copy: the price of pinning on the spot.
 
-Everything here needs CUDA. On other devices each function returns a result whose
-``skipped`` field says why, so notebooks print "skipped" instead of inventing numbers.
+:func:`copy_fn` and :func:`overlap_loops` return the functions to time, for
+:func:`d2lopt.compare` (verdicts: paired rounds, an interval); :func:`copy_bandwidth` is a
+single number for a chart. Everything here needs CUDA: off CUDA the builders raise and
+``copy_bandwidth`` returns a result whose ``skipped`` says why, so notebooks print
+"skipped" instead of inventing numbers (check :func:`cuda_skip_reason` first).
 """
 
 from __future__ import annotations
@@ -26,23 +32,24 @@ from dataclasses import dataclass, field
 import torch
 
 from .bench import time_repeats
-from .devices import synchronize
 
 __all__ = [
     "COPY_MODES",
+    "OVERLAP_LOOPS",
     "CopyResult",
     "cuda_skip_reason",
+    "copy_fn",
     "copy_bandwidth",
     "cuda_event_seconds",
     "CudaPrefetcher",
-    "OverlapResult",
-    "overlap_benchmark",
+    "overlap_loops",
 ]
 
 COPY_MODES: tuple[str, ...] = (
     "pageable",
     "pageable_non_blocking",
     "pinned",
+    "pinned_non_blocking",
     "pin_then_copy",
     "pin_only",
 )
@@ -83,6 +90,56 @@ class CopyResult:
         return f"{self.label}: {self.median * 1e3:.3f} ms, {self.gb_per_s:.2f} GB/s"
 
 
+def _require_cuda(arg: str, device: torch.device | str) -> torch.device:
+    reason = cuda_skip_reason(device)
+    if reason:
+        raise ValueError(f"{arg}: {reason}; check cuda_skip_reason(device) first")
+    return torch.device(device)
+
+
+def copy_fn(
+    nbytes: int, *, mode: str, device: torch.device | str = "cuda"
+) -> Callable[[], torch.Tensor]:
+    """One host->``device`` copy of a float32 tensor of ``nbytes`` bytes in ``mode``, to time.
+
+    The source tensor is made (and, for ``pinned*`` modes, pinned) once, here, outside the
+    timed region: that is the DataLoader's pinning thread's job. Time the function with
+    :func:`d2lopt.compare` (which synchronizes the device around each timed block, so the
+    whole copy is counted, asynchronous or not) or :func:`d2lopt.bench.time_repeats`.
+
+    Args:
+        nbytes: size of the tensor (rounded down to whole float32 elements, at least one).
+        mode: one of :data:`COPY_MODES`.
+        device: a CUDA device.
+
+    Raises:
+        ValueError: a bad ``mode`` or ``nbytes``, or ``device`` is not an available CUDA device.
+    """
+    if mode not in COPY_MODES:
+        raise ValueError(f"mode: must be one of {COPY_MODES}, got {mode!r}")
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 4:
+        raise ValueError(f"nbytes: must be an int >= 4 (one float32), got {nbytes!r}")
+    dev = _require_cuda("device", device)
+    x = torch.ones(nbytes // 4, dtype=torch.float32)
+    if mode.startswith("pinned"):
+        x = x.pin_memory()  # pinned once, outside the timed region (the DataLoader's job)
+
+    def copy() -> torch.Tensor:
+        if mode == "pageable":
+            return x.to(dev)  # blocking: staged through the driver's bounce buffer
+        if mode == "pageable_non_blocking":
+            return x.to(dev, non_blocking=True)  # pageable source: the driver still stages it
+        if mode == "pinned":
+            return x.to(dev)  # DMA from page-locked memory; blocking: the host waits for it
+        if mode == "pinned_non_blocking":
+            return x.to(dev, non_blocking=True)  # the same DMA; the host returns at once
+        if mode == "pin_then_copy":
+            return x.pin_memory().to(dev)  # pinning is paid here, every call, then the DMA
+        return x.pin_memory()  # pin_only: page-locked allocation (cached) + a host copy
+
+    return copy
+
+
 def copy_bandwidth(
     nbytes: int,
     *,
@@ -91,15 +148,15 @@ def copy_bandwidth(
     repeats: int = 5,
     warmup: int = 2,
 ) -> CopyResult:
-    """Time host->``device`` copies of a float32 tensor of ``nbytes`` bytes in ``mode``.
+    """Median seconds of host->``device`` copies of ``nbytes`` bytes in ``mode``: one number.
 
     Each repeat is timed on the host clock between two device synchronizations, so the
     time is the full cost the training loop pays: pinning (for ``pin_then_copy``), the
-    transfer, and any staging, not only the DMA itself.
+    transfer, and any staging, not only the DMA itself. For a chart; to decide whether one
+    mode beats another, time both :func:`copy_fn` with :func:`d2lopt.compare`.
 
     Args:
-        nbytes: size of the tensor (rounded down to whole float32 elements, at least one).
-        mode: one of :data:`COPY_MODES`.
+        nbytes, mode: as for :func:`copy_fn`.
         device: a CUDA device; anything else returns a skipped result.
         repeats: timed copies (median reported).
         warmup: untimed copies first (CUDA context, allocator, pinned-memory cache).
@@ -110,30 +167,18 @@ def copy_bandwidth(
     """
     if mode not in COPY_MODES:
         raise ValueError(f"mode: must be one of {COPY_MODES}, got {mode!r}")
-    if not isinstance(nbytes, int) or nbytes < 4:
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 4:
         raise ValueError(f"nbytes: must be an int >= 4 (one float32), got {nbytes!r}")
     reason = cuda_skip_reason(device)
     if reason:
         return CopyResult(mode, nbytes, skipped=reason)
-    dev = torch.device(device)
-    x = torch.ones(nbytes // 4, dtype=torch.float32)
-    if mode == "pinned":
-        x = x.pin_memory()  # pinned once, outside the timed region (the DataLoader's job)
-
-    def copy() -> None:
-        if mode == "pageable":
-            x.to(dev)  # blocking: staged through the driver's bounce buffer
-        elif mode == "pageable_non_blocking":
-            x.to(dev, non_blocking=True)  # pageable source: the driver still stages it
-        elif mode == "pinned":
-            x.to(dev, non_blocking=True)  # DMA from page-locked memory; host returns at once
-        elif mode == "pin_then_copy":
-            x.pin_memory().to(dev, non_blocking=True)  # pinning is paid here, every call
-        else:
-            x.pin_memory()  # page-locked allocation (cached) + a host-to-host copy
-
-    seconds = time_repeats(copy, repeats=repeats, warmup=warmup, device=dev)
-    return CopyResult(mode, x.numel() * 4, seconds)
+    seconds = time_repeats(
+        copy_fn(nbytes, mode=mode, device=device),
+        repeats=repeats,
+        warmup=warmup,
+        device=device,
+    )
+    return CopyResult(mode, nbytes // 4 * 4, seconds)
 
 
 def cuda_event_seconds(
@@ -220,80 +265,70 @@ class CudaPrefetcher:
             yield X, y
 
 
-@dataclass
-class OverlapResult:
-    """Seconds for one pass over the batches in each copy/compute arrangement."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    skipped: str = ""
-
-    @property
-    def ideal(self) -> float:
-        """The best overlap can do: the longer of copy-only and compute-only."""
-        if self.skipped:
-            return float("nan")
-        return max(self.seconds["copy only"], self.seconds["compute only"])
+OVERLAP_LOOPS: tuple[str, ...] = (
+    "copy only",
+    "compute only",
+    "blocking (pageable)",
+    "blocking (pinned)",
+    "non_blocking (pinned)",
+    "prefetch (side stream)",
+)
 
 
-def overlap_benchmark(
+def overlap_loops(
     batches: Sequence[torch.Tensor],
     compute: Callable[[torch.Tensor], torch.Tensor],
     *,
     device: torch.device | str = "cuda",
-    repeats: int = 3,
-    warmup: int = 1,
-) -> OverlapResult:
-    """Median seconds of one pass over ``batches`` (host tensors) in five arrangements.
+) -> dict[str, Callable[[], None]]:
+    """One pass over ``batches`` (host tensors) in each arrangement of :data:`OVERLAP_LOOPS`.
+
+    Neighbours differ in one thing, so :func:`d2lopt.compare` can judge each change:
 
     * ``copy only`` / ``compute only``: the two parts alone (compute on resident copies);
-    * ``blocking (pageable)``: ``X.to(device)`` then ``compute(X)``: nothing overlaps;
-    * ``non_blocking (pinned)``: pinned batches, ``non_blocking=True`` on the default
-      stream: the host runs ahead, but copy and compute still take turns on the GPU;
-    * ``prefetch (side stream)``: :class:`CudaPrefetcher`: copy i+1 overlaps compute i.
+      the best overlap can do is the longer of the two;
+    * ``blocking (pageable)`` -> ``blocking (pinned)``: the source memory (pinned once, up
+      front); each blocking copy makes the host wait for the stream, so nothing overlaps;
+    * ``blocking (pinned)`` -> ``non_blocking (pinned)``: only the flag: the host queues
+      copy and compute without waiting, but on one stream the GPU still takes them in turn;
+    * ``non_blocking (pinned)`` -> ``prefetch (side stream)``: only the stream:
+      :class:`CudaPrefetcher` copies batch i+1 while batch i computes.
 
-    Off CUDA the result is skipped (nothing to overlap: the CPU computes on host memory).
+    Raises:
+        ValueError: ``device`` is not an available CUDA device, or ``batches`` is empty.
     """
-    reason = cuda_skip_reason(device)
-    if reason:
-        return OverlapResult(skipped=reason)
+    dev = _require_cuda("device", device)
     if not batches:
         raise ValueError("batches: need at least one host tensor")
-    dev = torch.device(device)
     pageable = [b.cpu() for b in batches]
     pinned = [b.pin_memory() for b in pageable]  # pinned once, up front
     resident = [b.to(dev) for b in pageable]
     labels = [torch.zeros(len(b), dtype=torch.long).pin_memory() for b in pageable]
 
-    def run_copy_only() -> None:
+    def copy_only() -> None:
         for b in pinned:
             b.to(dev, non_blocking=True)
 
-    def run_compute_only() -> None:
+    def compute_only() -> None:
         for b in resident:
             compute(b)
 
-    def run_blocking() -> None:
+    def blocking_pageable() -> None:
         for b in pageable:
-            compute(b.to(dev))
+            compute(b.to(dev))  # the host waits for the copy (and for the stream before it)
 
-    def run_non_blocking() -> None:
+    def blocking_pinned() -> None:
         for b in pinned:
-            compute(b.to(dev, non_blocking=True))
+            compute(b.to(dev))  # a DMA, but blocking: the host still waits
 
-    def run_prefetch() -> None:
+    def non_blocking_pinned() -> None:
+        for b in pinned:
+            compute(b.to(dev, non_blocking=True))  # the host queues both and moves on
+
+    def prefetch() -> None:
         for X, _ in CudaPrefetcher(list(zip(pinned, labels, strict=True)), dev):
             compute(X)
 
-    arrangements = {
-        "copy only": run_copy_only,
-        "compute only": run_compute_only,
-        "blocking (pageable)": run_blocking,
-        "non_blocking (pinned)": run_non_blocking,
-        "prefetch (side stream)": run_prefetch,
-    }
-    seconds = {}
-    for name, fn in arrangements.items():
-        times = time_repeats(fn, repeats=repeats, warmup=warmup, device=dev)
-        seconds[name] = statistics.median(times)
-    synchronize(dev)
-    return OverlapResult(seconds)
+    loops = (copy_only, compute_only, blocking_pageable, blocking_pinned,
+             non_blocking_pinned, prefetch)  # fmt: skip
+    return dict(zip(OVERLAP_LOOPS, loops, strict=True))

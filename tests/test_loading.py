@@ -18,6 +18,9 @@ from d2lopt.loading import (
     epoch_times,
     knee,
     num_threads,
+    plateau,
+    steps,
+    warm_loaders,
 )
 
 
@@ -132,18 +135,88 @@ def test_epoch_times_returns_one_record_per_epoch_with_first_batch_inside_the_ep
         epoch_times([], 0)
 
 
-# ----------------------------------------------------------------------------- knee, threads
-def test_knee_is_the_smallest_setting_within_tolerance_of_the_best():
-    assert knee([0, 1, 2, 4], [100, 180, 200, 195]) == 2
-    assert knee([0, 1, 2, 4], [100, 195, 200, 150]) == 1  # 195 is within 5 % of 200
-    assert knee([0, 1, 2, 4], [100, 195, 200, 150], tolerance=0.0) == 2
-    assert knee([1, 2], [5.0, 1.0]) == 1  # more workers only hurt
+# ----------------------------------------------------------------------------- warm loaders
+def test_warm_loaders_build_once_keep_workers_and_shut_them_down():
+    ds = TensorDataset(torch.arange(8.0), torch.zeros(8))
+    built = []
+
+    def make(workers):
+        def build():
+            built.append(workers)
+            return build_loader(ds, batch_size=2, num_workers=workers,
+                                persistent_workers=workers > 0)  # fmt: skip
+
+        return build
+
+    with warm_loaders({"w0": make(0), "w1": make(1)}) as loaders:
+        assert built == [0, 1]  # every loader built once, up front
+        assert loaders["w1"]() is loaders["w1"]()
+        assert [consume(loaders["w1"]())[0] for _ in range(3)] == [8, 8, 8]
+        pids = {p.pid for p in multiprocessing.active_children()}
+        consume(loaders["w1"]())
+        assert {p.pid for p in multiprocessing.active_children()} == pids  # no restart
+    assert built == [0, 1] and _no_children()
 
 
-@pytest.mark.parametrize("xs, ys, tol", [([], [], 0.05), ([1, 2], [1.0], 0.05), ([1], [1.0], 1.0)])
-def test_knee_rejects_bad_input(xs, ys, tol):
-    with pytest.raises(ValueError):
-        knee(xs, ys, tol)
+def test_warm_loaders_refuse_workers_that_would_restart_every_pass():
+    ds = TensorDataset(torch.arange(4.0))
+    with pytest.raises(ValueError, match=r"factories\['w1'\].*persistent_workers=True"):
+        with warm_loaders({"w1": lambda: build_loader(ds, num_workers=1)}):
+            pass
+    assert _no_children()
+
+
+# ----------------------------------------------------------------------------- steps, knee
+def test_steps_compare_each_setting_with_the_one_before_on_the_same_rounds():
+    from d2lopt.compare import Comparison, Sweep
+
+    # per-round times of a finished sweep: b is twice as fast as a, c as fast as b
+    seconds = {"a": [2.0, 2.2, 1.9, 2.1, 2.0, 2.05], "b": [1.0, 1.1, 0.95, 1.05, 1.0, 1.02]}
+    seconds["c"] = [t * 1.001 for t in seconds["b"]]
+    vs_a = Comparison("vs a", 1.0, (1.0, 1.0), 6, "holds", "", 0.05, 0.95, (), ())  # settings
+    sweep = Sweep("a", seconds, {"b": vs_a, "c": vs_a}, elapsed=1.0)
+    ab, bc = steps(sweep, ["a", "b", "c"])
+    assert ab.label == "b vs a" and ab.speedup == pytest.approx(2.0, rel=0.05)
+    assert ab.verdict == "holds" and ab.rounds == 6
+    assert bc.label == "c vs b" and bc.verdict == "does not hold"
+    with pytest.raises(ValueError, match="order"):
+        steps(sweep, ["a"])
+    with pytest.raises(ValueError, match="candidate"):
+        steps(sweep, ["a", "nope"])
+
+
+def test_knee_is_the_last_setting_reached_by_proven_gains():
+    assert knee([0, 1, 2, 4], ["holds", "inconclusive", "holds"]) == 1
+    assert knee([0, 1, 2, 4], ["holds", "holds", "does not hold"]) == 2
+    assert knee([0, 1, 2, 4], ["holds"] * 3) == 4
+    assert knee([1, 2], ["does not hold"]) == 1  # more workers only hurt
+
+
+@pytest.mark.parametrize(
+    "order, verdicts, name",
+    [([1], [], "verdicts"), ([1, 2], [], "verdicts"), ([1, 2], ["faster"], "verdicts")],
+)
+def test_knee_and_plateau_reject_bad_input(order, verdicts, name):
+    for judge in (knee, plateau):
+        with pytest.raises(ValueError, match=name):
+            judge(order, verdicts)
+
+
+@pytest.mark.parametrize(
+    "verdicts, expected",
+    [
+        (["holds", "does not hold", "does not hold"], "holds"),
+        (["holds", "holds", "does not hold"], "holds"),
+        (["does not hold", "holds", "holds"], "does not hold"),
+        (["inconclusive", "holds", "does not hold"], "inconclusive"),
+        (["holds", "inconclusive", "does not hold"], "inconclusive"),
+        (["holds", "does not hold", "holds"], "inconclusive"),
+        (["holds", "holds", "holds"], "inconclusive"),  # still gaining: no plateau seen
+    ],
+)
+def test_plateau_needs_a_proven_gain_then_proven_flat_steps(verdicts, expected):
+    verdict, reason = plateau([1, 2, 4, 8], verdicts)
+    assert verdict == expected and reason
 
 
 def test_num_threads_sets_and_restores_even_on_error():

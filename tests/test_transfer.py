@@ -6,15 +6,17 @@ import pytest
 import torch
 from conftest import requires_cuda
 
+from d2lopt.compare import compare
 from d2lopt.transfer import (
     COPY_MODES,
+    OVERLAP_LOOPS,
     CopyResult,
     CudaPrefetcher,
-    OverlapResult,
     copy_bandwidth,
+    copy_fn,
     cuda_event_seconds,
     cuda_skip_reason,
-    overlap_benchmark,
+    overlap_loops,
 )
 
 requires_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
@@ -30,6 +32,12 @@ def test_skip_reason_without_cuda_runtime():
     assert "is_available() is False" in cuda_skip_reason("cuda")
 
 
+def test_copy_modes_pair_up_one_change_at_a_time():
+    # each pinned mode has its pageable twin, each non_blocking mode its blocking twin
+    assert {"pageable", "pinned", "pageable_non_blocking", "pinned_non_blocking"} <= set(COPY_MODES)
+    assert len(set(COPY_MODES)) == len(COPY_MODES)
+
+
 @pytest.mark.parametrize("mode", COPY_MODES)
 def test_copy_bandwidth_is_skipped_off_cuda(mode):
     result = copy_bandwidth(1 << 16, mode=mode, device="cpu")
@@ -38,11 +46,19 @@ def test_copy_bandwidth_is_skipped_off_cuda(mode):
     assert str(result) == f"{mode}: skipped ({result.skipped})"
 
 
-def test_copy_bandwidth_rejects_bad_arguments():
+@pytest.mark.parametrize("build", [copy_bandwidth, copy_fn])
+def test_copies_reject_bad_arguments(build):
     with pytest.raises(ValueError, match="mode: must be one of"):
-        copy_bandwidth(1024, mode="fast", device="cpu")
+        build(1024, mode="fast", device="cpu")
     with pytest.raises(ValueError, match="nbytes: must be an int >= 4"):
-        copy_bandwidth(2, mode="pinned", device="cpu")
+        build(2, mode="pinned", device="cpu")
+    with pytest.raises(ValueError, match="nbytes"):
+        build(True, mode="pinned", device="cpu")
+
+
+def test_copy_fn_refuses_a_device_without_cuda():
+    with pytest.raises(ValueError, match=r"device: needs a CUDA GPU \(device is cpu\)"):
+        copy_fn(1024, mode="pageable", device="cpu")
 
 
 def test_copy_result_bandwidth_arithmetic():
@@ -65,24 +81,46 @@ def test_prefetcher_on_cpu_yields_the_same_batches_in_order():
         assert torch.equal(X, X0) and torch.equal(y, y0)
 
 
-def test_overlap_is_skipped_off_cuda():
-    result = overlap_benchmark([torch.ones(4)], lambda x: x * 2, device="cpu")
-    assert result.skipped.startswith("needs a CUDA GPU") and result.seconds == {}
-    assert math.isnan(result.ideal)
+def test_overlap_loops_refuse_a_device_without_cuda():
+    with pytest.raises(ValueError, match="device: needs a CUDA GPU"):
+        overlap_loops([torch.ones(4)], lambda x: x * 2, device="cpu")
 
 
-def test_overlap_ideal_is_the_longer_part():
-    r = OverlapResult({"copy only": 0.2, "compute only": 0.5})
-    assert r.ideal == 0.5
+def test_overlap_loops_are_named_from_serial_to_overlapped():
+    assert OVERLAP_LOOPS[:2] == ("copy only", "compute only")
+    assert OVERLAP_LOOPS[-1] == "prefetch (side stream)"
 
 
 # ---------------------------------------------------------------------------- CUDA only
+@requires_cuda
+@pytest.mark.parametrize("mode", COPY_MODES)
+def test_copy_fn_delivers_the_tensor_on_cuda(mode):
+    out = copy_fn(1 << 12, mode=mode, device="cuda")()
+    torch.cuda.synchronize()  # non_blocking copies: wait before reading
+    if mode == "pin_only":
+        assert out.device.type == "cpu" and out.is_pinned()
+    else:
+        assert out.device.type == "cuda"
+    assert torch.equal(out.cpu(), torch.ones(1 << 10))
+
+
 @requires_cuda
 @pytest.mark.parametrize("mode", COPY_MODES)
 def test_copy_bandwidth_measures_on_cuda(mode):
     result = copy_bandwidth(1 << 20, mode=mode, device="cuda", repeats=3, warmup=1)
     assert not result.skipped and len(result.seconds) == 3
     assert all(t > 0 for t in result.seconds) and result.gb_per_s > 0
+
+
+@requires_cuda
+def test_copies_can_be_compared_on_cuda():
+    r = compare(
+        copy_fn(1 << 20, mode="pageable", device="cuda"),
+        copy_fn(1 << 20, mode="pinned", device="cuda"),
+        device="cuda",
+        max_seconds=2,
+    )
+    assert r.rounds >= 1 and r.verdict in ("holds", "does not hold", "inconclusive")
 
 
 @requires_cuda
@@ -105,15 +143,25 @@ def test_prefetcher_on_cuda_delivers_correct_device_batches():
 
 
 @requires_cuda
-def test_overlap_benchmark_reports_every_arrangement():
-    batches = [torch.randn(256, 256) for _ in range(4)]
-    result = overlap_benchmark(batches, lambda x: x @ x, device="cuda", repeats=2)
-    assert not result.skipped
-    assert set(result.seconds) == {
-        "copy only",
-        "compute only",
-        "blocking (pageable)",
-        "non_blocking (pinned)",
-        "prefetch (side stream)",
-    }
-    assert all(t > 0 for t in result.seconds.values()) and result.ideal > 0
+def test_overlap_loops_compute_every_batch_in_every_arrangement():
+    batches = [torch.full((64, 64), float(i)) for i in range(4)]
+    sums = []
+
+    def compute(X):
+        sums.append(X.sum())  # stays on the device: no sync inside the loop
+        return X
+
+    loops = overlap_loops(batches, compute, device="cuda")
+    assert tuple(loops) == OVERLAP_LOOPS
+    for name, loop in loops.items():
+        sums.clear()
+        loop()
+        torch.cuda.synchronize()
+        expected = [] if name == "copy only" else [float(i * 64 * 64) for i in range(4)]
+        assert [s.item() for s in sums] == expected, name
+
+
+@requires_cuda
+def test_overlap_loops_need_batches():
+    with pytest.raises(ValueError, match="batches"):
+        overlap_loops([], lambda x: x, device="cuda")

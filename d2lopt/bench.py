@@ -203,6 +203,7 @@ def measure_loaders(
     warmup: int = 1,
     min_effect: float = 0.05,
     confidence: float = 0.95,
+    max_rounds: int = 200,
 ) -> LoaderSweep:
     """Compare loaders in paired rounds; each value of ``loaders`` builds a fresh loader.
 
@@ -245,6 +246,7 @@ def measure_loaders(
         confidence=confidence,
         max_seconds=max_seconds,
         warmup=warmup,
+        max_rounds=max_rounds,
         number=1,  # one pass per timed block: the pass records line up with the rounds
     )
     runs = {

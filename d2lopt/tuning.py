@@ -1,103 +1,51 @@
 """Find the DataLoader settings that feed *your* data set fastest here (``d2lopt tune-loader``).
 
-Taught in ``12_putting_it_together`` (it is rung 2 of ``d2lopt ladder``); the knobs themselves
-are the lessons of ``05_disk_to_memory`` and ``07_cpu_to_gpu``. The article gives rules of
-thumb (workers: half the cores; prefetch: "more until it plateaus"); this module measures
-them on one machine and one data set: every setting gets a fresh loader, worker start-up is
-part of the time (that is what ``persistent_workers`` saves), settings are measured in
-interleaved rounds so drift hits all alike, and the median is reported.
+Taught in ``12_putting_it_together`` (its sweep is the worker rung of ``d2lopt ladder``);
+the knobs themselves are the lessons of ``05_disk_to_memory`` and ``07_cpu_to_gpu``. The
+article gives rules of thumb (workers: half the cores; prefetch: "more until it plateaus");
+this module measures them on one machine and one data set with
+:func:`d2lopt.bench.sweep_loaders`, the code the ladder measures loaders with: every setting
+gets a fresh, seeded, shuffled loader per pass (worker start-up is part of the pass and
+reported apart), all settings run in the same paired rounds, and each gets an interval
+against PyTorch's default (``num_workers=0``). A setting is "better" only when its whole
+interval lies above ``1 + min_effect``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
-import statistics
+import pkgutil
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset
 
-from .data import seed_worker
-from .devices import resolve_device, synchronize
+from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
+from .devices import resolve_device
+from .loading import build_loader
 
 __all__ = [
     "DEFAULT",
-    "LoaderSetting",
-    "SweepResult",
     "default_workers",
     "sweep_grid",
-    "sweep_loader",
-    "best_of",
+    "tune_loader",
     "load_dataset",
+    "add_dataset_flag",
+    "dataset_from_flag",
     "standard_dataset",
     "plot_heatmap",
     "add_command",
 ]
 
-
-@dataclass(frozen=True)
-class LoaderSetting:
-    """One combination of the four loader knobs (PyTorch's defaults when built empty)."""
-
-    num_workers: int = 0
-    prefetch_factor: int | None = None  # None: PyTorch's 2 with workers, unused without
-    persistent_workers: bool = False
-    pin_memory: bool = False
-
-    def label(self) -> str:
-        if self.num_workers == 0:
-            text = "workers=0"
-        else:
-            text = f"workers={self.num_workers} prefetch={self.prefetch_factor or 2}"
-            text += " persistent" if self.persistent_workers else ""
-        return text + (" pin" if self.pin_memory else "")
-
-    def loader_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``DataLoader`` (prefetch/persistent only with workers)."""
-        workers = self.num_workers
-        return {
-            "num_workers": workers,
-            "prefetch_factor": self.prefetch_factor if workers else None,
-            "persistent_workers": self.persistent_workers and workers > 0,
-            "pin_memory": self.pin_memory,  # page-locked batches: async host->GPU copies
-            "worker_init_fn": seed_worker if workers else None,
-        }
-
-
-DEFAULT = LoaderSetting()
-
-
-@dataclass
-class SweepResult:
-    """Samples/s of one setting: median over rounds, with every round's seconds."""
-
-    setting: LoaderSetting
-    samples_per_s: float
-    seconds: list[float] = field(repr=False)
-    samples: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self.setting) | {
-            "label": self.setting.label(),
-            "samples_per_s": self.samples_per_s,
-            "seconds": self.seconds,
-            "samples": self.samples,
-        }
-
-    @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> SweepResult:
-        """Inverse of :meth:`to_dict` (e.g. the ``loader_sweep`` rows of ``ladder.json``)."""
-        setting = LoaderSetting(**{k: row[k] for k in LoaderSetting.__dataclass_fields__})
-        return cls(setting, row["samples_per_s"], list(row["seconds"]), row["samples"])
+DEFAULT: dict[str, Any] = {"num_workers": 0}  # PyTorch's defaults: the reference setting
 
 
 def default_workers(cores: int | None = None) -> list[int]:
@@ -119,8 +67,14 @@ def sweep_grid(
     prefetch: Sequence[int] = (2, 4),
     persistent: Sequence[bool] = (False, True),
     pin: Sequence[bool] = (False,),
-) -> list[LoaderSetting]:
-    """Every valid combination; with 0 workers only ``pin`` varies (the rest needs workers)."""
+) -> list[dict[str, Any]]:
+    """Every valid combination as ``build_loader`` arguments; with 0 workers only ``pin``
+    varies (prefetching and persistence need workers).
+
+    Example:
+        >>> sweep_grid([0, 1], prefetch=[2], persistent=[True])
+        [{'num_workers': 0}, {'num_workers': 1, 'prefetch_factor': 2, 'persistent_workers': True}]
+    """
     for name, values in (
         ("workers", workers),
         ("prefetch", prefetch),
@@ -133,129 +87,119 @@ def sweep_grid(
         raise ValueError(f"workers: must be ints >= 0, got {list(workers)}")
     if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in prefetch):
         raise ValueError(f"prefetch: must be ints >= 1, got {list(prefetch)}")
-    grid: list[LoaderSetting] = []
+    grid: list[dict[str, Any]] = []
     for pin_memory in dict.fromkeys(pin):
+        pinned = {"pin_memory": True} if pin_memory else {}
         for w in sorted(set(workers)):
             if w == 0:
-                grid.append(LoaderSetting(0, None, False, pin_memory))
+                grid.append({"num_workers": 0} | pinned)
                 continue
             for p in sorted(set(prefetch)):
                 for keep in dict.fromkeys(persistent):
-                    grid.append(LoaderSetting(w, p, keep, pin_memory))
+                    grid.append(
+                        {"num_workers": w, "prefetch_factor": p, "persistent_workers": keep}
+                        | pinned
+                    )
     return grid
 
 
-def _one_run(
-    dataset: Dataset,
-    setting: LoaderSetting,
-    *,
-    batch_size: int,
-    epochs: int,
-    max_batches: int | None,
-    device: torch.device,
-    consume: Callable[[torch.Tensor, torch.Tensor], Any] | None,
-    seed: int,
-) -> tuple[float, int]:
-    """Seconds and samples of ``epochs`` passes through a fresh loader (start-up included)."""
-    synchronize(device)
+def _fit_batches(
+    dataset: Dataset, n_settings: int, *, batch_size: int, epochs: int, max_seconds: float,
+    rounds: int = 8,
+) -> int:  # fmt: skip
+    """Batches per epoch so that ``rounds`` paired rounds (+ a warm-up) fit the budget.
+
+    Timed on a few batches of the default loader; workers cost start-up on top, so this
+    errs on the short side. At least 2 batches, at most the whole data set.
+    """
+    loader = build_loader(dataset, batch_size=batch_size, shuffle=True)
+    total, probe = len(loader), min(len(loader), 4)
     start = time.perf_counter()
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-        **setting.loader_kwargs(),
-    )
-    samples = 0
-    for _ in range(epochs):  # a new iter() per epoch: non-persistent workers restart here
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            X, y = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
-            # non_blocking only pays off from pinned memory; a pageable copy is synchronous
-            X = X.to(device, non_blocking=setting.pin_memory)
-            if consume is not None:
-                consume(X, y)
-            samples += len(X)
-    del loader  # persistent workers shut down here, inside the timed region, as in a real run
-    synchronize(device)
-    return time.perf_counter() - start, samples
+    for i, _ in enumerate(loader):
+        if i + 1 >= probe:
+            break
+    per_batch = (time.perf_counter() - start) / probe
+    fit = max_seconds / ((rounds + 1) * n_settings * epochs * max(per_batch, 1e-6))
+    return max(2, min(total, int(fit)))
 
 
-def sweep_loader(
+def tune_loader(
     dataset: Dataset,
-    settings: Sequence[LoaderSetting],
+    grid: Sequence[dict[str, Any]],
     *,
     batch_size: int = 64,
     epochs: int = 2,
     max_batches: int | None = None,
-    rounds: int = 3,
     device: torch.device | str | None = "cpu",
-    consume: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
+    max_seconds: float = 60.0,
+    max_rounds: int = 200,
     seed: int = 0,
-    log: Callable[[str], None] | None = None,
-) -> list[SweepResult]:
-    """Samples/s of ``epochs`` passes over ``dataset`` for each setting, median of ``rounds``.
+    progress: bool | None = None,
+    step: Callable[[torch.Tensor, Any], Any] | None = None,
+) -> LoaderSweep:
+    """Every setting of ``grid`` against the first (PyTorch's default), in paired rounds.
 
-    Args:
-        dataset: a map-style data set returning ``(X, y)`` (or ``X``) samples.
-        settings: what to compare (see :func:`sweep_grid`).
-        batch_size: samples per batch.
-        epochs: passes per measurement; >= 2 lets ``persistent_workers`` show its effect.
-        max_batches: stop each pass after this many batches (quick sweeps of big sets).
-        rounds: measurements per setting, interleaved across settings (median reported).
-        device: batches are copied here (``None``: not copied).
-        consume: called with each batch, e.g. a training step, so the loader is tuned for
-            the work it will overlap with rather than for an idle CPU.
-        seed: shuffling seed (every setting sees the same order).
-        log: receives one progress line per round.
+    :func:`d2lopt.bench.sweep_loaders` with a progress bar over the time budget (its
+    ETA is the budget's remainder: the sweep stops earlier once every interval is decided
+    and narrow). ``step`` trains on each batch, as the ladder's worker rung does; without it
+    the loader is measured alone.
     """
-    if not settings:
-        raise ValueError("settings: nothing to sweep; pass sweep_grid(...)")
-    for name, value in (("batch_size", batch_size), ("epochs", epochs), ("rounds", rounds)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be a positive int, got {value!r}")
+    from tqdm.auto import tqdm
+
     if isinstance(dataset, IterableDataset):
         raise TypeError(
             "dataset: an IterableDataset yields its whole stream from every worker unless it "
             "shards itself, so per-setting speeds are not comparable; pass a map-style Dataset"
         )
-    dev = resolve_device(device) if device is not None else torch.device("cpu")
-    kwargs = dict(
-        batch_size=batch_size,
-        epochs=epochs,
-        max_batches=max_batches,
-        device=dev,
-        consume=consume,
-        seed=seed,
+    if not grid:
+        raise ValueError("grid: nothing to sweep; pass sweep_grid(...)")
+    bar = tqdm(
+        total=round(max_seconds),
+        unit="s",
+        desc="tune-loader",
+        disable=None if progress is None else not progress,  # None: a bar on a terminal only
+        ncols=min(100, shutil.get_terminal_size().columns),  # 80 where the size is unknown
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of the budget "
+        "[{elapsed}<{remaining}]",
     )
-    _one_run(dataset, DEFAULT, **kwargs | {"epochs": 1})  # warm-up: page cache, lazy imports
-    times: dict[LoaderSetting, list[float]] = {s: [] for s in settings}
-    counted: dict[LoaderSetting, int] = {}
-    for r in range(rounds):
-        order = list(settings)[r % len(settings) :] + list(settings)[: r % len(settings)]
-        for s in order:  # rotated each round: no setting always runs first or last
-            seconds, counted[s] = _one_run(dataset, s, **kwargs)
-            times[s].append(seconds)
-        if log is not None:
-            log(f"loader sweep: round {r + 1}/{rounds} done ({len(settings)} settings)")
-    return [
-        SweepResult(s, counted[s] / statistics.median(t), t, counted[s]) for s, t in times.items()
-    ]
+    start, last = time.perf_counter(), [0.0]
 
+    def tick(X: torch.Tensor, y: Any) -> None:
+        if step is not None:
+            step(X, y)
+        now = time.perf_counter()
+        if now - last[0] > 0.25:  # a redraw costs a terminal write: four a second at most
+            last[0] = now
+            bar.n = min(round(now - start), bar.total)
+            bar.refresh()
 
-def best_of(results: Sequence[SweepResult]) -> SweepResult:
-    """The fastest setting; ties go to the simpler one (fewer workers, listed first)."""
-    if not results:
-        raise ValueError("results: empty; run sweep_loader first")
-    return max(results, key=lambda r: (r.samples_per_s, -r.setting.num_workers))
+    args = dict(batch_size=batch_size, seed=seed, epochs=epochs, max_batches=max_batches,
+                device=device, step=tick)  # fmt: skip
+    try:
+        if len(grid) == 1:  # nothing to compare with: one number, no verdict
+            (setting,) = grid
+            run = measure_loader(
+                lambda: build_loader(dataset, shuffle=True, batch_size=batch_size, seed=seed,
+                                     **setting),  # fmt: skip
+                label=setting_label(setting), epochs=epochs, max_batches=max_batches,
+                device=device, step=tick,
+            )  # fmt: skip
+            run = LoaderRun(**{**run.__dict__, "settings": dict(setting)})
+            return LoaderSweep(run.label, {run.label: run}, None)  # type: ignore[arg-type]
+        return sweep_loaders(
+            dataset, list(grid), max_seconds=max_seconds, max_rounds=max_rounds, **args
+        )
+    finally:
+        bar.n = min(round(time.perf_counter() - start), bar.total)
+        bar.close()
 
 
 def load_dataset(spec: str) -> Dataset:
     """Import ``module:attr``: a Dataset instance, or a zero-argument factory returning one.
 
-    ``attr`` may be dotted (``pkg.data:Sets.train``). The caller decides ``sys.path`` (the
-    CLI adds the current folder, as ``python -m`` does).
+    ``attr`` may be dotted (``pkg.data:Sets.train``); resolved by ``pkgutil.resolve_name``,
+    the standard library's reading of entry-point-style names. The caller decides
+    ``sys.path`` (:func:`dataset_from_flag` adds the current folder, as ``python -m`` does).
 
     Raises:
         ValueError: malformed spec, module or attribute missing, or the factory failed.
@@ -270,16 +214,19 @@ def load_dataset(spec: str) -> Dataset:
             f"'mypkg.data:make_dataset', got {spec!r}"
         )
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = pkgutil.resolve_name(spec)
     except ImportError as exc:
         raise ValueError(
             f"dataset: cannot import module {module_name!r} ({exc}); run from the folder that "
             "holds it or install its package"
         ) from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"dataset: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    except AttributeError:
+        raise ValueError(f"dataset: module {module_name!r} has no attribute {attr!r}") from None
+    except ValueError:  # not dotted Python identifiers, e.g. 'my-data:train'
+        raise ValueError(
+            f"dataset: {spec!r} is not an import path; expected 'module:attr' of Python "
+            "identifiers, such as 'mydata:train_set'"
+        ) from None
     if not isinstance(obj, Dataset) and callable(obj):
         try:
             obj = obj()
@@ -300,39 +247,53 @@ def load_dataset(spec: str) -> Dataset:
     return obj
 
 
-def plot_heatmap(results: Sequence[SweepResult], ax: Any = None) -> Any:
-    """Samples/s as a heatmap: columns are ``num_workers``, rows the other knobs."""
+def plot_heatmap(results: LoaderSweep | Iterable[LoaderRun | dict], ax: Any = None) -> Any:
+    """Samples/s as a heatmap: columns are ``num_workers``, rows the other knobs.
+
+    ``results`` is a sweep, its runs, or their ``to_dict()`` rows (``tune-loader.json``'s
+    ``results``, ``ladder.json``'s ``loader_sweep``). A setting whose interval against the
+    default *holds* is marked with a star.
+    """
     import numpy as np
 
+    runs = list(results.runs.values()) if isinstance(results, LoaderSweep) else list(results)
+    cells = []  # (settings, samples/s, holds) from a LoaderRun or its to_dict() row
+    for r in runs:
+        if isinstance(r, dict):
+            vs = r.get("vs_reference") or {}
+            cells.append((r["settings"], r["samples_per_s"], vs.get("verdict") == "holds"))
+        else:
+            vs = r.vs_reference
+            cells.append((r.settings, r.samples_per_s, vs is not None and vs.verdict == "holds"))
     if ax is None:
         from matplotlib.figure import Figure  # no pyplot: works headless, in any backend
 
         ax = Figure(figsize=(7, 3.5), layout="constrained").subplots()
-    workers = sorted({r.setting.num_workers for r in results})
-    combos = sorted(
-        {
-            (r.setting.prefetch_factor or 2, r.setting.persistent_workers, r.setting.pin_memory)
-            for r in results
-            if r.setting.num_workers
-        },
-    ) or [(2, False, False)]
+
+    def knobs(s: dict[str, Any]) -> tuple[int, bool, bool]:
+        return (s.get("prefetch_factor") or 2, bool(s.get("persistent_workers")),
+                bool(s.get("pin_memory")))  # fmt: skip
+
+    workers = sorted({s.get("num_workers", 0) for s, _, _ in cells})
+    combos = sorted({knobs(s) for s, _, _ in cells if s.get("num_workers", 0)}) or [
+        (2, False, False)
+    ]
     grid = np.full((len(combos), len(workers)), np.nan)
-    for r in results:
-        s = r.setting
-        col = workers.index(s.num_workers)
-        if s.num_workers:
-            row = combos.index((s.prefetch_factor or 2, s.persistent_workers, s.pin_memory))
-            grid[row, col] = r.samples_per_s
+    marks = np.zeros(grid.shape, dtype=bool)
+    for s, samples_per_s, holds in cells:
+        col = workers.index(s.get("num_workers", 0))
+        if s.get("num_workers", 0):
+            row = combos.index(knobs(s))
         else:  # without workers only pin applies: show it on the first row with that pin
-            rows = [i for i, c in enumerate(combos) if c[2] == s.pin_memory] or [0]
-            grid[rows[0], col] = r.samples_per_s
+            row = ([i for i, c in enumerate(combos) if c[2] == knobs(s)[2]] or [0])[0]
+        grid[row, col], marks[row, col] = samples_per_s, holds
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"].with_extremes(bad="lightgray")  # n/a cells in grey
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto")
     low, high = np.nanmin(grid), np.nanmax(grid)
     for (i, j), v in np.ndenumerate(grid):
-        text = "n/a" if math.isnan(v) else f"{v:.0f}"
+        text = "n/a" if math.isnan(v) else f"{v:.0f}" + ("*" if marks[i, j] else "")
         dark = not math.isnan(v) and v < low + 0.5 * (high - low)
         color = "white" if dark else "black"
         ax.text(j, i, text, ha="center", va="center", color=color, fontsize=8)
@@ -342,7 +303,7 @@ def plot_heatmap(results: Sequence[SweepResult], ax: Any = None) -> Any:
     ]
     ax.set_yticks(range(len(combos)), labels)
     ax.set_xlabel("num_workers")
-    ax.set_title("loader throughput (samples/s, n/a: needs workers)")
+    ax.set_title("loader throughput (samples/s; *: faster than workers=0, interval above 1.05)")
     ax.figure.colorbar(image, ax=ax, label="samples/s")
     return ax
 
@@ -365,24 +326,44 @@ def _int_list(minimum: int) -> Callable[[str], list[int]]:
     return parse
 
 
+def add_dataset_flag(p: argparse.ArgumentParser) -> None:
+    """``--dataset MODULE:ATTR`` (``tune-loader``; ``ladder`` can share it)."""
+    p.add_argument(
+        "--dataset",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="import path of a Dataset or of a zero-argument function returning one, e.g. "
+        "mydata:train_set (the current folder is importable); default: the standard image "
+        "folder",
+    )
+
+
+def dataset_from_flag(spec: str) -> Dataset:
+    """:func:`load_dataset` for ``--dataset``: local modules importable, errors name the flag."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
+    try:
+        return load_dataset(spec)
+    except (ValueError, TypeError) as exc:
+        # main() prints "<flag>: <problem>" as one line, exit code 2
+        raise ValueError(f"--dataset: {str(exc).removeprefix('dataset: ')}") from None
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Register ``d2lopt tune-loader``."""
-    from .cli import non_negative_int, positive_int
+    from .cli import non_negative_int, positive_float, positive_int
 
     p = sub.add_parser(
         "tune-loader",
         help="sweep num_workers/prefetch_factor/persistent_workers/pin_memory for a data set",
         description="Measure every DataLoader setting on this machine for your Dataset "
-        "(module:attr) or the course's standard image folder; print the best setting and its "
-        "speedup over PyTorch's defaults, save a heatmap.",
+        "(--dataset module:attr) or the course's standard image folder, in paired rounds "
+        "within a time budget; print each setting's interval against PyTorch's defaults "
+        "and the best setting, save a heatmap.",
     )
-    p.add_argument(
-        "dataset",
-        nargs="?",
-        default=None,
-        help="import path module:attr of a Dataset or of a zero-argument function returning "
-        "one (the current folder is importable); default: the standard image folder",
-    )
+    add_dataset_flag(p)
+    # the positional form of earlier versions: still accepted, with a note (see _run)
+    p.add_argument("old_dataset", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
     p.add_argument(
         "--workers",
@@ -400,19 +381,26 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "--epochs",
         type=positive_int,
         default=2,
-        help="passes per measurement; >= 2 shows persistent_workers (default: 2)",
+        help="epochs per pass; >= 2 shows persistent_workers (default: 2)",
     )
     p.add_argument(
         "--max-batches",
         type=positive_int,
         default=None,
-        help="batches per pass (default: the whole data set)",
+        help="batches per epoch (default: as many as fit 8 rounds in --max-seconds)",
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=60.0,
+        help="time budget of the sweep, warm-up included; it stops earlier once every "
+        "interval is decided and narrow (default: %(default)g)",
     )
     p.add_argument(
         "--rounds",
         type=positive_int,
-        default=3,
-        help="interleaved measurements per setting, median kept (default: 3)",
+        default=None,
+        help="at most this many paired rounds (default: until decided, or the budget)",
     )
     p.add_argument(
         "--device",
@@ -469,6 +457,40 @@ def standard_dataset(
     return ds
 
 
+def _print_results(sweep: LoaderSweep, cores: int, device: torch.device) -> dict[str, Any]:
+    rows = [f"{'setting':<58} {'samples/s':>9} {'start-up':>9} {'waiting':>8}  vs default"]
+    for label, run in sweep.runs.items():
+        c = run.vs_reference
+        vs = "reference" if c is None else f"{c}: {c.verdict}"
+        rows.append(f"{label:<58} {run.samples_per_s:>9.0f} {run.startup * 1e3:>6.0f} ms "
+                    f"{run.wait_fraction:>8.0%}  {vs}")  # fmt: skip
+    print("\n".join(rows))
+    best = sweep.best() if sweep.sweep is not None else next(iter(sweep.runs.values()))
+    c = best.vs_reference
+    if c is None:
+        others = len(sweep.runs) - 1
+        print(f"best: {best.label} (PyTorch's default): "
+              + (f"none of the {others} other settings is faster with an interval above "
+                 f"{1 + _min_effect(sweep):.2f}"
+                 if others else "the only setting measured"))  # fmt: skip
+    else:
+        print(f"best: {best.label}: {c} against {sweep.reference} ({c.verdict})")
+    note = None
+    if device.type == "cpu":
+        note = (
+            f"note: these passes measured the loader alone; in training, the training step "
+            f"competes with the loader for the same {cores} core(s), so workers gain less "
+            "there, or lose. `d2lopt ladder --dataset ... --model ...` measures them with your "
+            "training step."
+        )
+        print(note)
+    return {"best": best, "note": note}
+
+
+def _min_effect(sweep: LoaderSweep) -> float:
+    return next((r.vs_reference.min_effect for r in sweep.runs.values() if r.vs_reference), 0.05)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .cli import UsageError, writable_dir
 
@@ -476,6 +498,8 @@ def _run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise ValueError(f"--device: {str(exc).partition(': ')[2]}") from None
+    if args.rounds is not None and args.rounds < 2:
+        raise ValueError("--rounds: must be >= 2: an interval needs paired rounds")
     cores = default_workers()[-1]
     workers = args.workers if args.workers is not None else default_workers()
     if max(workers) > 4 * cores:
@@ -486,13 +510,20 @@ def _run(args: argparse.Namespace) -> int:
         out = writable_dir(args.out)
     except UsageError as exc:  # as ValueError main() catches it under `python -m d2lopt.cli` too
         raise ValueError(str(exc)) from None
+    if args.old_dataset is not None:
+        if args.dataset is not None:
+            raise ValueError(
+                f"--dataset: given twice ({args.dataset!r} and {args.old_dataset!r}); "
+                "keep only --dataset"
+            )
+        print(
+            f"tune-loader: a data set without --dataset is deprecated; write "
+            f"--dataset {args.old_dataset}",
+            file=sys.stderr,
+        )
+        args.dataset = args.old_dataset
     if args.dataset is not None:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
-        try:
-            dataset = load_dataset(args.dataset)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(str(exc)) from None
+        dataset = dataset_from_flag(args.dataset)
         name = args.dataset
     else:
         try:
@@ -506,48 +537,45 @@ def _run(args: argparse.Namespace) -> int:
             f"tune-loader: pin_memory needs a CUDA GPU; not swept on {device.type}", file=sys.stderr
         )
     grid = sweep_grid(workers, args.prefetch, (False, True), pins)
-    print(f"tune-loader: {len(grid)} settings x {args.rounds} rounds on {name}", file=sys.stderr)
     try:
-        results = sweep_loader(
-            dataset,
-            grid,
-            batch_size=args.batch_size,
-            epochs=args.epochs,
-            max_batches=args.max_batches,
-            rounds=args.rounds,
-            device=device,
+        batches = args.max_batches or _fit_batches(
+            dataset, len(grid), batch_size=args.batch_size, epochs=args.epochs,
+            max_seconds=args.max_seconds,
+        )  # fmt: skip
+        print(
+            f"tune-loader: {len(grid)} settings on {name}; each pass {args.epochs} epoch(s) of "
+            f"{batches} batches of {args.batch_size}; budget {args.max_seconds:g} s",
+            file=sys.stderr,
+        )
+        sweep = tune_loader(
+            dataset, grid, batch_size=args.batch_size, epochs=args.epochs, max_batches=batches,
+            device=device, max_seconds=args.max_seconds, max_rounds=args.rounds or 200,
             seed=args.seed,
-            log=lambda line: print(line, file=sys.stderr),
-        )
+        )  # fmt: skip
     except (TypeError, ValueError, RuntimeError) as exc:  # e.g. samples default_collate rejects
-        raise ValueError(f"dataset: loading batches failed ({type(exc).__name__}: {exc})") from None
-    best = best_of(results)
-    default = next((r for r in results if r.setting == DEFAULT), None)
-    print(f"{'setting':<40} {'samples/s':>10} {'vs default':>10}")
-    for r in sorted(results, key=lambda r: -r.samples_per_s):
-        ratio = f"{r.samples_per_s / default.samples_per_s:.2f}x" if default else "-"
-        print(f"{r.setting.label():<40} {r.samples_per_s:>10.0f} {ratio:>10}")
-    speedup = best.samples_per_s / default.samples_per_s if default else math.nan
-    print(
-        f"best: {best.setting.label()}: {best.samples_per_s:.0f} samples/s, "
-        + (
-            f"{speedup:.2f}x PyTorch's default (num_workers=0)"
-            if default
-            else "(the default, workers=0, was not in the sweep)"
-        )
-    )
+        raise ValueError(
+            f"--dataset: loading batches failed ({type(exc).__name__}: {exc})"
+        ) from None
+    shown = _print_results(sweep, cores, device)
+    best = shown["best"]
+    c = best.vs_reference
     report = {
         "dataset": name,
         "device": str(device),
         "batch_size": args.batch_size,
         "epochs": args.epochs,
-        "rounds": args.rounds,
-        "results": [r.to_dict() for r in results],
+        "max_batches": batches,
+        "max_seconds": args.max_seconds,
+        "rounds": sweep.sweep.rounds if sweep.sweep is not None else len(best.seconds),
+        "reference": sweep.reference,
+        "results": [run.to_dict() for run in sweep.runs.values()],
         "best": best.to_dict(),
-        "speedup_vs_default": speedup,
+        "speedup_vs_default": 1.0 if c is None else c.speedup,
+        "speedup_ci": None if c is None else [None if math.isnan(x) else x for x in c.ci],
+        "note": shown["note"],
     }
     (out / "tune-loader.json").write_text(json.dumps(report, indent=2))
-    ax = plot_heatmap(results)
+    ax = plot_heatmap(sweep)
     ax.figure.savefig(out / "heatmap.png", dpi=120)
     print(f"saved {out / 'tune-loader.json'} and {out / 'heatmap.png'}")
     return 0

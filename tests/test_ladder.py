@@ -1,171 +1,232 @@
 """Correctness of d2lopt.ladder and `d2lopt ladder` (speed targets live in the notebook).
 
-One tiny end-to-end run (32 images of 16px, one epoch, one round) feeds most tests: they
-check the report's shape and internal consistency, never how fast anything was.
+Two toy-sized ladders (the standard JPEG workload, and a learner's own tensors and MLP) feed
+most tests: they check the report's structure, the decision rule and the arithmetic that
+links its numbers, never how fast anything was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
-import math
+import runpy
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
 import d2lopt.ladder
 from d2lopt.cli import main
+from d2lopt.compare import Comparison
 from d2lopt.ladder import (
+    RUNG_NAMES,
     LadderSettings,
+    RunStats,
     check_targets,
     describe_target,
     format_table,
-    ladder_markdown,
-    plot_ladder,
+    load_user_data,
+    load_user_model,
     run_ladder,
 )
+from d2lopt.ladder_report import markdown_table, readme_section
+from d2lopt.tuning import default_workers
 
-RUNG_NAMES = [
-    "baseline",
-    "+ loader workers",
-    "+ pin_memory/non_blocking",
-    "+ AMP",
-    "+ loop hygiene",
-    "+ channels_last",
-    "+ torch.compile",
-]
+ROOT = Path(__file__).resolve().parents[1]
+TOY = dict(
+    n_train=32, n_test=16, image_size=16, batch_size=16, epochs=2, warmup=0,
+    max_seconds=0.2, decide_seconds=0.1, max_rounds=2, device="cpu",
+)  # fmt: skip  # small for testing efficiency: one round per comparison
 
 
-@pytest.fixture(scope="module")
-def ladder_run(tmp_path_factory):
-    """One toy-sized ladder (32 images of 16px, one epoch, one round): (report, log, out)."""
-    tmp = tmp_path_factory.mktemp("ladder")
-    settings = LadderSettings(
-        n_train=32,
-        n_test=16,
-        image_size=16,
-        batch_size=16,
-        epochs=1,
-        rounds=1,
-        warmup=0,
-        sweep_batches=1,
-        sweep_rounds=1,
-        probe_time=0.01,
-        device="cpu",
-        data_dir=str(tmp / "data"),
-    )  # small for testing efficiency
+def _run(settings: LadderSettings, out: Path) -> tuple[dict, list[str]]:
     log: list[str] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # toy tensors: one thread is faster, and immune to a busy machine
     try:
-        report = run_ladder(settings, out_dir=tmp / "out", log=log.append)
+        report = run_ladder(settings, out_dir=out, log=log.append)
     finally:
         torch.set_num_threads(threads)
+    return report, log
+
+
+@pytest.fixture(scope="module")
+def ladder_run(tmp_path_factory):
+    """One toy ladder on the standard workload: (report, log, out)."""
+    tmp = tmp_path_factory.mktemp("ladder")
+    report, log = _run(LadderSettings(**TOY, data_dir=str(tmp / "data")), tmp / "out")
     return report, log, tmp / "out"
 
 
-def test_json_has_the_documented_shape(ladder_run) -> None:
-    report, _, _ = ladder_run
-    assert isinstance(report["device"], str) and report["device"].startswith("cpu")
-    ceiling = report["ceiling_samples_per_s"]
-    assert isinstance(ceiling, float) and ceiling > 0
-    assert set(report["peers"]) == {"d2l", "lightning"}
-    assert all(isinstance(v, float) and v > 0 for v in report["peers"].values())
-    for rung in report["rungs"]:
-        assert {"name", "samples_per_s", "speedup", "status"} <= set(rung)
-    hw = report["hardware"]
-    assert hw["cpu_cores"] >= 1 and hw["name"] and report["versions"]["torch"] == torch.__version__
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A learner's data and models in the current folder, as `--dataset mine:...` sees them."""
+    (tmp_path / "mine.py").write_text(
+        textwrap.dedent("""
+        import torch
+        from torch import nn
+        from torch.utils.data import IterableDataset, TensorDataset
 
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(40, 6, generator=g), torch.arange(40) % 3)
+        floats = TensorDataset(torch.randn(8, 6), torch.randn(8))
 
-def test_every_rung_is_present_in_order_and_baseline_is_measured(ladder_run) -> None:
-    report, _, _ = ladder_run
-    assert [r["name"] for r in report["rungs"]] == RUNG_NAMES
-    base = report["rungs"][0]
-    assert base["status"] == "measured" and base["speedup"] == 1.0
-    assert base["config"]["num_workers"] == 0 and base["config"]["amp"] == "off"
-    assert base["loop"] == "article"
-    hygiene = report["rungs"][4]
-    assert hygiene["status"] == "measured" and hygiene["loop"] == "fit"
-    assert hygiene["config"]["eval_every"] == report["settings"]["epochs"]
+        def pair():
+            return TensorDataset(torch.randn(30, 6), torch.arange(30) % 3), data
 
+        def mlp():
+            return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the pinned-memory rung runs on CUDA")
-def test_gpu_only_rung_is_skipped_not_invented_on_cpu(ladder_run) -> None:
-    report, _, _ = ladder_run
-    pin = report["rungs"][2]
-    assert pin["status"] == "skipped" and "CUDA" in pin["reason"]
-    assert pin["samples_per_s"] is None and pin["speedup"] is None
-    assert "skipped: needs a CUDA GPU" in format_table(report)
+        def wrong_width():
+            return nn.Linear(5, 3)
 
+        def not_a_model():
+            return 42
 
-def test_optional_compile_rung_is_skipped_unless_asked(ladder_run) -> None:
-    report, _, _ = ladder_run
-    compiled = report["rungs"][-1]
-    assert compiled["status"] == "skipped" and "--compile" in compiled["reason"]
+        instance = mlp()
 
+        class Stream(IterableDataset):
+            def __iter__(self):
+                return iter(range(3))
 
-def test_statuses_and_ratios_are_consistent(ladder_run) -> None:
-    report, _, _ = ladder_run
-    base = report["rungs"][0]["samples_per_s"]
-    ceiling = report["ceiling_samples_per_s"]
-    for r in report["rungs"]:
-        assert r["status"] in {"measured", "skipped", "rejected"}
-        if r["status"] == "measured":
-            assert math.isclose(r["speedup"], r["samples_per_s"] / base)
-            assert math.isclose(r["fraction_of_ceiling"], r["samples_per_s"] / ceiling)
-            assert r["peak_memory_mib"] is None or r["peak_memory_mib"] > 0
-        else:
-            assert r["reason"] and r["samples_per_s"] is None
-        if r["status"] == "rejected" and r["probe"] is not None:  # a probe decided it
-            assert r["probe"]["verdict"] != "holds"
-    measured = [r for r in report["rungs"] if r["status"] == "measured"]
-    assert report["best"]["name"] == max(measured, key=lambda r: r["samples_per_s"])["name"]
-
-
-def test_each_measured_rung_keeps_what_the_rungs_below_adopted(ladder_run) -> None:
-    report, _, _ = ladder_run
-    measured = [r["config"] for r in report["rungs"] if r["status"] == "measured"]
-    for below, above in zip(measured, measured[1:], strict=False):
-        changed = {k for k in below if below[k] != above[k]}
-        assert len(changed - {"eval_every"}) <= 3  # one optimization (workers: 3 knobs)
-        for key in ("num_workers", "amp", "channels_last"):
-            if below[key] not in (0, "off", False):
-                assert above[key] == below[key]
-    # ceiling and peers run with the top rung's settings
-    assert report["ceiling"]["config"] == measured[-1]
-
-
-def test_rung_two_adopts_the_sweep_winner_only_if_it_clearly_beats_no_workers(ladder_run):
-    report, _, _ = ladder_run
-    sweep = report["loader_sweep"]
-    best = max(sweep, key=lambda r: (r["samples_per_s"], -r["num_workers"]))
-    default = next(r for r in sweep if r["num_workers"] == 0)
-    workers = report["rungs"][1]
-    assert math.isclose(
-        workers["probe"]["speedup"], best["samples_per_s"] / default["samples_per_s"]
+        stream = Stream()
+        number = 7
+    """)
     )
-    if workers["status"] == "measured":
-        assert workers["probe"]["verdict"] == "holds"
-        assert workers["config"]["num_workers"] == best["num_workers"] > 0
-        assert workers["config"]["prefetch_factor"] == best["prefetch_factor"]
-        assert workers["config"]["persistent_workers"] == best["persistent_workers"]
-    else:
-        assert workers["status"] == "rejected"
-        assert best["num_workers"] == 0 or workers["probe"]["verdict"] != "holds"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    yield "mine"
+    sys.modules.pop("mine", None)
 
 
-def test_outputs_markdown_plot_and_progress_log(ladder_run) -> None:
+# ------------------------------------------------------------------------------ the report
+def test_every_rung_is_reported_in_order_with_a_status(ladder_run) -> None:
+    report, _, _ = ladder_run
+    assert [r["name"] for r in report["rungs"]] == list(RUNG_NAMES)
+    assert all(r["status"] in {"measured", "skipped", "rejected"} for r in report["rungs"])
+    base = report["rungs"][0]
+    assert base["status"] == "measured" and base["speedup"] == 1.0 and base["loop"] == "article"
+    assert base["config"]["num_workers"] == 0 and base["config"]["amp"] == "off"
+    assert base["decision"] is None
+    hw = report["hardware"]
+    assert hw["cpu_cores"] >= 1 and report["versions"]["torch"] == torch.__version__
+    assert report["device"].startswith("cpu") and report["final_rounds"] >= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA rungs run on CUDA")
+def test_cuda_rungs_are_skipped_with_the_reason_not_invented(ladder_run) -> None:
+    report, _, _ = ladder_run
+    rungs = {r["name"]: r for r in report["rungs"]}
+    for name in ("+ pin_memory/non_blocking", "+ GPU decode"):
+        r = rungs[name]
+        assert r["status"] == "skipped" and "needs CUDA" in r["reason"]
+        assert r["samples_per_s"] is None and r["decision"] is None
+    assert rungs["+ torch.compile"]["status"] == "skipped"
+    assert "--compile" in rungs["+ torch.compile"]["reason"]
+    lines = format_table(report).splitlines()
+    assert f"{'+ GPU decode':<28} skipped: needs CUDA (nvJPEG)" in lines
+
+
+def test_a_rung_is_kept_exactly_when_its_comparison_holds(ladder_run) -> None:
+    report, _, _ = ladder_run
+    best = "baseline"
+    for r in report["rungs"][1:]:
+        if r["status"] == "skipped":
+            continue
+        d = r["decision"]
+        assert d["against"] == best  # always the best rung so far
+        assert (r["status"] == "measured") == (d["verdict"] == "holds")
+        assert d["summary"] == _render(d["comparison"])
+        if r["status"] == "rejected":
+            assert r["reason"].startswith(f"{d['summary']} against {best}: {d['verdict']}")
+        else:
+            best = r["name"]
+    assert report["best"]["name"] == best
+
+
+def _within(estimate: float, ratios: list[float]) -> bool:
+    return min(ratios) * (1 - 1e-9) <= estimate <= max(ratios) * (1 + 1e-9)  # log/exp rounding
+
+
+def _render(c: dict) -> str:
+    lo, hi = c["ci"]
+    interval = "[no interval]" if lo is None else f"[{lo:.2f}, {hi:.2f}]"
+    return f"{c['speedup']:.2f}x {interval}, {c['rounds']} rounds"
+
+
+def test_measured_rows_are_consistent_with_their_rounds(ladder_run) -> None:
+    report, _, _ = ladder_run
+    rows = [r for r in report["rungs"] if r["status"] == "measured"] + [report["ceiling"]]
+    rows += [p for p in report["peers"].values() if p["status"] == "measured"]
+    base = report["rungs"][0]
+    for r in rows:
+        assert len(r["seconds"]) == report["final_rounds"]
+        assert 0 <= r["stall_fraction"] <= 1 and r["fixed_s"] >= 0
+        assert r["steady_samples_per_s"] >= r["samples_per_s"] * 0.999  # fixed costs removed
+        assert r["peak_memory_mib"] is None or r["peak_memory_mib"] > 0
+        if r is not base:
+            c = r["vs_baseline"]
+            assert r["speedup"] == c["speedup"] and r["speedup_ci"] == c["ci"]
+            ratios = [b / x for b, x in zip(base["seconds"], r["seconds"], strict=True)]
+            assert _within(r["speedup"], ratios)  # an estimate inside its rounds
+    assert report["ceiling"]["fraction_of_ceiling"] == 1.0
+
+
+def test_ceiling_and_peers_run_the_best_rungs_settings(ladder_run) -> None:
+    report, _, _ = ladder_run
+    top = next(r for r in report["rungs"] if r["name"] == report["best"]["name"])
+    assert report["ceiling"]["config"] == top["config"] and report["ceiling"]["loop"] == top["loop"]
+    for key, peer in report["peers"].items():
+        if importlib.util.find_spec(key) is None:  # a peer is optional: skipped, saying why
+            assert peer["status"] == "skipped" and "pip install" in peer["reason"]
+            continue
+        assert peer["status"] == "measured"
+        vs = peer["vs_best"]
+        ratios = [p / b for p, b in zip(peer["seconds"], top["seconds"], strict=True)]
+        assert _within(vs["ratio"], ratios) and vs["rounds"] == len(ratios)
+
+
+def test_the_worker_sweep_rows_are_loader_runs_against_no_workers(ladder_run) -> None:
+    report, _, _ = ladder_run
+    rows = report["loader_sweep"]
+    assert set(rows[0]) == {"label", "settings", "samples", "seconds", "startup",
+                            "wait_fraction", "samples_per_s", "vs_reference"}  # fmt: skip
+    assert rows[0]["settings"] == {"num_workers": 0} and rows[0]["vs_reference"] is None
+    assert [r["settings"]["num_workers"] for r in rows[1:]] == default_workers()[1:][-4:]
+    workers = report["rungs"][1]
+    assert workers["decision"]["setting"] in [r["label"] for r in rows[1:]]
+    chosen = next(r for r in rows if r["label"] == workers["decision"]["setting"])
+    assert chosen["vs_reference"]["verdict"] == workers["decision"]["verdict"]
+
+
+def test_decode_once_says_how_much_memory_its_cache_takes(ladder_run) -> None:
+    report, _, _ = ladder_run
+    rung = next(r for r in report["rungs"] if r["name"] == "+ decode once")
+    mib = (32 + 16) * 3 * 16 * 16 / 2**20
+    assert f"a {mib:.1f} MiB uint8 cache" in rung["adds"]
+    assert rung["loader"] == {"kind": "decode_once", "cache_mib": mib}
+
+
+def test_outputs_are_generated_from_the_report(ladder_run) -> None:
     report, log, out = ladder_run
     assert json.loads((out / "ladder.json").read_text()) == report
     md = (out / "ladder.md").read_text()
-    assert report["device"] in md and "| rung | adds |" in md and "## Targets" in md
-    assert (out / "ladder.png").stat().st_size > 0
+    assert markdown_table(report) in md
+    assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [t["target"] for t in report["targets"]] == [t["target"] for t in check_targets(report)]
-    assert any("round 1/1" in line for line in log)
+    entries = [r["name"] for r in report["rungs"] if r["status"] == "measured"] + ["ceiling"]
+    entries += [p["name"] for p in report["peers"].values() if p["status"] == "measured"]
+    (first,) = [line.split("] ", 1)[1] for line in log if "] round 1: " in line]
+    assert [part.rsplit(" ", 1)[0] for part in first[len("round 1: ") :].split(", ")] == entries
+    table = format_table(report).splitlines()
+    assert len(table) == 1 + len(report["rungs"]) + 1 + len(report["peers"])
 
 
-def test_cli_prints_the_table_and_targets(ladder_run, monkeypatch, tmp_path) -> None:
+def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path) -> None:
     report, _, _ = ladder_run
     seen = {}
 
@@ -177,136 +238,167 @@ def test_cli_prints_the_table_and_targets(ladder_run, monkeypatch, tmp_path) -> 
     monkeypatch.setattr(d2lopt.ladder, "run_ladder", fake_run_ladder)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(
-            [
-                "ladder",
-                "--quick",
-                "--epochs",
-                "3",
-                "--device",
-                "cpu",
-                "--out",
-                str(tmp_path / "cli"),
-            ]
-        )
+        code = main(["ladder", "--quick", "--epochs", "3", "--max-seconds", "9", "--device",
+                     "cpu", "--out", str(tmp_path / "cli")])  # fmt: skip
     assert code == 0
-    assert seen["settings"].quick and seen["settings"].epochs == 3  # flag overrides the preset
-    text = stdout.getvalue()
-    assert "samples/s" in text and "ceiling (data on device)" in text
-    assert "peer: Lightning Trainer" in text and "target: best rung" in text
+    s = seen["settings"]
+    assert s.quick and s.epochs == 3 and s.max_seconds == 9.0  # flags override the preset
+    lines = stdout.getvalue().splitlines()
+    table = format_table(report).splitlines()
+    assert lines[: len(table)] == table
+    targets = [f"target: {t['target']}: {t['text']} ({describe_target(t)})" for t in
+               report["targets"]]  # fmt: skip
+    assert lines[len(table) : len(table) + len(targets)] == targets
     assert (tmp_path / "cli" / "ladder.json").is_file()
 
 
+# ------------------------------------------------------------------------------ your data
+def test_a_learners_data_and_model_climb_the_rungs_that_apply(user_module, tmp_path) -> None:
+    settings = LadderSettings(**TOY | {"n_train": 24}, dataset="mine:data", model="mine:mlp")
+    report, _ = _run(settings, tmp_path / "out")
+    rungs = {r["name"]: r for r in report["rungs"]}
+    assert "mine:data: 24 training samples (of 36), 4 test samples" in report["workload"]
+    assert "seeded 10% held out (4 of 40 samples)" in report["workload"]
+    assert report["workload"].endswith("; mine:mlp")
+    assert rungs["+ decode once"]["status"] == "skipped"
+    assert "__getitem__ is opaque" in rungs["+ decode once"]["reason"]
+    assert rungs["+ channels_last"]["reason"] == (
+        "needs 4-D image batches; --dataset gives samples of shape (6,)"
+    )
+    assert rungs["baseline"]["status"] == "measured" and report["ceiling"]["samples_per_s"] > 0
+
+
+def test_user_data_is_split_with_a_seeded_tenth_held_out_unless_given_a_pair(user_module):
+    train, test, how = load_user_data("mine:data", seed=5)
+    again, _, _ = load_user_data("mine:data", seed=5)
+    assert (len(train), len(test)) == (36, 4) and how.startswith("a seeded 10% held out")
+    assert list(train.indices) == list(again.indices)  # seeded: the same split every run
+    assert not set(train.indices) & set(test.indices)
+    train, test, how = load_user_data("mine:pair")
+    assert (len(train), len(test), how) == (30, 40, "its own (train, test) pair")
+    assert isinstance(load_user_model("mine:mlp")(), torch.nn.Module)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "mine"], "--dataset: expected MODULE:ATTR"),
+        (["--dataset", "nowhere_xyz:data"], "--dataset: cannot import 'nowhere_xyz'"),
+        (["--dataset", "mine:missing"], "--dataset: 'mine:missing' does not exist"),
+        (["--dataset", "mine:number"], "--dataset: mine:number gives a int, not a map-style"),
+        (["--dataset", "mine:stream"], "--dataset: mine:stream gives a Stream, not a map-style"),
+        (["--dataset", "mine:floats"], "--dataset: labels must be integer class indices"),
+        (["--model", "mine:instance"], "--model: mine:instance is a model instance"),
+        (["--model", "mine:not_a_model"], "--model: mine:not_a_model() returned a int"),
+        (["--model", "mine:number"], "--model: mine:number is a int, not a function"),
+        (["--dataset", "mine:data", "--model", "mine:wrong_width"],
+         "--model: mine:wrong_width does not accept the data's batches (X (2, 6), y (2,))"),
+    ],
+)  # fmt: skip
+def test_bad_data_or_model_is_one_line_naming_the_flag(user_module, capsys, args, message):
+    code = main(["ladder", "--quick", "--device", "cpu", "--out", "never", *args])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith(f"d2lopt ladder: error: {message}"), lines[0]
+    assert not Path("never").exists()  # nothing written before the inputs were checked
+
+
 # ------------------------------------------------------------------------------ pure logic
-def _synthetic_report(best: float, d2l: float, lightning: float, ceiling: float) -> dict:
-    rung = {
-        "name": "baseline",
-        "status": "measured",
-        "samples_per_s": 100.0,
-        "speedup": 1.0,
-        "fraction_of_ceiling": 100.0 / ceiling,
-        "peak_memory_mib": 10.0,
-        "adds": "",
-        "reason": "",
-    }
-    top = rung | {
-        "name": "+ loop hygiene",
-        "samples_per_s": best,
-        "speedup": best / 100.0,
-        "fraction_of_ceiling": best / ceiling,
-    }
-    skipped = {
-        "name": "+ pin_memory/non_blocking",
-        "status": "skipped",
-        "adds": "",
-        "reason": "needs a CUDA GPU",
-        "samples_per_s": None,
-        "speedup": None,
-    }
-    peer = {
-        "samples_per_s": d2l,
-        "speedup": d2l / 100,
-        "fraction_of_ceiling": d2l / ceiling,
-        "peak_memory_mib": None,
-    }
+def _comparison(speedup: float, lo: float, hi: float, verdict: str) -> Comparison:
+    return Comparison("cand vs prev", speedup, (lo, hi), 8, verdict, "why", 0.05, 0.95,
+                      (1.0,) * 8, (1 / speedup,) * 8)  # fmt: skip
+
+
+def test_the_climb_keeps_a_rung_only_when_the_comparison_holds() -> None:
+    from d2lopt.ladder import _Climb
+    from d2lopt.ladder_runs import Rung
+
+    climb = _Climb.__new__(_Climb)  # the decision rule alone, without a workload
+    climb.best = Rung("baseline", "", None)
+    climb.rungs, climb.log = [climb.best], lambda line: None
+    for name, c in [
+        ("faster", _comparison(1.60, 1.40, 1.80, "holds")),
+        ("noise", _comparison(1.20, 0.90, 1.60, "inconclusive")),
+        ("slower", _comparison(0.80, 0.70, 0.90, "does not hold")),
+    ]:
+        climb.judge(Rung(name, "", None), c, "passes")
+    kept = [r.name for r in climb.rungs if r.status == "measured"]
+    assert kept == ["baseline", "faster"] and climb.best.name == "faster"
+    noise, slower = climb.rungs[2:]
+    assert noise.decision["against"] == slower.decision["against"] == "faster"
+    assert noise.reason == "1.20x [0.90, 1.60], 8 rounds against faster: inconclusive (why)"
+    assert slower.reason == "0.80x [0.70, 0.90], 8 rounds against faster: does not hold"
+
+
+def test_run_stats_separate_fixed_costs_and_stalls() -> None:
+    s = RunStats(samples=100, seconds=2.0, startup=0.3, first_step=0.5, step=0.1,
+                 waited=0.2, stepped=0.6)  # fmt: skip
+    assert s.fixed == pytest.approx(0.3 + 0.4)  # start-up + the first step's extra time
+    assert s.stall_fraction == pytest.approx(0.25)
+    assert s.steady_samples_per_s == pytest.approx(100 / 1.3)
+
+
+def _report(best: tuple, ceiling: tuple, peers: dict, device: str = "cpu") -> dict:
     return {
-        "device": "cpu: test",
-        "device_type": "cpu",
-        "rungs": [rung, skipped, top],
-        "best": {
-            "name": top["name"],
-            "samples_per_s": best,
-            "speedup": best / 100.0,
-            "fraction_of_ceiling": best / ceiling,
-        },
-        "peers": {"d2l": d2l, "lightning": lightning},
-        "peer_details": {"d2l": peer, "lightning": peer | {"samples_per_s": lightning}},
-        "ceiling_samples_per_s": ceiling,
-        "ceiling": {
-            "samples_per_s": ceiling,
-            "speedup": ceiling / 100,
-            "fraction_of_ceiling": 1.0,
-            "peak_memory_mib": None,
-        },
-    }
+        "device_type": device,
+        "best": {"speedup": best[0], "speedup_ci": list(best[1:]),
+                 "fraction_of_ceiling": ceiling[0], "fraction_ci": list(ceiling[1:])},
+        "peers": {k: {"status": "measured", "vs_best": {"ratio": v[0], "ci": list(v[1:])}}
+                  for k, v in peers.items()},
+    }  # fmt: skip
 
 
-def test_targets_are_judged_from_the_numbers() -> None:
-    met = check_targets(_synthetic_report(best=200, d2l=150, lightning=190, ceiling=210))
-    assert [t["met"] for t in met] == [True, True, True, True]
-    missed = check_targets(_synthetic_report(best=140, d2l=150, lightning=140, ceiling=200))
-    assert [t["met"] for t in missed] == [False, False, False, False]  # a tie is not "ahead"
-    assert math.isclose(missed[0]["short_by"], 0.1) and math.isclose(missed[1]["short_by"], 0.2)
-    assert [describe_target(t) for t in missed] == [
+def test_targets_are_judged_on_their_intervals() -> None:
+    met = check_targets(
+        _report(
+            (2.0, 1.8, 2.2),
+            (0.95, 0.91, 0.99),
+            {"d2l": (1.3, 1.1, 1.5), "lightning": (1.2, 1.05, 1.4)},
+        )
+    )
+    assert [t["status"] for t in met] == ["met"] * 4
+    mixed = check_targets(
+        _report(
+            (1.4, 1.3, 1.45),
+            (0.85, 0.8, 0.95),
+            {"d2l": (1.1, 0.9, 1.3), "lightning": (0.9, 0.8, 0.95)},
+        )
+    )
+    assert [t["status"] for t in mixed] == ["missed", "not established", "not established",
+                                            "missed"]  # fmt: skip
+    assert [describe_target(t) for t in mixed] == [
         "missed by 0.10",
-        "missed by 0.20",
-        "missed by 0.07",
-        "tie: not ahead",
+        "not established: the interval 0.80-0.95 straddles 0.9",
+        "not established: the interval 0.90-1.30 straddles 1",
+        "missed by 0.10",
     ]
-    assert describe_target(met[0]) == "met"
+    gpu = check_targets(_report((2.5, None, None), (1.0, 1.0, 1.0), {}, device="cuda"))
+    assert gpu[0]["target"] == "best rung >= 3x baseline" and len(gpu) == 2
+    assert describe_target(gpu[0]) == "not established: too few paired rounds for an interval"
 
 
-def test_table_shows_skipped_rungs_with_their_reason() -> None:
-    report = _synthetic_report(best=200, d2l=150, lightning=190, ceiling=210)
-    report["targets"] = check_targets(report)
-    table = format_table(report)
-    assert "skipped: needs a CUDA GPU" in table and "2.00x" in table and "0.95" in table
-    report |= {
-        "hardware": {"cpu_model": "x", "cpu_cores": 2, "memory_gib": 1},
-        "versions": {"torch": "t"},
-        "workload": "w",
-        "memory_kind": "m",
-        "elapsed_s": 1.0,
-        "settings": {"batch_size": 1, "epochs": 1, "warmup": 1, "rounds": 3, "quick": True},
-    }
-    md = ladder_markdown(report)
-    assert "missed by" not in md and "d2lopt ladder --quick" in md
-
-
-def test_a_peer_that_is_not_installed_is_skipped_not_judged() -> None:
-    report = _synthetic_report(best=200, d2l=150, lightning=190, ceiling=210)
-    report["peers"]["lightning"] = None
-    report["peer_details"]["lightning"] = {
-        "status": "skipped",
-        "reason": "not installed: pip install lightning",
-    }
-    targets = check_targets(report)
-    assert len(targets) == 3 and not any("Lightning" in t["target"] for t in targets)
-    assert "skipped: not installed: pip install lightning" in format_table(report)
-    ax = plot_ladder(report)
-    assert any(t.get_text() == "skipped: not installed" for t in ax.texts)
+def test_a_peer_that_did_not_run_is_not_judged() -> None:
+    report = _report((2.0, 1.8, 2.2), (0.95, 0.91, 0.99), {"d2l": (1.3, 1.1, 1.5)})
+    report["peers"]["lightning"] = {"status": "skipped", "reason": "not installed"}
+    assert [t["target"] for t in check_targets(report)][
+        -1
+    ] == "best rung ahead of the d2l train_ch6 loop"
 
 
 # ------------------------------------------------------------------------------ settings/CLI
 def test_presets_scale_and_validate() -> None:
     quick = LadderSettings.preset(quick=True, device="cpu")
-    assert quick.quick and quick.image_size < LadderSettings.preset(device="cpu").image_size
+    full = LadderSettings.preset(device="cpu")
+    assert quick.quick and quick.image_size < full.image_size
+    assert quick.max_seconds + 7 * quick.decide_seconds < 120  # the 2-minute budget
     assert LadderSettings.preset(quick=True, device="cpu", epochs=None).epochs == quick.epochs
     for bad in (
         {"batch_size": 64, "n_train": 32},
         {"image_size": 4},
         {"epochs": 0},
-        {"rounds": True},
+        {"max_rounds": 1},
+        {"max_seconds": 0},
         {"n_test": 20_000},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -321,6 +413,8 @@ def test_presets_scale_and_validate() -> None:
         (["--image-size", "4"], "--image-size"),
         (["--device", "tpu"], "--device"),
         (["--warmup", "-1"], "--warmup"),
+        (["--rounds", "1"], "--rounds"),
+        (["--max-seconds", "0"], "--max-seconds"),
         (["--bogus"], "--bogus"),
     ],
 )
@@ -340,3 +434,50 @@ def test_cli_unwritable_out_is_a_usage_error(tmp_path, capsys) -> None:
     blocker.write_text("not a folder")
     assert main(["ladder", "--quick", "--out", str(blocker / "sub")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ README
+def test_the_readme_ladder_section_is_the_scripts_output_for_the_committed_json() -> None:
+    script = runpy.run_path(str(ROOT / "benchmarks" / "ladder_table.py"))
+    readme = (ROOT / "README.md").read_text()
+    start, end = script["START"], script["END"]
+    committed = readme[readme.index(start) + len(start) : readme.index(end)].strip("\n")
+    assert committed == script["section"]().strip("\n")
+    result = json.loads((script["RESULTS"] / "ladder.json").read_text())
+    assert readme_section(result, script["FOLDER"]).strip("\n") == committed
+    assert result["schema"] == 2 and result["hardware"]["name"]  # the hardware is named
+
+
+def test_prose_about_the_run_is_computed_from_its_rounds() -> None:
+    from d2lopt.ladder_report import step_ups, where_the_time_goes
+
+    def rung(name, seconds, status="measured"):
+        return {"name": name, "status": status, "seconds": seconds}
+
+    base = [4.0, 4.4, 3.6, 4.2, 3.8, 4.0]
+    report = {
+        "settings": {"confidence": 0.95, "min_effect": 0.05},
+        "rungs": [
+            rung("baseline", base),
+            rung("+ AMP", None, "rejected"),
+            rung("+ decode once", [s / 2 for s in base]),  # exactly 2x in every round
+            rung("+ loop hygiene", [s / 2.5 for s in base]),  # then exactly 1.25x
+        ],
+        "best": {"name": "+ loop hygiene", "speedup": 2.5, "speedup_ci": [2.5, 2.5],
+                 "fraction_of_ceiling": 0.8, "fraction_ci": [0.75, 0.85],
+                 "stall_fraction": 0.1, "fixed_s": 0.2, "steady_samples_per_s": 900.0},
+        "ceiling": {"stall_fraction": 0.0, "fixed_s": 0.05, "steady_samples_per_s": 1100.0},
+    }  # fmt: skip
+    steps = step_ups(report)
+    assert [(s["name"], s["below"]) for s in steps] == [
+        ("+ decode once", "baseline"),
+        ("+ loop hygiene", "+ decode once"),
+    ]
+    assert [round(s["ratio"], 6) for s in steps] == [2.0, 1.25]
+    text = where_the_time_goes(report)
+    assert (
+        "largest single step in the final rounds was **+ decode once**: 2.00x [2.00, 2.00]" in text
+    )
+    assert "waits for its next batch in 10% of its training loop" in text
+    report["rungs"] = report["rungs"][:2]
+    assert where_the_time_goes(report).startswith("No rung beat the baseline")

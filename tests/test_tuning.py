@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import IterableDataset, TensorDataset
 
+from d2lopt.bench import LoaderRun
 from d2lopt.cli import main
+from d2lopt.compare import Comparison
 from d2lopt.tuning import (
     DEFAULT,
-    LoaderSetting,
-    SweepResult,
-    best_of,
     default_workers,
     load_dataset,
     plot_heatmap,
     standard_dataset,
     sweep_grid,
-    sweep_loader,
+    tune_loader,
 )
 
 
@@ -42,13 +43,14 @@ def test_default_workers_double_up_to_the_cores(cores, expected) -> None:
 def test_sweep_grid_varies_prefetch_and_persistence_only_with_workers() -> None:
     grid = sweep_grid([0, 1, 2], prefetch=[2, 4], persistent=[False, True])
     assert len(grid) == 1 + 2 * 2 * 2
-    assert grid[0] == DEFAULT  # workers=0 once, with PyTorch's defaults
-    assert len(set(grid)) == len(grid)
-    assert all(
-        s.prefetch_factor is None and not s.persistent_workers for s in grid if s.num_workers == 0
-    )
+    assert grid[0] == DEFAULT == {"num_workers": 0}  # workers=0 once, PyTorch's defaults
+    assert len({tuple(s.items()) for s in grid}) == len(grid)
+    assert grid[1:3] == [
+        {"num_workers": 1, "prefetch_factor": 2, "persistent_workers": False},
+        {"num_workers": 1, "prefetch_factor": 2, "persistent_workers": True},
+    ]
     with_pin = sweep_grid([0, 1], prefetch=[2], persistent=[True], pin=[False, True])
-    assert {s.pin_memory for s in with_pin} == {False, True} and len(with_pin) == 4
+    assert [s.get("pin_memory", False) for s in with_pin] == [False, False, True, True]
 
 
 @pytest.mark.parametrize(
@@ -66,48 +68,36 @@ def test_sweep_grid_rejects_bad_values(kwargs, match) -> None:
         sweep_grid(**kwargs)
 
 
-def test_loader_kwargs_drop_worker_only_options_without_workers() -> None:
-    kw = LoaderSetting(0, None, False).loader_kwargs()
-    assert kw["prefetch_factor"] is None and kw["persistent_workers"] is False
-    kw = LoaderSetting(2, 4, True).loader_kwargs()
-    assert kw["num_workers"] == 2 and kw["prefetch_factor"] == 4 and kw["persistent_workers"]
-    assert LoaderSetting(2, 4, True, True).label() == "workers=2 prefetch=4 persistent pin"
-
-
 # ------------------------------------------------------------------------------ the sweep
-def test_sweep_measures_every_setting_and_best_is_one_of_them() -> None:
-    settings = [DEFAULT, LoaderSetting(1, 2, False), LoaderSetting(1, 2, True)]
+def test_every_setting_runs_in_the_same_rounds_against_the_default() -> None:
+    grid = sweep_grid([0, 1], prefetch=[2], persistent=[False, True])
     seen: list[int] = []
-    results = sweep_loader(
-        _tiny(),
-        settings,
-        batch_size=8,
-        epochs=2,
-        rounds=2,
-        consume=lambda X, y: seen.append(len(X)),
-    )
-    assert [r.setting for r in results] == settings
-    for r in results:
-        assert r.samples == 2 * 24  # two full passes
-        assert len(r.seconds) == 2 and r.samples_per_s > 0
-    # warm-up (one pass) + 3 settings x 2 rounds x 2 passes, 3 batches each
-    assert len(seen) == 3 + 3 * 2 * 2 * 3
-    best = best_of(results)
-    assert best in results
-    assert best.samples_per_s == max(r.samples_per_s for r in results)
+    sweep = tune_loader(_tiny(), grid, batch_size=8, epochs=2, max_seconds=1.0, max_rounds=2,
+                        progress=False, step=lambda X, y: seen.append(len(X)))  # fmt: skip
+    assert list(sweep.runs) == [
+        "num_workers=0",
+        "num_workers=1, prefetch_factor=2, persistent_workers=False",
+        "num_workers=1, prefetch_factor=2, persistent_workers=True",
+    ]
+    assert sweep.reference == "num_workers=0" and sweep.runs["num_workers=0"].vs_reference is None
+    rounds = sweep.sweep.rounds
+    for label, run in sweep.runs.items():
+        assert run.samples == 2 * 24  # two full epochs per pass
+        assert len(run.seconds) == rounds
+        if label != sweep.reference:
+            c = run.vs_reference
+            assert c.rounds == rounds and (math.isnan(c.ci[0]) or c.ci[0] <= c.speedup <= c.ci[1])
+    # every pass trains every batch: (warm-up + rounds) passes x 3 settings x 2 epochs x 3
+    assert len(seen) == (1 + rounds) * 3 * 2 * 3
+    best = sweep.best()  # the default unless a setting holds against it
+    assert best.vs_reference is None or best.vs_reference.verdict == "holds"
 
 
-def test_max_batches_limits_each_pass() -> None:
-    (r,) = sweep_loader(_tiny(), [DEFAULT], batch_size=4, epochs=3, max_batches=2, rounds=1)
-    assert r.samples == 3 * 2 * 4
-
-
-def test_best_of_breaks_ties_towards_fewer_workers() -> None:
-    a = SweepResult(LoaderSetting(2, 2, False), 100.0, [1.0])
-    b = SweepResult(DEFAULT, 100.0, [1.0])
-    assert best_of([a, b]).setting == DEFAULT
-    with pytest.raises(ValueError, match="results"):
-        best_of([])
+def test_max_batches_limits_each_epoch_and_a_single_setting_gets_one_number() -> None:
+    sweep = tune_loader(_tiny(), [DEFAULT], batch_size=4, epochs=3, max_batches=2,
+                        progress=False)  # fmt: skip
+    (run,) = sweep.runs.values()
+    assert run.samples == 3 * 2 * 4 and run.vs_reference is None and len(run.seconds) == 3
 
 
 class _Stream(IterableDataset):
@@ -115,30 +105,32 @@ class _Stream(IterableDataset):
         return iter(range(4))
 
 
-@pytest.mark.parametrize(
-    "dataset, kwargs, error",
-    [
-        (_Stream(), {}, TypeError),
-        (_tiny(), {"epochs": 0}, ValueError),
-        (_tiny(), {"batch_size": True}, ValueError),
-    ],
-)
-def test_sweep_rejects_bad_input(dataset, kwargs, error) -> None:
-    with pytest.raises(error):
-        sweep_loader(dataset, [DEFAULT], **kwargs)
-    with pytest.raises(ValueError, match="settings"):
-        sweep_loader(_tiny(), [])
+def test_sweep_rejects_bad_input() -> None:
+    with pytest.raises(TypeError, match="IterableDataset"):
+        tune_loader(_Stream(), [DEFAULT])
+    with pytest.raises(ValueError, match="grid"):
+        tune_loader(_tiny(), [])
+    with pytest.raises(ValueError, match="epochs"):
+        tune_loader(_tiny(), [DEFAULT], epochs=0, progress=False)
 
 
-def test_heatmap_has_one_column_per_worker_count() -> None:
-    results = [
-        SweepResult(s, 10.0 + i, [1.0])
-        for i, s in enumerate(sweep_grid([0, 1, 2], [2], [False, True]))
-    ]
-    ax = plot_heatmap(results)
+def _run(settings: dict, sps: float, verdict: str | None) -> LoaderRun:
+    vs = None
+    if verdict is not None:
+        vs = Comparison("x", 1.2, (1.1, 1.3), 6, verdict, "", 0.05, 0.95, (1.0,) * 6, (1.0,) * 6)
+    return LoaderRun("x", settings, 10, (10 / sps,), vs_reference=vs)
+
+
+def test_heatmap_has_one_column_per_worker_count_and_stars_what_holds() -> None:
+    grid = sweep_grid([0, 1, 2], [2], [False, True])
+    runs = [_run(s, 10.0 + i, None if i == 0 else ("holds" if i == 4 else "inconclusive"))
+            for i, s in enumerate(grid)]  # fmt: skip
+    ax = plot_heatmap(runs)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
-    texts = [t.get_text() for t in ax.texts]
-    assert "n/a" in texts and "14" in texts  # workers=0 has no prefetch/persistent variants
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["prefetch=2", "prefetch=2 persistent"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(
+        ["10", "n/a", "11", "12", "13", "14*"]
+    )  # workers=0 has no persistent variant; only the setting that holds is starred
 
 
 def test_standard_dataset_labels_follow_the_fixed_class_order(tmp_path) -> None:
@@ -215,33 +207,30 @@ def test_cli_sweeps_a_user_dataset_and_saves_json_and_heatmap(
     user_module, tmp_path, capsys
 ) -> None:
     out = tmp_path / "tuned"
-    code = main(
-        [
-            "tune-loader",
-            "mydata:train_set",
-            "--workers",
-            "0,1",
-            "--prefetch",
-            "2",
-            "--rounds",
-            "1",
-            "--batch-size",
-            "8",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ]
-    )
+    code = main(["tune-loader", "--dataset", "mydata:train_set", "--workers", "0,1",
+                 "--prefetch", "2", "--max-seconds", "2", "--rounds", "2", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(out)])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = json.loads((out / "tune-loader.json").read_text())
     labels = [r["label"] for r in report["results"]]
-    assert labels == ["workers=0", "workers=1 prefetch=2", "workers=1 prefetch=2 persistent"]
-    assert report["best"]["label"] in labels
-    assert report["best"]["samples_per_s"] == max(r["samples_per_s"] for r in report["results"])
-    assert (out / "heatmap.png").stat().st_size > 0
-    assert f"best: {report['best']['label']}" in captured.out
+    assert labels == [
+        "num_workers=0",
+        "num_workers=1, prefetch_factor=2, persistent_workers=False",
+        "num_workers=1, prefetch_factor=2, persistent_workers=True",
+    ]
+    assert report["reference"] == "num_workers=0" and report["max_seconds"] == 2.0
+    rows = captured.out.splitlines()
+    for r in report["results"]:  # one printed row per setting, with its interval and verdict
+        (row,) = [line for line in rows if line.startswith(r["label"] + " ")]
+        c = r["vs_reference"]
+        assert row.endswith("reference" if c is None else c["verdict"])
+        assert f" {r['samples_per_s']:.0f} " in row
+    best = report["best"]
+    verdict = best["vs_reference"]["verdict"] if best["vs_reference"] else None
+    assert verdict in (None, "holds")  # the default unless a setting beats it with an interval
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows[-2].startswith("note: these passes measured the loader alone")
     if not torch.cuda.is_available():  # one clear message, not a warning per loader
         assert captured.err.count("pin_memory needs a CUDA GPU") == 1
 
@@ -249,15 +238,19 @@ def test_cli_sweeps_a_user_dataset_and_saves_json_and_heatmap(
 @pytest.mark.parametrize(
     "args, flag",
     [
-        (["mydata"], "module:attr"),
-        (["mydata:missing"], "missing"),
-        (["mydata:stream"], "IterableDataset"),
+        (["--dataset", "mydata"], "--dataset: expected 'module:attr'"),
+        (["--dataset", "mydata:missing"], "--dataset: module 'mydata' has no attribute"),
+        (["--dataset", "mydata:stream"], "IterableDataset"),
+        (["--dataset", "my-data:x"], "--dataset: 'my-data:x' is not an import path"),
+        (["--dataset", "mydata:train_set", "mydata:train_set"], "--dataset: given twice"),
         (["--workers", "a,b"], "--workers"),
         (["--workers", "-1"], "--workers"),
         (["--prefetch", "0"], "--prefetch"),
         (["--batch-size", "0"], "--batch-size"),
         (["--device", "tpu"], "--device"),
         (["--image-size", "4"], "--image-size"),
+        (["--rounds", "1"], "--rounds"),
+        (["--max-seconds", "0"], "--max-seconds"),
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(user_module, capsys, args, flag) -> None:
@@ -273,7 +266,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(user_module, capsys, args, fla
 
 def test_cli_error_under_python_m_has_no_traceback(user_module, cli_env) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "d2lopt.cli", "tune-loader", "mydata:broken"],
+        [sys.executable, "-m", "d2lopt.cli", "tune-loader", "--dataset", "mydata:broken"],
         capture_output=True,
         text=True,
         env=cli_env,
@@ -282,3 +275,20 @@ def test_cli_error_under_python_m_has_no_traceback(user_module, cli_env) -> None
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no data here" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_cli_still_takes_the_old_positional_data_set_with_a_note(user_module, capsys) -> None:
+    from d2lopt.cli import build_parser
+
+    args = build_parser().parse_args(["tune-loader", "--dataset", "mydata:train_set"])
+    assert args.dataset == "mydata:train_set" and args.old_dataset is None
+    code = main(["tune-loader", "mydata:train_set", "--workers", "0", "--max-seconds", "1",
+                 "--device", "cpu", "--out", "tuned"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "deprecated; write --dataset mydata:train_set" in captured.err
+    assert json.loads(Path("tuned/tune-loader.json").read_text())["dataset"] == "mydata:train_set"
+    with pytest.raises(SystemExit):
+        main(["tune-loader", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--dataset MODULE:ATTR" in help_text and "old_dataset" not in help_text

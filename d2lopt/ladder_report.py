@@ -1,0 +1,394 @@
+"""The ladder's report, computed from ``ladder.json`` alone: targets, tables, caveats, plot.
+
+Taught in ``12_putting_it_together``. Everything here reads a finished report (the dict
+:func:`d2lopt.ladder.run_ladder` returns, or a ``ladder.json``), so the README's ladder
+table and its caveats are generated from the committed measurement
+(``python benchmarks/ladder_table.py``), never typed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .compare import ratio_interval
+
+__all__ = [
+    "PEERS",
+    "check_targets",
+    "describe_target",
+    "format_table",
+    "ladder_markdown",
+    "readme_section",
+    "decisions_table",
+    "step_ups",
+    "where_the_time_goes",
+    "plot_ladder",
+    "save_outputs",
+]
+
+PEERS = {"d2l": "peer: d2l train_ch6 loop", "lightning": "peer: Lightning Trainer"}
+MET, MISSED, UNDECIDED = "met", "missed", "not established"
+
+
+def _interval(ci: Any) -> tuple[float, float]:
+    if not ci or ci[0] is None or ci[1] is None:
+        return math.nan, math.nan
+    return float(ci[0]), float(ci[1])
+
+
+def _ci_text(value: float, ci: Any, unit: str = "x") -> str:
+    lo, hi = _interval(ci)
+    interval = "no interval" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+    return f"{value:.2f}{unit} {interval}"
+
+
+def _target(
+    name: str, value: float, ci: Any, goal: float, *, strict: bool, unit: str = "x"
+) -> dict[str, Any]:
+    """Met when the whole interval clears the goal, missed when it lies below."""
+    lo, hi = _interval(ci)
+    if math.isnan(lo):
+        status = UNDECIDED
+    elif lo > goal or (lo >= goal and not strict):
+        status = MET
+    elif hi < goal or (hi <= goal and strict):
+        status = MISSED
+    else:
+        status = UNDECIDED
+    return {
+        "target": name,
+        "measured": value,
+        "ci": [lo, hi],
+        "goal": goal,
+        "status": status,
+        "met": status == MET,
+        "short_by": max(0.0, goal - value),
+        "text": _ci_text(value, ci, unit),
+    }
+
+
+def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, judged on this run's intervals (GPU: 3x, CPU: 1.5x baseline).
+
+    A target is *met* when its whole interval clears the goal, *missed* when the whole
+    interval falls short, and *not established* when the interval straddles the goal or
+    too few rounds gave none. "Ahead of a peer" means best/peer lies above 1.
+    """
+    best = result["best"]
+    goal = 3.0 if result["device_type"] == "cuda" else 1.5
+    rows = [
+        _target(f"best rung >= {goal:g}x baseline", best["speedup"], best.get("speedup_ci"),
+                goal, strict=False),
+        _target("best rung >= 0.9 of the compute ceiling", best["fraction_of_ceiling"],
+                best.get("fraction_ci"), 0.9, strict=False, unit=""),
+    ]  # fmt: skip
+    for key, label in PEERS.items():
+        peer = result["peers"].get(key, {})
+        if peer.get("status") == "measured":  # a peer that did not run is not judged
+            vs = peer["vs_best"]
+            rows.append(
+                _target(f"best rung ahead of the {label[6:]}", vs["ratio"], vs["ci"], 1.0,
+                        strict=True)
+            )  # fmt: skip
+    return rows
+
+
+def describe_target(target: dict[str, Any]) -> str:
+    """``'met'``, ``'missed by 0.12'``, or ``'not established: ...'``."""
+    if target["status"] == MET:
+        return "met"
+    if target["status"] == MISSED:
+        return f"missed by {target['short_by']:.2f}"
+    lo, hi = _interval(target["ci"])
+    if math.isnan(lo):
+        return "not established: too few paired rounds for an interval"
+    return f"not established: the interval {lo:.2f}-{hi:.2f} straddles {target['goal']:g}"
+
+
+# ------------------------------------------------------------------------------ tables
+def _entries(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+    """(name, adds, measured row or None, note) for rungs, ceiling and peers, in order."""
+    out = []
+    for r in result["rungs"]:
+        if r["status"] == "measured":
+            out.append((r["name"], r["adds"], r, ""))
+        else:
+            out.append((r["name"], r["adds"], None, f"{r['status']}: {r['reason']}"))
+    ceiling = result["ceiling"]
+    out.append(("ceiling (data on device)", "the best rung's loop and evaluation, batches "
+                "already on the device", ceiling, ""))  # fmt: skip
+    for key, label in PEERS.items():
+        peer = result["peers"][key]
+        if peer["status"] == "measured":
+            out.append((label, "same loader, batch, epochs, optimizer, precision", peer, ""))
+        else:
+            out.append((label, "", None, f"skipped: {peer['reason']}"))
+    return out
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    mem = row.get("peak_memory_mib")
+    stall = row.get("stall_fraction")
+    vs = row.get("vs_baseline", True) is None  # the baseline itself
+    return [
+        f"{row['samples_per_s']:.0f}",
+        "1.00x (reference)" if vs else _ci_text(row["speedup"], row.get("speedup_ci")),
+        f"{row['fraction_of_ceiling']:.2f}",
+        f"{row['fixed_s']:.2f} s",
+        "-" if stall is None else f"{stall:.0%}",
+        "-" if mem is None else f"{mem:.0f} MiB",
+    ]
+
+
+HEADER = ["samples/s", "vs baseline", "of ceiling", "fixed costs", "data stalls", "peak memory"]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The terminal table: one line per rung, ceiling and peer."""
+    lines = [f"{'':<28} {HEADER[0]:>9} {HEADER[1]:>22} {HEADER[2]:>10} {HEADER[3]:>11} "
+             f"{HEADER[4]:>11} {HEADER[5]:>11}"]  # fmt: skip
+    for name, _, row, note in _entries(result):
+        if row is None:
+            lines.append(f"{name:<28} {note}")
+        else:
+            c = _cells(row)
+            lines.append(f"{name:<28} {c[0]:>9} {c[1]:>22} {c[2]:>10} {c[3]:>11} {c[4]:>11} "
+                         f"{c[5]:>11}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The Markdown ladder table (README and ``ladder.md``)."""
+    out = [
+        "| rung | adds | " + " | ".join(HEADER) + " |",
+        "|---|---|" + "---:|" * len(HEADER),
+    ]
+    for name, adds, row, note in _entries(result):
+        cells = _cells(row) if row is not None else [note] + [""] * (len(HEADER) - 1)
+        out.append(f"| {name} | {adds} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _why_not_ceiling(result: dict[str, Any]) -> str:
+    best, ceiling = result["best"], result["ceiling"]
+    return (
+        f"the best rung ({best['name']}) waits for its next batch in {best['stall_fraction']:.0%}"
+        f" of its training loop and pays {best['fixed_s']:.2f} s of fixed costs (start-up, first "
+        f"step) per run, against {ceiling['stall_fraction']:.0%} and {ceiling['fixed_s']:.2f} s "
+        f"for the ceiling; its steady state reaches {best['steady_samples_per_s']:.0f} samples/s "
+        f"against the ceiling's {ceiling['steady_samples_per_s']:.0f}"
+    )
+
+
+def caveats(result: dict[str, Any]) -> list[str]:
+    """What a reader must know to read the table, every number from ``result``."""
+    s = result["settings"]
+    hw = result["hardware"]
+    out = []
+    load = result.get("load_average") or {}
+    before, after = load.get("before"), load.get("after")
+    if before and after:
+        cores = hw["cpu_cores"]
+        busy = max(before[0], after[0]) > 0.5 * cores
+        out.append(
+            f"Load average (1 min) {before[0]:.2f} before and {after[0]:.2f} after the run, on "
+            f"{cores} cores" + (": the machine was busy, so the intervals are wide and the "
+                                "medians low; re-record on a quiet machine." if busy else ".")
+        )  # fmt: skip
+    out.append(
+        f"Each figure is the median of {result['final_rounds']} paired round(s) (whole runs of "
+        f"{s['epochs']} epochs, every entry once per round in rotating order, after "
+        f"{s['warmup']} warm-up); intervals are {s['confidence']:.0%} intervals of the ratio to "
+        "the baseline. Fixed costs (start-up to the first batch, the first step's extra time) "
+        "are part of each run and shown apart; data stalls are the share of the training "
+        "loop spent waiting for the next batch."
+    )
+    shares = {
+        name: row["fixed_s"] / statistics.median(row["seconds"])
+        for name, _, row, _ in _entries(result)
+        if row is not None and not name.startswith("peer")
+    }
+    if shares:
+        heavy = max(shares, key=shares.get)
+        out.append(
+            f"Fixed costs take {min(shares.values()):.1%} to {max(shares.values()):.1%} of a run "
+            f"(most: {heavy}), so the steady state "
+            + ("dominates every rung's time." if max(shares.values()) < 0.5 else
+               "does not dominate every run: lengthen the runs (--n-train, --epochs).")
+        )  # fmt: skip
+    for t in check_targets(result):  # judged again: the rule of this code, on the stored numbers
+        line = f"Target *{t['target']}*: {t['text']}: **{describe_target(t)}**"
+        if t["status"] != MET and "ceiling" in t["target"]:
+            line += f"; {_why_not_ceiling(result)}"
+        if t["status"] != MET and "peer" not in t["target"] and "baseline" in t["target"]:
+            kept = [r["name"] for r in result["rungs"] if r["status"] == "measured"][1:]
+            line += f"; kept rungs: {', '.join(kept) or 'none'}"
+        out.append(line + ".")
+    if result["device_type"] != "cuda":
+        out.append(
+            "The GPU targets (at least 3x the baseline, pinned copies at 80% of the link, bf16 "
+            "at least 2x fp32, data stalls under 5%) need a CUDA GPU: not measured here."
+        )
+    out.append(
+        f"The whole run took {result['elapsed_s']:.0f} s"
+        + (" (`--quick`: the goal is under two minutes on 2 cores)." if s["quick"] else ".")
+    )
+    return out
+
+
+def readme_section(result: dict[str, Any], folder: str) -> str:
+    """The README's ladder block: command, table and caveats, all from ``result``."""
+    quick = " --quick" if result["settings"]["quick"] else ""
+    lines = [
+        f"**The optimization ladder** (`d2lopt ladder{quick} --out {folder}` on "
+        f"{result['device']}; JSON, Markdown and plot in that folder, with each rung's decision "
+        "in `ladder.md`; this table and its notes are generated by "
+        "`python benchmarks/ladder_table.py`):",
+        "",
+        markdown_table(result),
+        "",
+    ]
+    lines += [f"- {c}" for c in caveats(result)]
+    return "\n".join(lines) + "\n"
+
+
+def decisions_table(result: dict[str, Any]) -> str:
+    """Markdown: what each rung was compared with, how, and the interval that decided it."""
+    out = ["| rung | measured | against | result |", "|---|---|---|---|"]
+    for r in result["rungs"][1:]:
+        d = r.get("decision")
+        if d is None:
+            out.append(f"| {r['name']} | - | - | {r['status']}: {r['reason']} |")
+        else:
+            kept = "kept" if r["status"] == "measured" else "rejected"
+            out.append(f"| {r['name']} | {d['measured']} | {d['against']} | {d['summary']}: "
+                       f"**{d['verdict']}**, {kept} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def step_ups(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each kept rung against the kept rung below it, from the final rounds' paired times."""
+    kept = [r for r in result["rungs"] if r["status"] == "measured"]
+    confidence = result["settings"]["confidence"]
+    out = []
+    for below, above in zip(kept, kept[1:], strict=False):
+        ratios = np.asarray(below["seconds"]) / np.asarray(above["seconds"])
+        est, lo, hi = ratio_interval(ratios, confidence)
+        ci = [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi]
+        out.append({"name": above["name"], "below": below["name"], "ratio": est, "ci": ci,
+                    "text": f"{_ci_text(est, ci)}, {len(ratios)} rounds"})  # fmt: skip
+    return out
+
+
+def where_the_time_goes(result: dict[str, Any]) -> str:
+    """Markdown prose about this run, every claim computed from ``result``."""
+    best = result["best"]
+    steps = step_ups(result)
+    if not steps:
+        text = (
+            "No rung beat the baseline with an interval above "
+            f"{1 + result['settings']['min_effect']:.2f} in this run, so the article's loop is "
+            "the best rung here."
+        )
+    else:
+        biggest = max(steps, key=lambda s: s["ratio"])
+        others = [s for s in steps if s is not biggest]
+        text = (
+            f"The kept rungs take the run to {_ci_text(best['speedup'], best['speedup_ci'])} "
+            f"the baseline's speed. The largest single step in the final rounds was "
+            f"**{biggest['name']}**: {biggest['text']} over {biggest['below']}"
+        )
+        if others:
+            text += "; the others: " + "; ".join(f"{s['name']} {s['text']}" for s in others)
+        text += "."
+    text += (
+        f" The best rung reaches {_ci_text(best['fraction_of_ceiling'], best['fraction_ci'], '')}"
+        f" of the ceiling: {_why_not_ceiling(result)}."
+    )
+    return text
+
+
+def ladder_markdown(result: dict[str, Any]) -> str:
+    """``ladder.md``: hardware, the table, each rung's decision, the targets, the caveats."""
+    s, hw = result["settings"], result["hardware"]
+    out = [
+        f"# d2lopt ladder on {result['device']}",
+        "",
+        f"Hardware: {hw['cpu_model']}, {hw['cpu_cores']} cores, {hw['memory_gib']} GiB; "
+        f"torch {result['versions']['torch']}.",
+        f"Workload: {result['workload']}. Batch {s['batch_size']}, {s['epochs']} epochs per run.",
+        "",
+        markdown_table(result),
+        "",
+        "## How each rung was decided",
+        "",
+        decisions_table(result),
+    ]
+    out += ["", "## Targets and caveats", ""] + [f"- {c}" for c in caveats(result)]
+    quick = " --quick" if s["quick"] else ""
+    out += ["", f"Reproduce: `d2lopt ladder{quick} --out DIR`."]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------ plot
+def plot_ladder(result: dict[str, Any], ax: Any = None) -> Any:
+    """Horizontal bars with intervals: rungs climbing, peers in grey, the ceiling dashed."""
+    if ax is None:
+        from matplotlib.figure import Figure  # no pyplot: works headless, in any backend
+
+        ax = Figure(figsize=(9, 5), layout="constrained").subplots()
+    base = result["rungs"][0]["samples_per_s"]
+    labels, values, errors, colors, notes = [], [], [], [], []
+    for name, _, row, note in _entries(result):
+        if name.startswith("ceiling"):
+            continue
+        labels.append(name)
+        colors.append("tab:gray" if name.startswith("peer") else "tab:blue")
+        if row is None:
+            values.append(0.0)
+            errors.append((0.0, 0.0))
+            notes.append(note.split(" (")[0][:60])
+            continue
+        values.append(row["samples_per_s"])
+        lo, hi = _interval(row.get("speedup_ci"))
+        if math.isnan(lo):
+            errors.append((0.0, 0.0))
+        else:  # the interval of the speedup, drawn on the samples/s axis
+            errors.append(
+                (
+                    max(0.0, row["samples_per_s"] - lo * base),
+                    max(0.0, hi * base - row["samples_per_s"]),
+                )
+            )
+        notes.append(f"{_ci_text(row['speedup'], row.get('speedup_ci'))}, "
+                     f"stalls {row['stall_fraction']:.0%}")  # fmt: skip
+    y = list(range(len(labels)))[::-1]
+    xerr = [[e[0] for e in errors], [e[1] for e in errors]]
+    ax.barh(y, values, color=colors, xerr=xerr, capsize=3)
+    ceiling = result["ceiling"]["samples_per_s"]
+    ax.axvline(ceiling, color="tab:red", linestyle="--", label=f"compute ceiling {ceiling:.0f}/s")
+    for yi, v, note in zip(y, values, notes, strict=True):
+        ax.text(v + 0.01 * ceiling, yi, note, va="center", fontsize=7)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(0, 1.6 * max([ceiling, *values]))
+    ax.set_xlabel("training samples/s (whole run: loading, training, evaluation)")
+    ax.set_title(f"optimization ladder on {result['device']}")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def save_outputs(result: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``ladder.json``, ``ladder.md`` and ``ladder.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ladder.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "ladder.md").write_text(ladder_markdown(result))
+    ax = plot_ladder(result)
+    ax.figure.savefig(out / "ladder.png", dpi=120)
+    return out

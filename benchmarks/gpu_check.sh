@@ -36,9 +36,9 @@ KILL_GRACE_S=5     # after a timeout's SIGTERM, SIGKILL follows this much later
 MIN_STEP_S=10      # a step with less time left than this is skipped
 
 # ---- the ladder's and the DDP program's arguments (`--out` is added by this script) -----
-# `d2lopt ladder` is being reworked: check `d2lopt ladder --help` and adjust here (or set
+# `d2lopt ladder --quick` is sized for ~100 s; shorter decisions keep it in its budget (or set
 # GPU_CHECK_LADDER_ARGS / GPU_CHECK_DDP_ARGS). Word-split on purpose: plain flags only.
-LADDER_ARGS=${GPU_CHECK_LADDER_ARGS:-"--quick --device cuda"}
+LADDER_ARGS=${GPU_CHECK_LADDER_ARGS:-"--quick --device cuda --decide-seconds 5 --max-seconds 25"}
 DDP_ARGS=${GPU_CHECK_DDP_ARGS:-"--device cuda --backend nccl --epochs 1 --data synthetic \
 --n-train 16384 --n-test 2048 --batch-size 256 --timeout 120"}
 

@@ -121,7 +121,7 @@ def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
     assert "--backend nccl" in text and "--epochs 1" in text
     assert "07_cpu_to_gpu.ipynb" in text and "08_gpu_compute.ipynb" in text
     assert text.count("-p SIZE gpu") == 2
-    assert "d2lopt ladder --quick --device cuda --out" in text
+    assert "d2lopt ladder --quick --device cuda --decide-seconds 5 --max-seconds 25 --out" in text
     assert f"{tmp_path}/out/gpu-SLUG/" in text
     assert not (tmp_path / "out").exists()
 

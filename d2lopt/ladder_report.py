@@ -195,11 +195,15 @@ def caveats(result: dict[str, Any]) -> list[str]:
     before, after = load.get("before"), load.get("after")
     if before and after:
         cores = hw["cpu_cores"]
-        busy = max(before[0], after[0]) > 0.5 * cores
+        # judged on the load before the run: the 1-minute average after it includes the
+        # run's own work, which alone pushes it towards the number of cores it used
+        busy = before[0] > 0.5 * cores
         out.append(
             f"Load average (1 min) {before[0]:.2f} before and {after[0]:.2f} after the run, on "
             f"{cores} cores" + (": the machine was busy, so the intervals are wide and the "
-                                "medians low; re-record on a quiet machine." if busy else ".")
+                                "medians low; re-record on a quiet machine." if busy else
+                                ": quiet before the run (the figure after it includes the "
+                                "run's own work).")
         )  # fmt: skip
     out.append(
         f"Each figure is the median of {result['final_rounds']} paired round(s) (whole runs of "

@@ -15,6 +15,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,7 +172,10 @@ class _SignalAtStep(torch.nn.Module):
         self.calls += 1
         if self.calls == self.step:
             for _ in range(self.times):
-                os.kill(os.getpid(), signal.SIGINT)
+                # to this thread, not the process: a process-directed signal may land on one
+                # of torch's worker threads, run its handler late, and two of them merge into
+                # one (the kernel does not queue a pending signal twice)
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
         return self.loss(out, y)
 
 

@@ -154,24 +154,16 @@ def test_resume_with_another_world_size_continues_the_sample_stream(
 
 @pytest.mark.slow
 def test_two_nodes_on_localhost_join_through_c10d(runs: Path, two_ranks: Path) -> None:
-    port, job = free_port(), uuid.uuid4().hex
-    # The rendezvous store lives here, for the whole job, as a cluster's would: when one
-    # node's agent hosts it, that node may finish and take the store with it while the other
-    # agent still closes the rendezvous (RendezvousConnectionError, exit code 1).
-    store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False)
+    endpoint, job = f"127.0.0.1:{free_port()}", uuid.uuid4().hex
     procs = []
     for node in (0, 1):
         args = ["--epochs", "2", "--batch-size", "8", *DATA, "--save", f"node{node}.pt"]
-        cmd = torchrun_command(
-            "d2lopt.ddp", args, nproc_per_node=1, nnodes=2, rdzv_endpoint=f"127.0.0.1:{port}",
-            rdzv_id=job, extra=["--local-addr", "127.0.0.1", "--rdzv-conf", "is_host=false"],
-        )  # fmt: skip
+        cmd = _torchrun(1, args, nnodes=2, rdzv_endpoint=endpoint, rdzv_id=job)
         procs.append(subprocess.Popen(cmd, cwd=runs, env=_env(), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))  # fmt: skip
     for p in procs:
         out, err = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, out + err[-4000:]
-    del store
     saved = [runs / f"node{n}.pt" for n in (0, 1) if (runs / f"node{n}.pt").exists()]
     assert len(saved) == 1  # only global rank 0 writes
     _assert_same(two_ranks, saved[0])  # two nodes x 1 rank compute what 1 node x 2 ranks does

@@ -55,6 +55,7 @@ from .data import fashion_mnist, seed_worker, synthetic_fashion_mnist
 from .distributed import (
     DistEnv,
     DistributedMeter,
+    exit_rank,
     log0,
     rank_device,
     setup,
@@ -669,4 +670,4 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank(main())  # not sys.exit: see exit_rank

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .compare import _round_order
 from .devices import synchronize
-from .distributed import free_port, setup, teardown, torchrun_command, torchrun_env
+from .distributed import exit_rank, free_port, setup, teardown, torchrun_command, torchrun_env
 from .models import cnn, init_weights
 from .pipeline import SCHEDULES, build_schedule, split_stages
 from .sharding import shard_model, state_bytes
@@ -294,4 +294,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_rank(main())  # not sys.exit: see exit_rank

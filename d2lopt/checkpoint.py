@@ -3,25 +3,46 @@
 A checkpoint is written to a temporary file in the same folder and renamed over the old
 one, so a crash mid-write never leaves a truncated file. It is loaded with
 ``torch.load(weights_only=True)``: plain tensors, numbers, strings and containers only, so a
-checkpoint from elsewhere cannot run code on load.
+checkpoint from elsewhere cannot run code on load. :func:`check_resume` is the one test of
+whether a checkpoint continues *this* experiment, for ``fit`` and the DDP program alike.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
 import tempfile
 from collections import Counter, OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .devices import as_device
+from .errors import ParamError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "check_resume",
+    "load_checkpoint",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "write_metrics",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"  # in the run's folder (fit's out_dir, the program's --out)
+# settings that define the experiment: a checkpoint continues only with the same values (the
+# batch may change if the samples per optimizer step stay the same: see check_resume)
+RESUME_MUST_MATCH = ("lr", "momentum", "amp", "seed", "channels_last")
+_CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "train_sums", "history",
+                    "config")  # fmt: skip
 
 
 def rng_state() -> dict[str, Any]:
@@ -122,26 +143,109 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         map_location = as_device(map_location, "map_location")
     path = Path(path)
     if not path.is_file():
-        raise ValueError(
-            f"resume: no checkpoint at {path}; train without --resume first, "
-            "or point --out at the folder of the run to continue"
+        raise ParamError(
+            "resume",
+            f"no checkpoint at {path}; train without --resume first, "
+            "or point --out at the folder of the run to continue",
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"resume: refused to load {path}: it holds objects other than tensors, numbers, "
+        raise ParamError(
+            "resume",
+            f"refused to load {path}: it holds objects other than tensors, numbers, "
             "strings and containers (weights_only=True: a checkpoint from elsewhere could run "
-            "code), or it is corrupt; delete it to start over, or restore a good copy"
+            "code), or it is corrupt; delete it to start over, or restore a good copy",
         ) from exc
     except Exception as exc:  # truncated zip, empty file, random bytes: all "corrupt"
-        raise ValueError(
-            f"resume: checkpoint {path} is corrupt or not a d2lopt checkpoint "
-            f"({type(exc).__name__}); delete it to start over, or restore a good copy"
+        raise ParamError(
+            "resume",
+            f"checkpoint {path} is corrupt or not a d2lopt checkpoint "
+            f"({type(exc).__name__}); delete it to start over, or restore a good copy",
         ) from exc
     if not isinstance(payload, dict) or "model" not in payload or "epoch" not in payload:
-        raise ValueError(
-            f"resume: {path} is not a d2lopt training checkpoint (missing model/epoch); "
-            "delete it to start over"
+        raise ParamError(
+            "resume",
+            f"{path} is not a d2lopt training checkpoint (missing model/epoch); "
+            "delete it to start over",
         )
     return payload
+
+
+def check_resume(
+    state: dict[str, Any], path: Path, config: TrainConfig, samples: int | None = None, *,
+    world_size: int = 1, accumulate: int = 1, strategy: str = "ddp",
+) -> None:  # fmt: skip
+    """Refuse a checkpoint that would not continue *this* experiment, naming the fix.
+
+    The one check for ``fit`` and the DDP program: same settings, same data, same strategy,
+    epochs left to train, and the same samples per optimizer step. The batch per rank may
+    change with the world size (an elastic restart) when ``world x batch x accumulate`` stays.
+    """
+    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ParamError(
+            "resume",
+            f"{path} lacks {', '.join(missing)} (not written by d2lopt.fit); "
+            "delete it to start over, or choose another out_dir",
+        )
+    old = state["config"]
+    for key in RESUME_MUST_MATCH:
+        if old.get(key) != getattr(config, key):
+            was, new = old.get(key), getattr(config, key)
+            raise ParamError(
+                "resume",
+                f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
+                "use the same value or a new out_dir",
+                cli=f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
+                "use the same value, or a new --out",
+            )
+    if state.get("strategy", "ddp") != strategy:
+        raise ParamError(
+            "strategy",
+            f"the checkpoint was written with strategy={state.get('strategy')!r}, this run "
+            f"has {strategy!r}; use the same strategy or a new out_dir",
+            cli=f"the checkpoint was written with --strategy {state.get('strategy')}; use it, "
+            "or a new --out",
+        )
+    step_samples = world_size * config.batch_size * accumulate
+    old_b = old.get("batch_size")
+    old_step = state.get("global_batch", old_b)  # samples per optimizer step, all ranks
+    if config.batch_size != old_b and step_samples != old_step:
+        raise ParamError(
+            "batch_size",
+            f"checkpoint was trained with batch_size={old_b!r} ({old_step} samples per step) "
+            f"but config has batch_size={config.batch_size!r} ({step_samples}); use the same "
+            "batch, one that gives as many samples per step, or a new out_dir",
+            cli=f"the checkpoint trained {old_b} per rank ({old_step} per step); keep "
+            f"--batch-size {old_b}, or choose one that gives {old_step} per step",
+        )
+    saved = state.get("train_samples")
+    if saved is not None and samples is not None and saved != samples:
+        raise ParamError(
+            "resume",
+            f"checkpoint was trained on {saved} samples but train_iter has {samples}; "
+            "use the same training data or a new out_dir",
+            cli=f"checkpoint was trained on {saved} samples, this run has {samples}; "
+            f"use --n-train {saved}, or a new --out",
+        )
+    needed = state["epoch"] + (1 if state["step"] else 0)
+    if needed > config.num_epochs:
+        raise ParamError(
+            "num_epochs",
+            f"the checkpoint in {path.parent} has already trained "
+            f"into epoch {needed}; set num_epochs >= {needed} to continue it",
+            cli=f"the checkpoint in {path.parent} has already trained into epoch {needed}; "
+            f"use --epochs {needed} or more to continue it",
+            owner="TrainConfig",
+        )
+
+
+def write_metrics(
+    out: Path, config: TrainConfig, history: list[dict[str, Any]], world_size: int = 1
+) -> None:
+    """``out/metrics.json``: config and per-epoch records, replaced atomically."""
+    tmp = out / ".metrics.json.tmp"
+    payload = {"config": config.to_dict(), "world_size": world_size, "epochs": history}
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(out / "metrics.json")

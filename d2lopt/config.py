@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .errors import ParamError
 
-from .devices import resolve_device
-from .precision import AMP_MODES, check_amp
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["TrainConfig"]
+# torch, devices and precision are imported where they are used: the command line reads
+# the fields' metadata (its flags) to answer --help without loading PyTorch.
+
+__all__ = ["AMP_MODES", "TrainConfig"]
+
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")  # re-exported by d2lopt.precision
+
+
+def _setting(default: Any, help: str, **flag: Any) -> Any:
+    """A field with its command-line flag: ``help``, and ``flag``/``type``/``choices``.
+
+    ``d2lopt.flags.add_config_flags`` turns these into the flags of ``d2lopt train`` and of
+    the DDP program, so each setting is defined once, here.
+    """
+    return field(default=default, metadata={"help": help, **flag})
 
 
 def _is_int(value: Any) -> bool:
@@ -53,28 +67,36 @@ class TrainConfig:
         >>> TrainConfig(num_workers=0, prefetch_factor=4)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: TrainConfig.prefetch_factor: needs num_workers > 0 ...
+        d2lopt.errors.ParamError: TrainConfig.prefetch_factor: needs num_workers > 0 ...
     """
 
-    num_epochs: int = 10
-    batch_size: int = 256
-    num_workers: int = 0
-    prefetch_factor: int | None = None
-    device: str = "auto"
-    lr: float = 0.05
-    momentum: float = 0.9
-    pin_memory: bool = False
-    persistent_workers: bool = False
-    non_blocking: bool = False
-    amp: str = "off"
-    eval_every: int = 1
-    channels_last: bool = False
-    compile: bool = False
-    seed: int = 0
+    # fmt: off
+    num_epochs: int = _setting(10, "passes over the training set", flag="--epochs",
+                               type="positive_int")
+    batch_size: int = _setting(256, "samples per batch", type="positive_int")
+    num_workers: int = _setting(0, "DataLoader worker processes; 0 loads in the main process",
+                                type="non_negative_int")
+    prefetch_factor: int | None = _setting(
+        None, "batches loaded ahead per worker; needs --num-workers > 0 (default: PyTorch's 2)",
+        type="positive_int")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:N or mps")
+    lr: float = _setting(0.05, "learning rate", type="positive_float")
+    momentum: float = _setting(0.9, "SGD momentum", type="unit_float")
+    pin_memory: bool = _setting(False, "page-locked batches for async host-to-GPU copies "
+                                "(CUDA only)")
+    persistent_workers: bool = _setting(False, "keep loader workers between epochs")
+    non_blocking: bool = _setting(False, "asynchronous .to(device) copies")
+    amp: str = _setting("off", "automatic mixed precision", choices=AMP_MODES)
+    eval_every: int = _setting(1, "evaluate every N epochs and after the last",
+                               type="positive_int")
+    channels_last: bool = _setting(False, "NHWC memory format for the CNN")
+    compile: bool = _setting(False, "wrap the model in torch.compile")
+    seed: int = _setting(0, "seed for order, init and workers", type="non_negative_int")
+    # fmt: on
 
     def __post_init__(self) -> None:
-        def fail(name: str, problem: str) -> None:
-            raise ValueError(f"TrainConfig.{name}: {problem}")
+        def fail(name: str, problem: str, cli: str | None = None) -> None:
+            raise ParamError(name, problem, cli=cli, owner="TrainConfig")
 
         for name in ("num_epochs", "batch_size", "eval_every"):
             value = getattr(self, name)
@@ -100,12 +122,16 @@ class TrainConfig:
                     "prefetch_factor",
                     "needs num_workers > 0 (got num_workers=0); "
                     "set num_workers >= 1 or prefetch_factor=None",
+                    "needs --num-workers 1 or more (got 0); add --num-workers N, or drop "
+                    "--prefetch-factor",
                 )
         if self.persistent_workers is True and self.num_workers == 0:
             fail(
                 "persistent_workers",
                 "needs num_workers > 0 (got num_workers=0); "
                 "set num_workers >= 1 or persistent_workers=False",
+                "needs --num-workers 1 or more (got 0); add --num-workers N, or drop "
+                "--persistent-workers",
             )
         for name in (
             "pin_memory",
@@ -130,6 +156,11 @@ class TrainConfig:
             fail("momentum", f"must be in [0, 1), got {self.momentum!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
             fail("seed", f"must be an int in [0, 2**32), got {self.seed!r}")
+        import torch
+
+        from .devices import resolve_device
+        from .precision import check_amp
+
         if not isinstance(self.device, (str, torch.device)):
             fail("device", f"must be a string such as 'cpu' or 'cuda', got {self.device!r}")
         if self.amp not in AMP_MODES:
@@ -137,16 +168,20 @@ class TrainConfig:
         try:
             device = resolve_device(self.device)
             check_amp(device, self.amp)
-        except ValueError as exc:
-            raise ValueError(f"TrainConfig.{exc}") from None
+        except ParamError as exc:
+            raise exc.with_owner("TrainConfig") from None
 
     @property
     def torch_device(self) -> torch.device:
         """The resolved device (``'auto'`` becomes the best available one)."""
+        from .devices import resolve_device
+
         return resolve_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for ``metrics.json`` and checkpoints."""
+        import torch
+
         return {k: str(v) if isinstance(v, torch.device) else v for k, v in asdict(self).items()}
 
     @classmethod

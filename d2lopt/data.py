@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from .errors import ParamError, ParamUnavailable
+
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "data_root",
@@ -51,7 +53,7 @@ def _check_int(name: str, value: object, minimum: int, maximum: int | None = Non
         raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name}: must be {bounds}, got {value}")
+        raise ParamError(name, f"must be {bounds}, got {value}")
 
 
 def _check_path(name: str, value: object) -> Path:
@@ -62,7 +64,7 @@ def _check_path(name: str, value: object) -> Path:
 
 def _check_source(source: object) -> None:
     if source not in SOURCES:
-        raise ValueError(f"source: must be 'auto', 'real' or 'synthetic', got {source!r}")
+        raise ParamError("source", f"must be 'auto', 'real' or 'synthetic', got {source!r}")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -72,10 +74,15 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("D2LOPT_DATA", "~/.cache/d2lopt")).expanduser()
 
 
-def _announce_once(key: str, message: str) -> None:
+def notice_once(key: str, message: str) -> None:
+    """Print ``d2lopt: message`` to stderr the first time ``key`` is seen in this process.
+
+    The package's one "say it once" helper (an offline data set, pinning without CUDA, a
+    missing optional peer): a notice repeated per loader or per epoch is noise.
+    """
     if key not in _announced:
         _announced.add(key)
-        print(message, file=sys.stderr)
+        print(f"d2lopt: {message}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -216,23 +223,33 @@ def fashion_mnist(
         except (OSError, RuntimeError) as exc:  # URLError is an OSError
             _unreachable.add((folder, train))
             if source == "real":
-                raise RuntimeError(
-                    f"FashionMNIST could not be downloaded ({exc}); connect to the internet, "
-                    "copy the data set into the root folder, or use source='synthetic'"
+                raw = Path(folder) / "FashionMNIST" / "raw"
+                why = " ".join(str(exc).split())
+                raise ParamUnavailable(
+                    "source",
+                    f"FashionMNIST could not be downloaded ({why}); connect to the internet, "
+                    f"copy its idx files into {raw}, or use source='synthetic'",
+                    cli=f"real FashionMNIST could not be downloaded ({why}); connect to the "
+                    f"internet, copy its idx files into {raw} (or set D2LOPT_DATA to the "
+                    "folder that holds data/FashionMNIST/raw), or use --data synthetic",
                 ) from exc
             used = "synthetic"
-            _announce_once(
+            notice_once(
                 "fashion-mnist",
-                "d2lopt: FashionMNIST is not reachable (offline?); using the synthetic "
+                "FashionMNIST is not reachable (offline?); using the synthetic "
                 "stand-in: same shapes and 10 classes, generated locally and seeded.",
             )
     if used == "synthetic":
         images, labels = _synthetic_split(train)
     if n is not None:
         if n > len(labels):
-            raise ValueError(
-                f"n: the {'training' if train else 'test'} split has {len(labels)} samples, "
-                f"asked for {n}; ask for at most {len(labels)} (or None for all)"
+            split = "training" if train else "test"
+            raise ParamError(
+                "n",
+                f"the {split} split has {len(labels)} samples, "
+                f"asked for {n}; ask for at most {len(labels)} (or None for all)",
+                cli=f"the {split} split has {len(labels)} samples, asked for {n}; ask for at "
+                f"most {len(labels)}, or leave the flag out for all of them",
             )
         images, labels = images[:n], labels[:n]
     return images, labels, used
@@ -255,7 +272,7 @@ def load_fashion_mnist(
     ``loader_kwargs`` go to both ``DataLoader`` s (``num_workers``, ``pin_memory``...).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive int, got {batch_size!r}")
+        raise ParamError("batch_size", f"must be a positive int, got {batch_size!r}")
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None:
             _check_int(name, n, 1)
@@ -270,10 +287,9 @@ def load_fashion_mnist(
     for train, n in ((True, n_train), (False, n_test)):
         try:
             images, labels, _ = fashion_mnist(train, root=root, source=source, n=n)
-        except ValueError as exc:  # name this function's parameter, not fashion_mnist's
-            text = str(exc)
-            if text.startswith("n: "):
-                raise ValueError(("n_train" if train else "n_test") + text[1:]) from None
+        except ParamError as exc:  # name this function's parameter, not fashion_mnist's
+            if exc.param == "n":
+                raise exc.renamed("n_train" if train else "n_test") from None
             raise
         sets.append(TensorDataset(images.float().div_(255), labels))
     train_iter = DataLoader(
@@ -348,7 +364,7 @@ def write_image_folder(
     _check_int("n", n, 1)
     _check_int("size", size, 8)
     if fmt not in ("jpeg", "png"):
-        raise ValueError(f"fmt: must be 'jpeg' or 'png', got {fmt!r}")
+        raise ParamError("fmt", f"must be 'jpeg' or 'png', got {fmt!r}")
     if not isinstance(train, bool):
         raise TypeError(f"train: expected True or False, got {train!r}")
     _check_source(source)

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .errors import ParamError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LazyImageFiles",
@@ -48,7 +50,7 @@ _WORKER_SLOTS = 256  # SlowDataset counts loads per worker; more workers share s
 
 def _check_positive_int(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}: must be a positive int, got {value!r}")
+        raise ParamError(name, f"must be a positive int, got {value!r}")
 
 
 def _check_delay(delay_s: Any) -> None:
@@ -58,7 +60,7 @@ def _check_delay(delay_s: Any) -> None:
         or not math.isfinite(delay_s)
         or delay_s < 0
     ):
-        raise ValueError(f"delay_s: must be a finite number of seconds >= 0, got {delay_s!r}")
+        raise ParamError("delay_s", f"must be a finite number of seconds >= 0, got {delay_s!r}")
 
 
 # ----------------------------------------------------------------------------- files on disk
@@ -143,9 +145,11 @@ class VariableLengthSequences(Dataset):
         _check_positive_int("min_len", min_len)
         _check_positive_int("max_len", max_len)
         if max_len < min_len:
-            raise ValueError(f"max_len: must be >= min_len ({min_len}), got {max_len}")
+            raise ParamError("max_len", f"must be >= min_len ({min_len}), got {max_len}")
         if not isinstance(vocab, int) or vocab < 2:
-            raise ValueError(f"vocab: must be an int >= 2 (0 is the padding token), got {vocab!r}")
+            raise ParamError(
+                "vocab", f"must be an int >= 2 (0 is the padding token), got {vocab!r}"
+            )
         g = torch.Generator().manual_seed(seed)
         lengths = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
         self.sequences = [torch.randint(1, vocab, (length,), generator=g) for length in lengths]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ParamError
+
 __all__ = [
     "try_gpu",
     "try_all_gpus",
@@ -62,32 +64,38 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device: unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        raise ParamError(
+            "device", f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         ) from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
-                f"device: {device!r} requested but CUDA is not available on this machine; "
-                "use device='cpu' or 'auto'"
+            raise ParamError(
+                "device",
+                f"{device!r} requested but CUDA is not available on this machine; "
+                "use device='cpu' or 'auto'",
+                cli=f"{device!r} requested but CUDA is not available on this machine; "
+                "use --device 'cpu' or 'auto'",
             )
         index = 0 if dev.index is None else dev.index
         if index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA "
-                f"device(s) exist; use an index below {torch.cuda.device_count()}"
+            raise ParamError(
+                "device",
+                f"{device!r} requested but only {torch.cuda.device_count()} CUDA "
+                f"device(s) exist; use an index below {torch.cuda.device_count()}",
             )
         return torch.device("cuda", index)
     if dev.type == "mps":
         if not _mps_available():
-            raise ValueError(
-                f"device: {device!r} requested but Apple MPS is not available; "
-                "use device='cpu' or 'auto'"
+            raise ParamError(
+                "device",
+                f"{device!r} requested but Apple MPS is not available; use device='cpu' or 'auto'",
+                cli=f"{device!r} requested but Apple MPS is not available; "
+                "use --device 'cpu' or 'auto'",
             )
         return dev
     if dev.type == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device: {device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'")
+    raise ParamError("device", f"{device!r} is not supported; use 'auto', 'cpu', 'cuda' or 'mps'")
 
 
 def as_device(device: torch.device | str | int, name: str = "device") -> torch.device:
@@ -108,20 +116,24 @@ def as_device(device: torch.device | str | int, name: str = "device") -> torch.d
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(
-            f"{name}: unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        raise ParamError(
+            name, f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"{name}: {str(dev)!r} requested but CUDA is not available on this machine; "
-            "use 'cpu' or d2lopt.try_gpu()"
+        raise ParamError(
+            name,
+            f"{str(dev)!r} requested but CUDA is not available on this machine; "
+            "use 'cpu' or d2lopt.try_gpu()",
+            cli=f"{str(dev)!r} requested but CUDA is not available on this machine; use cpu",
         )
     if dev.type == "mps" and not _mps_available():
-        raise ValueError(
-            f"{name}: 'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()"
+        raise ParamError(
+            name,
+            "'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()",
+            cli="'mps' requested but Apple MPS is not available; use cpu",
         )
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"{name}: {str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")
+        raise ParamError(name, f"{str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")
     return dev
 
 

@@ -11,19 +11,25 @@ world of one and needs no process group at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
+from .sharding import STRATEGIES, gradient_sync, shard_model
 
 __all__ = [
     "DistEnv",
     "DistributedMeter",
+    "Replicas",
     "env_ranks",
     "free_port",
     "is_main_process",
@@ -58,6 +64,78 @@ class DistEnv:
     def is_main(self) -> bool:
         """Rank 0: the one process that logs and writes checkpoints."""
         return self.rank == 0
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """How this process trains next to the others: the DDP switches, decided once (``10_ddp``).
+
+    :func:`d2lopt.fit` takes it as ``replicas=`` and runs the same loop on one process and
+    on N ranks (as nanoGPT's ``train.py`` does). The default is a world of one, where every
+    switch is a no-op: no wrapper, no ``no_sync``, this process logs and writes, the meter's
+    all-reduce is skipped. :meth:`of` describes one rank of a torchrun job (the ``DistEnv``
+    of :func:`setup`); the DDP program ``python -m d2lopt.ddp`` builds it from its flags.
+
+    Attributes:
+        strategy: ``'ddp'`` (every rank holds the whole model) or ``'fsdp'`` (each rank 1/N).
+        accumulate: micro-batches per optimizer step; all but the last skip the gradient
+            collective (``no_sync``).
+        verbose: rank 0 prints progress lines (the DDP program's log).
+        crash_at_step: fault injection for tests: SIGKILL this process after this global step.
+        run_id, restarts: torchrun's job id and restart count, recorded in checkpoints.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None  # None: config.device
+    distributed: bool = False  # a process group exists: collectives run
+    strategy: str = "ddp"
+    accumulate: int = 1
+    bucket_cap_mb: float = 25.0
+    verbose: bool = False
+    crash_at_step: int | None = None
+    run_id: str | None = None
+    restarts: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.strategy == "fsdp" and not self.distributed:
+            raise ValueError("strategy: fsdp shards over a process group; launch with torchrun")
+        if not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise ValueError(f"accumulate: must be an int >= 1, got {self.accumulate!r}")
+
+    @classmethod
+    def of(cls, env: DistEnv, **switches: Any) -> Replicas:
+        """This rank of ``env``, with the program's switches (strategy, accumulate, ...)."""
+        return cls(env.rank, env.world_size, env.device, env.distributed, **switches)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that logs and writes checkpoints and metrics."""
+        return self.rank == 0
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        """What the loop calls: the net itself, a DDP wrapper, or the net sharded in place."""
+        if self.strategy == "fsdp":  # every parameter becomes this rank's shard
+            return shard_model(net)
+        if not self.distributed:
+            return net
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # DDP broadcasts rank 0's weights, then all-reduces every gradient in buckets; the
+        # article's device_ids=[rank] fails on CPU: a CPU module takes no device ids
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(net, device_ids=ids, bucket_cap_mb=self.bucket_cap_mb)
+
+    def gradient_sync(self, model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+        """``no_sync`` on all but the last micro-batch (a null context on one process)."""
+        return gradient_sync(model, self.strategy if self.distributed else "", sync)
+
+    def log(self, *line: object) -> None:
+        """Print on rank 0 only, unless quiet (the article's script printed on every rank)."""
+        if self.verbose:
+            log0(*line)  # rank 0 only: N ranks printing the same line, in any order, is noise
 
 
 def _env_int(name: str) -> int | None:
@@ -216,7 +294,9 @@ class DistributedMeter:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"DistributedMeter(n): n must be a positive int, got {n!r}")
         self.device = torch.device(device)
-        self.sums = torch.zeros(n, dtype=torch.float64, device=self.device)
+        # MPS has no float64; fp32 sums of per-batch sums are accurate enough there
+        self.dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self.sums = torch.zeros(n, dtype=self.dtype, device=self.device)
 
     def add(self, *values: torch.Tensor | float | int) -> None:
         """Add one value per quantity; tensors stay on the device (no host sync)."""
@@ -229,7 +309,7 @@ class DistributedMeter:
 
     def load(self, values: Sequence[float]) -> None:
         """Start from ``values`` (a resumed epoch's global sums: load them on one rank only)."""
-        self.sums = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        self.sums = torch.tensor(list(values), dtype=self.dtype, device=self.device)
 
     def reset(self) -> None:
         self.sums.zero_()

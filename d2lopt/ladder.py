@@ -25,7 +25,6 @@ Nothing is assumed: a rung the hardware cannot use is *skipped* with the reason.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import gc
@@ -46,7 +45,9 @@ import torch
 from .bench import measure_loaders, run_pass, sweep_loaders
 from .compare import Comparison, Sweep, compare, compare_many, ratio_interval
 from .config import TrainConfig
+from .data import notice_once
 from .devices import resolve_device, synchronize
+from .errors import ParamError
 from .ladder_report import (
     PEERS,
     check_targets,
@@ -75,7 +76,6 @@ from .ladder_runs import (
     run_rung,
     train_step,
 )
-from .train import notice_once
 from .tuning import default_workers
 from .verdict import HOLDS
 
@@ -93,7 +93,6 @@ __all__ = [
     "save_outputs",
     "load_user_data",
     "load_user_model",
-    "add_command",
 ]
 
 KEPT = MEASURED  # a kept rung is measured in the final rounds
@@ -150,36 +149,39 @@ class LadderSettings:
                 and value is not None
                 and (isinstance(value, bool) or not isinstance(value, int))
             ):
-                raise ValueError(f"{f.name}: must be an int, got {value!r}")
+                raise ParamError(f.name, f"must be an int, got {value!r}")
         for name in ("n_train", "n_test", "batch_size", "epochs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ParamError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.decide_batches is not None and self.decide_batches < 1:
-            raise ValueError(f"decide_batches: must be >= 1 or None, got {self.decide_batches}")
+            raise ParamError("decide_batches", f"must be >= 1 or None, got {self.decide_batches}")
         if self.max_rounds < 2:
-            raise ValueError(
-                f"max_rounds: must be >= 2 (a ratio needs pairs), got {self.max_rounds}"
+            raise ParamError(
+                "max_rounds", f"must be >= 2 (a ratio needs pairs), got {self.max_rounds}"
             )
         for name in ("warmup", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.image_size < 8:
-            raise ValueError(f"image_size: must be >= 8 (the CNN pools 3x), got {self.image_size}")
+            raise ParamError(
+                "image_size", f"must be >= 8 (the CNN pools 3x), got {self.image_size}"
+            )
         if self.dataset is None and self.batch_size > self.n_train:
-            raise ValueError(
-                f"batch_size: {self.batch_size} exceeds n_train={self.n_train}; use a smaller "
-                "batch or more training images"
+            raise ParamError(
+                "batch_size",
+                f"{self.batch_size} exceeds n_train={self.n_train}; use a smaller "
+                "batch or more training images",
             )
         if self.dataset is None and self.n_test > 10_000:
-            raise ValueError(f"n_test: the test split has 10000 images, got {self.n_test}")
+            raise ParamError("n_test", f"the test split has 10000 images, got {self.n_test}")
         for name in ("lr", "max_seconds", "decide_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name}: must be a number > 0, got {value!r}")
+                raise ParamError(name, f"must be a number > 0, got {value!r}")
         if not 0 <= self.min_effect < 1:
-            raise ValueError(f"min_effect: must be in [0, 1), got {self.min_effect!r}")
+            raise ParamError("min_effect", f"must be in [0, 1), got {self.min_effect!r}")
         if not 0.5 <= self.confidence < 1:
-            raise ValueError(f"confidence: must be in [0.5, 1), got {self.confidence!r}")
+            raise ParamError("confidence", f"must be in [0.5, 1), got {self.confidence!r}")
 
     @classmethod
     def preset(cls, quick: bool = False, device: str = "auto", **overrides: Any) -> LadderSettings:
@@ -775,125 +777,3 @@ def run_ladder(
     if out_dir is not None:
         save_outputs(result, out_dir)
     return result
-
-
-# ------------------------------------------------------------------------------ CLI
-_FLAGS = {
-    "n_train": "--n-train",
-    "n_test": "--n-test",
-    "image_size": "--image-size",
-    "batch_size": "--batch-size",
-    "epochs": "--epochs",
-    "warmup": "--warmup",
-    "max_rounds": "--rounds",
-    "max_seconds": "--max-seconds",
-    "decide_seconds": "--decide-seconds",
-}
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``d2lopt ladder``."""
-    from .cli import non_negative_int, positive_float, positive_int
-
-    p = sub.add_parser(
-        "ladder",
-        help="measure every optimization on this machine, rung by rung, against peers",
-        description="Climb the optimization ladder on the standard workload (JPEGs on disk, "
-        "decode + augmentation, the course CNN) or on yours (--dataset, --model): each rung "
-        "is kept only when it is faster than the best so far with an interval above 1 + 5%. "
-        "Then the kept rungs, the compute ceiling and the d2l and Lightning loops run whole "
-        "in the same paired rounds.",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="CI-sized run (under two minutes on 2 CPU cores)"
-    )
-    p.add_argument(
-        "--out",
-        default="runs/ladder",
-        help="folder for ladder.json, ladder.md, ladder.png (default: %(default)s)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--compile", action="store_true", help="also try the torch.compile rung")
-    w = p.add_argument_group("your workload (default: the standard JPEG folder and CNN)")
-    w.add_argument(
-        "--dataset",
-        metavar="MODULE:ATTR",
-        default=None,
-        help="a map-style Dataset, or a zero-argument function returning one or a (train, "
-        "test) pair; a single set gets a seeded 10%% held out (the current folder is importable)",
-    )
-    w.add_argument(
-        "--model",
-        metavar="MODULE:ATTR",
-        default=None,
-        help="a zero-argument function or class building an nn.Module that classifies the "
-        "data's batches (cross-entropy)",
-    )
-    g = p.add_argument_group("sizes (default: scaled to --quick and the device)")
-    sizes = {
-        "--n-train": "training images (with --dataset: a seeded subset of at most this many "
-        "samples; the ladder measures speed, not accuracy)",
-        "--n-test": "test images (with --dataset: at most this many)",
-        "--image-size": "side of the standard JPEGs",
-        "--batch-size": "samples per batch",
-        "--epochs": "epochs per run",
-    }
-    for flag, text in sizes.items():
-        g.add_argument(flag, type=positive_int, default=None, help=text)
-    b = p.add_argument_group("measurement (default: scaled to --quick and the device)")
-    b.add_argument(
-        "--max-seconds",
-        type=positive_float,
-        default=None,
-        help="budget of the final paired rounds (kept rungs, ceiling, peers)",
-    )
-    b.add_argument(
-        "--decide-seconds",
-        type=positive_float,
-        default=None,
-        help="budget of each rung's comparison with the best rung so far",
-    )
-    b.add_argument("--rounds", type=positive_int, default=None, help="at most this many rounds")
-    b.add_argument("--warmup", type=non_negative_int, default=None, help="untimed runs first")
-    g.add_argument("--seed", type=non_negative_int, default=0)
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="where the JPEG folders are written (default: the d2lopt data cache)",
-    )
-    p.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from .cli import UsageError, writable_dir
-
-    if args.rounds == 1:
-        raise ValueError("--rounds: must be >= 2: a ratio needs paired rounds")
-    try:
-        settings = LadderSettings.preset(
-            args.quick,
-            args.device,
-            compile=args.compile,
-            seed=args.seed,
-            data_dir=args.data_dir,
-            dataset=args.dataset,
-            model=args.model,
-            max_rounds=args.rounds,
-            **{k: getattr(args, k) for k in _FLAGS if k != "max_rounds"},
-        )
-    except ValueError as exc:
-        field_name, _, problem = str(exc).partition(": ")
-        flag = _FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
-        raise ValueError(f"{flag}: {problem}") from None
-    if args.dataset is not None or args.model is not None:
-        Workload(settings)  # bad imports, types and batches: named before anything is written
-    try:
-        out = writable_dir(args.out)
-    except UsageError as exc:  # as ValueError main() catches it under `python -m d2lopt.cli` too
-        raise ValueError(str(exc)) from None
-    result = run_ladder(settings, out_dir=out)
-    print(format_table(result))
-    for t in result["targets"]:
-        print(f"target: {t['target']}: {t['text']} ({describe_target(t)})")
-    print(f"saved {out / 'ladder.json'}, ladder.md, ladder.png ({result['elapsed_s']:.0f} s)")
-    return 0

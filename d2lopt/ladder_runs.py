@@ -33,6 +33,7 @@ from .article import article_evaluate_loss, article_train_epoch
 from .config import TrainConfig
 from .data import EpochRandomSampler
 from .devices import resolve_device, synchronize
+from .errors import ParamError
 from .input_pipelines import (
     DeviceAugmentLoader,
     GpuDecodeLoader,
@@ -40,6 +41,7 @@ from .input_pipelines import (
     decode_images,
     read_encoded,
 )
+from .loop import TrainStep, place
 from .models import cnn, init_weights
 from .precision import autocast_ctx, grad_scaler
 from .train import fit, make_loader
@@ -80,23 +82,24 @@ class Rung:
 
 
 # ------------------------------------------------------------------------------ your data
-def _resolve(spec: Any, flag: str) -> Any:
-    """``MODULE:ATTR`` -> the object (``pkgutil.resolve_name``), errors naming ``flag``."""
+def _resolve(spec: Any, param: str) -> Any:
+    """``MODULE:ATTR`` -> the object (``pkgutil.resolve_name``), errors naming ``param``."""
     if not isinstance(spec, str) or ":" not in spec or spec.startswith(":") or spec.endswith(":"):
-        raise ValueError(f"{flag}: expected MODULE:ATTR such as mydata:train_set, got {spec!r}")
+        raise ParamError(param, f"expected MODULE:ATTR such as mydata:train_set, got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
     try:
         return pkgutil.resolve_name(spec)
     except ImportError as exc:
-        raise ValueError(
-            f"{flag}: cannot import {spec.partition(':')[0]!r} ({exc}); run from the folder "
-            "that holds it or install its package"
+        raise ParamError(
+            param,
+            f"cannot import {spec.partition(':')[0]!r} ({exc}); run from the folder "
+            "that holds it or install its package",
         ) from None
     except AttributeError as exc:
-        raise ValueError(f"{flag}: {spec!r} does not exist ({exc})") from None
+        raise ParamError(param, f"{spec!r} does not exist ({exc})") from None
     except ValueError:
-        raise ValueError(f"{flag}: {spec!r} is not an import path of Python names") from None
+        raise ParamError(param, f"{spec!r} is not an import path of Python names") from None
 
 
 def _is_map_dataset(obj: Any) -> bool:
@@ -114,33 +117,34 @@ def load_user_data(spec: str, seed: int = 0) -> tuple[Dataset, Dataset, str]:
     ``(train, test)`` pair. A single data set is split with a seeded 10 % held out for
     evaluation. Errors name ``--dataset`` and say what to point it at.
     """
-    obj = _resolve(spec, "--dataset")
+    obj = _resolve(spec, "dataset")
     if callable(obj) and not _is_map_dataset(obj):
         try:
             obj = obj()
         except Exception as exc:  # the learner's factory: report it as a bad --dataset value
-            raise ValueError(
-                f"--dataset: calling {spec}() raised {type(exc).__name__}: {exc}"
+            raise ParamError(
+                "dataset", f"calling {spec}() raised {type(exc).__name__}: {exc}"
             ) from None
     if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(map(_is_map_dataset, obj)):
         train, test = obj
         how = "its own (train, test) pair"
     elif _is_map_dataset(obj):
         if len(obj) < 2:
-            raise ValueError(f"--dataset: {spec} has {len(obj)} sample(s); need at least 2")
+            raise ParamError("dataset", f"{spec} has {len(obj)} sample(s); need at least 2")
         held = max(1, round(0.1 * len(obj)))
         train, test = random_split(
             obj, [len(obj) - held, held], generator=torch.Generator().manual_seed(seed)
         )
         how = f"a seeded 10% held out ({held} of {len(obj)} samples)"
     else:
-        raise ValueError(
-            f"--dataset: {spec} gives a {type(obj).__name__}, not a map-style Dataset; point it "
-            "at a Dataset, or a zero-argument function returning one or a (train, test) pair"
+        raise ParamError(
+            "dataset",
+            f"{spec} gives a {type(obj).__name__}, not a map-style Dataset; point it "
+            "at a Dataset, or a zero-argument function returning one or a (train, test) pair",
         )
     for part, ds in (("train", train), ("test", test)):
         if len(ds) == 0:
-            raise ValueError(f"--dataset: the {part} set of {spec} is empty")
+            raise ParamError("dataset", f"the {part} set of {spec} is empty")
     return train, test, how
 
 
@@ -150,26 +154,27 @@ def load_user_model(spec: str) -> Callable[[], nn.Module]:
     Every rung starts from the same fresh weights, so the flag names a function or class
     that *builds* the model, not a model instance.
     """
-    obj = _resolve(spec, "--model")
+    obj = _resolve(spec, "model")
     if isinstance(obj, nn.Module):
-        raise ValueError(
-            f"--model: {spec} is a model instance; point it at a zero-argument function or "
-            "class that builds one (every rung starts from the same fresh weights)"
+        raise ParamError(
+            "model",
+            f"{spec} is a model instance; point it at a zero-argument function or "
+            "class that builds one (every rung starts from the same fresh weights)",
         )
     if not callable(obj):
-        raise ValueError(
-            f"--model: {spec} is a {type(obj).__name__}, not a function building a model"
+        raise ParamError(
+            "model", f"{spec} is a {type(obj).__name__}, not a function building a model"
         )
 
     def build() -> nn.Module:
         try:
             net = obj()
         except Exception as exc:
-            raise ValueError(
-                f"--model: calling {spec}() raised {type(exc).__name__}: {exc}"
+            raise ParamError(
+                "model", f"calling {spec}() raised {type(exc).__name__}: {exc}"
             ) from None
         if not isinstance(net, nn.Module):
-            raise ValueError(f"--model: {spec}() returned a {type(net).__name__}, not an nn.Module")
+            raise ParamError("model", f"{spec}() returned a {type(net).__name__}, not an nn.Module")
         return net
 
     build()  # fail now, naming the flag, not in the middle of the ladder
@@ -214,18 +219,20 @@ class Workload:
 
     def _check_batches(self) -> tuple[int, ...]:
         """Fail early, naming the flag, when the model cannot train on the data's batches."""
-        flag = "--dataset" if self.s.dataset else "--model"
+        param = "dataset" if self.s.dataset else "model"
         try:
             X, y = default_collate([self.train_set[i] for i in range(min(2, len(self.train_set)))])
         except Exception as exc:
-            raise ValueError(
-                f"--dataset: samples must be (input, class index) pairs that default_collate "
-                f"can batch ({type(exc).__name__}: {exc})"
+            raise ParamError(
+                "dataset",
+                f"samples must be (input, class index) pairs that default_collate "
+                f"can batch ({type(exc).__name__}: {exc})",
             ) from None
         if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
-            raise ValueError(
-                f"{flag}: labels must be integer class indices (the ladder trains with "
-                f"cross-entropy), got {getattr(y, 'dtype', type(y).__name__)}"
+            raise ParamError(
+                param,
+                f"labels must be integer class indices (the ladder trains with "
+                f"cross-entropy), got {getattr(y, 'dtype', type(y).__name__)}",
             )
         try:
             with torch.no_grad():
@@ -233,9 +240,10 @@ class Workload:
                 nn.functional.cross_entropy(out, y)
         except Exception as exc:
             what = f"{self.s.model or 'the course CNN'}"
-            raise ValueError(
-                f"--model: {what} does not accept the data's batches (X {tuple(X.shape)}, "
-                f"y {tuple(y.shape)}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            raise ParamError(
+                "model",
+                f"{what} does not accept the data's batches (X {tuple(X.shape)}, "
+                f"y {tuple(y.shape)}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
             ) from None
         return tuple(X.shape[1:])
 
@@ -432,27 +440,11 @@ Step = Callable[[torch.Tensor, torch.Tensor], None]
 def train_step(net: nn.Module, config: TrainConfig) -> Step:
     """The step of :func:`d2lopt.fit` without the loader: what the decision passes run."""
     device = config.torch_device
-    net.to(device).train()
-    if config.channels_last:
-        net.to(memory_format=torch.channels_last)
+    place(net, config, device).train()  # once, in the memory format the rung asks for
     model = torch.compile(net) if config.compile else net
     criterion = nn.CrossEntropyLoss(reduction="none")
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
-    autocast, scaler = autocast_ctx(device, config.amp), grad_scaler(device, config.amp)
-    nb = config.non_blocking
-
-    def step(X: torch.Tensor, y: torch.Tensor) -> None:
-        X, y = X.to(device, non_blocking=nb), y.to(device, non_blocking=nb)
-        if config.channels_last:
-            X = X.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            loss = criterion(model(X), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss.mean()).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    return step
+    return TrainStep(model, criterion, optimizer, config, device)  # fit's own step object
 
 
 def _article_loop(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .compare import Comparison, Sweep
-from .train import notice_once
+from .data import notice_once
 from .verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 T = TypeVar("T")

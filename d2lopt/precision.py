@@ -15,7 +15,9 @@ from typing import Literal
 
 import torch
 
+from .config import AMP_MODES  # defined with TrainConfig.amp, its one definition
 from .devices import as_device
+from .errors import ParamError
 
 __all__ = [
     "AmpMode",
@@ -28,13 +30,12 @@ __all__ = [
 ]
 
 AmpMode = Literal["off", "bf16", "fp16"]
-AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
 
 
 def amp_dtype(amp: str) -> torch.dtype | None:
     """``'bf16'`` -> ``torch.bfloat16``, ``'fp16'`` -> ``torch.float16``, ``'off'`` -> None."""
     if amp not in AMP_MODES:
-        raise ValueError(f"amp: must be one of {AMP_MODES}, got {amp!r}")
+        raise ParamError("amp", f"must be one of {AMP_MODES}, got {amp!r}")
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
@@ -52,9 +53,11 @@ def check_amp(device: torch.device | str, amp: str) -> None:
         with torch.cuda.device(device):  # is_bf16_supported asks the *current* device
             runs = torch.cuda.is_bf16_supported(including_emulation=True)
         if not runs:
-            raise ValueError(
-                f"amp: 'bf16' cannot run on {torch.cuda.get_device_name(device)}; "
-                "use amp='fp16' (with its GradScaler) or amp='off'"
+            gpu = torch.cuda.get_device_name(device)
+            raise ParamError(
+                "amp",
+                f"'bf16' cannot run on {gpu}; use amp='fp16' (with its GradScaler) or amp='off'",
+                cli=f"bf16 cannot run on {gpu}; use --amp fp16 (with its GradScaler) or --amp off",
             )
 
 

@@ -3,18 +3,16 @@
 ``fit`` is the loop the course builds up: device and precision are decided once, then the
 same lines run on CPU, CUDA and MPS. It checkpoints atomically, turns SIGINT/SIGTERM into
 "save and stop", resumes bit-for-bit (same sample order, same RNG streams), logs to
-TensorBoard and returns the per-epoch history.
+TensorBoard and returns the per-epoch history. The same loop trains one rank of a torchrun
+job: ``replicas=`` carries the DDP switches, decided once (``10_ddp``), and the DDP program
+``python -m d2lopt.ddp`` calls ``fit``. Its phases live in :mod:`d2lopt.loop`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import json
-import math
 import os
 import signal
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -25,29 +23,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
-from .data import EpochRandomSampler, seed_worker
-from .faults import iterate
-from .metrics import DeviceAccumulator, evaluate
-from .precision import autocast_ctx, grad_scaler
-from .timing import Timer
+from .data import EpochRandomSampler, notice_once, seed_worker
+from .distributed import Replicas
+from .errors import ParamError
+from .loop import Loop, _len, _num_samples
 
-__all__ = ["fit", "make_loader", "TrainingInterrupted", "notice_once", "CHECKPOINT_NAME"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-# config fields that must match when resuming: changing them mid-run changes the experiment
-_RESUME_MUST_MATCH = ("batch_size", "lr", "momentum", "amp", "seed", "channels_last")
-_CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "epoch", "step", "train_sums", "history",
-                    "rng", "epoch_rng", "loader_rng", "train_samples", "config")  # fmt: skip
-_noticed: set[str] = set()
-
-
-def notice_once(key: str, message: str) -> None:
-    """Print one line to stderr the first time ``key`` is seen in this process."""
-    if key not in _noticed:
-        _noticed.add(key)
-        print(f"d2lopt: {message}", file=sys.stderr)
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainingInterrupted",
+    "fit",
+    "make_loader",
+    "notice_once",
+    "pin_memory_for",
+]
 
 
 class TrainingInterrupted(Exception):
@@ -74,10 +64,7 @@ def make_loader(dataset: Dataset, config: TrainConfig, *, train: bool) -> DataLo
             f"dataset: expected a map-style Dataset with __getitem__ and __len__, "
             f"got {type(dataset).__name__}"
         )
-    device = config.torch_device
-    pin = config.pin_memory and device.type == "cuda"
-    if config.pin_memory and not pin:
-        notice_once("pin", f"pin_memory needs CUDA; running without it on {device.type}")
+    pin = pin_memory_for(config.pin_memory, config.torch_device)
     workers = config.num_workers
     return DataLoader(
         dataset,
@@ -90,6 +77,18 @@ def make_loader(dataset: Dataset, config: TrainConfig, *, train: bool) -> DataLo
         worker_init_fn=seed_worker if workers else None,
         generator=torch.Generator().manual_seed(config.seed),
     )
+
+
+def pin_memory_for(requested: bool, device: torch.device, *, announce: bool = True) -> bool:
+    """``pin_memory`` for a loader feeding ``device``: page-locked memory only helps CUDA copies.
+
+    Elsewhere d2lopt says so once (``announce``) instead of letting PyTorch warn on every
+    loader. The one place this is decided for ``make_loader`` and the DDP program.
+    """
+    pin = requested and device.type == "cuda"
+    if requested and not pin and announce:
+        notice_once("pin", f"pin_memory needs CUDA; running without it on {device.type}")
+    return pin
 
 
 @contextlib.contextmanager
@@ -131,45 +130,14 @@ def _stop_on_signals(enabled: bool) -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _skip(batches: Iterator, n: int) -> None:
-    for _ in itertools.islice(batches, n):
-        pass
-
-
-def _until_failure_after(signals: list[int], batches: Iterator) -> Iterator:
-    """``batches``, ended early when the loader fails after a stop signal.
-
-    A signal to the whole process group can end DataLoader workers too (SIGTERM; Ctrl-C for
-    workers not forked inside :func:`fit`), and the next fetch then fails; the steps done so
-    far are intact, so ``fit`` still saves them.
-    """
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except RuntimeError:
-            if signals:
-                return
-            raise
-        yield batch
-
-
-def _num_samples(loader: Iterable) -> int | None:
-    try:
-        return len(loader.dataset)  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):  # plain iterables, iterable-style data sets
-        return None
-
-
 def _writable(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise ValueError(
-            f"out_dir: cannot write to {out} ({exc.strerror or exc}); choose a writable folder"
+        raise ParamError(
+            "out_dir", f"cannot write to {out} ({exc.strerror or exc}); choose a writable folder"
         ) from None
     return out
 
@@ -211,28 +179,39 @@ def fit(
     log_dir: str | Path | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    replicas: Replicas | None = None,
+    checkpoint_every: int = 0,
 ) -> list[dict[str, Any]]:
     """Train ``net`` with the article's loop; return one record per epoch.
 
+    The same loop trains one process or one rank of a torchrun job: ``replicas`` carries the
+    DDP switches, decided once (``10_ddp``; the DDP program ``python -m d2lopt.ddp`` builds
+    its data and model, then calls this).
+
     Args:
-        net: the model (moved to ``config.device`` once, here).
+        net: the model (moved to the device once, here; wrapped by ``replicas``).
         train_iter: training batches ``(X, y)``; a sampler with ``set_epoch`` gets it called.
-        test_iter: evaluation batches, or ``None`` to skip evaluation.
+        test_iter: evaluation batches (this rank's shard), or ``None`` to skip evaluation.
         config: hyper-parameters and optimization switches.
         criterion: per-sample loss; default ``CrossEntropyLoss(reduction='none')``.
-        optimizer: default SGD with ``config.lr`` and ``config.momentum``.
+        optimizer: default SGD with ``config.lr`` and ``config.momentum`` (built after
+            ``replicas`` wrapped the net: FSDP replaces its parameters by shards).
         out_dir: receives ``checkpoint.pt`` (every epoch, and on SIGINT/SIGTERM),
-            ``metrics.json`` and TensorBoard events (``out_dir/tb``).
+            ``metrics.json`` and TensorBoard events (``out_dir/tb``); on rank 0 only.
         resume: continue from ``out_dir/checkpoint.pt``.
         log_dir: TensorBoard folder (defaults to ``out_dir/tb``; ``None`` without out_dir).
         progress: show a tqdm bar (``None``: tqdm decides, honouring ``TQDM_DISABLE``).
-        on_epoch_end: called with each epoch's record (live plots).
+        on_epoch_end: called with each epoch's record (live plots), on rank 0.
+        replicas: this process's part in a torchrun job (:class:`~d2lopt.distributed.Replicas`);
+            ``None``: a world of one, where every distributed switch is a no-op.
+        checkpoint_every: also checkpoint every N optimizer steps (0: at epoch ends only).
 
     Returns:
-        ``[{"epoch", "train_loss", "test_loss", "test_acc", "epoch_time", "eval_time",
-        "samples_per_s"}, ...]``; ``test_*`` are ``None`` for epochs without evaluation.
-        ``epoch_time`` and ``samples_per_s`` measure the steps this process trained: after
-        a mid-epoch resume, the rest of that epoch (the loss still covers all of it).
+        ``[{"epoch", "steps", "train_loss", "test_loss", "test_acc", "epoch_time",
+        "eval_time", "samples_per_s", "world_size", "resumed"}, ...]``; ``test_*`` are
+        ``None`` for epochs without evaluation. Losses cover every rank's samples.
+        ``epoch_time`` and ``samples_per_s`` measure the steps this run trained: after a
+        mid-epoch resume, the rest of that epoch (the loss still covers all of it).
 
     Raises:
         TrainingInterrupted: a signal arrived; the checkpoint holds every finished step.
@@ -241,208 +220,92 @@ def fit(
     """
     from tqdm.auto import trange
 
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    _check_fit_args(net, train_iter, test_iter, criterion=criterion, optimizer=optimizer,
-                    out_dir=out_dir, log_dir=log_dir, progress=progress,
-                    on_epoch_end=on_epoch_end)  # fmt: skip
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume: expected True or False, got {resume!r}")
-    if resume and out_dir is None:
-        raise ValueError("resume: needs out_dir, the folder whose checkpoint.pt to continue")
+    replicas = _check_fit(net, train_iter, test_iter, config, replicas, criterion=criterion,
+                          optimizer=optimizer, out_dir=out_dir, log_dir=log_dir,
+                          progress=progress, on_epoch_end=on_epoch_end, resume=resume,
+                          checkpoint_every=checkpoint_every)  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
-    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    if out is not None and not resume and ckpt_path.exists():
-        raise ValueError(
-            f"out_dir: {out} already holds a checkpoint; pass resume=True (--resume) to "
-            "continue it, or choose another out_dir — nothing was overwritten"
-        )
-    if out is not None:
-        _writable(out)  # fail now, not at the first checkpoint an epoch from now
-
-    # ---- decided once: device, memory format, precision ------------------------------------
-    device = config.torch_device
-    nb = config.non_blocking  # async copy: returns at once, overlaps compute (pinned only)
-    if config.pin_memory and device.type != "cuda":
-        notice_once("pin", f"pin_memory needs CUDA; running without it on {device.type}")
-    torch.manual_seed(config.seed)
-    net.to(device)  # C6: the model moves once, not per batch
-    if config.channels_last:
-        net.to(memory_format=torch.channels_last)  # NHWC lets conv kernels skip transposes
-    model = torch.compile(net) if config.compile else net
-    criterion = criterion or nn.CrossEntropyLoss(reduction="none")  # per-sample losses
-    optimizer = optimizer or torch.optim.SGD(
-        net.parameters(), lr=config.lr, momentum=config.momentum
-    )
-    autocast = autocast_ctx(device, config.amp)  # nullcontext when amp='off'
-    scaler = grad_scaler(device, config.amp)  # disabled (a no-op) unless fp16
-    sampler = getattr(train_iter, "sampler", None)
-    loader_gen = getattr(train_iter, "generator", None)
-
-    history: list[dict[str, Any]] = []
-    start_epoch, start_step, state = 0, 0, None
-    if resume:
-        # RNG states must come back as CPU tensors; load_state_dict copies to the device
-        state = load_checkpoint(ckpt_path, map_location="cpu")
-        _check_resume(state, ckpt_path, config, _num_samples(train_iter))
-        try:
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            why = " ".join(str(exc).split())[:160]
-            raise ValueError(
-                f"resume: the model/optimizer in {ckpt_path} do not fit this net ({why}); "
-                "train the same architecture (same --model) or choose a new out_dir"
-            ) from None
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, start_step, history = state["epoch"], state["step"], state["history"]
-    epoch_rng = None  # RNG states when this epoch's loader iterator was created
-
-    def checkpoint(epoch: int, step: int, sums: list[float], rng: dict | None = None) -> None:
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "step": step,
-                "train_sums": sums, "history": history,
-                "rng": rng if rng is not None else rng_state(),
-                "epoch_rng": epoch_rng if step else None,
-                "loader_rng": loader_gen.get_state() if loader_gen is not None else None,
-                "train_samples": _num_samples(train_iter), "config": config.to_dict(),
-            })  # fmt: skip
-
-    writer = None
-    if log_dir is not None or out is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(log_dir if log_dir is not None else out / "tb"))
-    timer, eval_timer = Timer(device), Timer(device)
-    train_sums = DeviceAccumulator(2, device)  # loss sum, samples: summed on device, no sync
-    batches = eval_batches = None  # closed in `finally`: an error stops their workers at once
-
+    loop = Loop(net, train_iter, config, criterion=criterion, optimizer=optimizer, out=out,
+                replicas=replicas, checkpoint_every=checkpoint_every)  # fmt: skip
+    if resume:  # RNG states must come back as CPU tensors; load_state_dict copies to the device
+        state = load_checkpoint(loop.ckpt_path, map_location="cpu")
+        check_resume(state, loop.ckpt_path, config, _num_samples(train_iter),
+                     world_size=replicas.world_size, accumulate=replicas.accumulate,
+                     strategy=replicas.strategy)  # fmt: skip
+        loop.restore(state)
+    writer = _writer(log_dir, out) if replicas.is_main else None
+    if progress is None:  # tqdm.notebook ignores TQDM_DISABLE: read it here, for both
+        progress = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
     try:
-        with _stop_on_signals(out is not None) as signals:
-            if progress is None:  # tqdm.notebook ignores TQDM_DISABLE: read it here, for both
-                progress = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
-            bar = trange(start_epoch, config.num_epochs, desc="epoch", disable=not progress)
-            for epoch in bar:
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)  # new, reproducible order each epoch
-                if loader_gen is not None:
-                    loader_gen.manual_seed(config.seed + epoch)  # reproducible worker seeds
-                resumed_mid_epoch = epoch == start_epoch and start_step > 0
-                if epoch == start_epoch and state is not None:
-                    # the RNGs as the interrupted run had them when it created this iterator
-                    set_rng_state(state["epoch_rng"] if resumed_mid_epoch else state["rng"])
-                if ckpt_path is not None:
-                    epoch_rng = rng_state()  # samplers and worker seeds draw from it in iter()
-                train_sums.reset()
-                net.train()
-                timer.start()
-                batches = iterate(train_iter)  # a loader failure: clear error, workers stopped
-                step, resumed_samples = 0, 0.0
-                if resumed_mid_epoch:
-                    _skip(batches, start_step)  # same order: replay the sampler, skip done steps
-                    step = start_step
-                    train_sums.load_state(state["train_sums"])
-                    resumed_samples = state["train_sums"][1]  # trained before the interruption
-                    set_rng_state(state["rng"])
-                    if loader_gen is not None and state["loader_rng"] is not None:
-                        loader_gen.set_state(state["loader_rng"])
-                    timer.start()  # the speed of this process's steps: not the replayed skip
-                for X, y in _until_failure_after(signals, batches):
-                    X = X.to(device, non_blocking=nb)
-                    if config.channels_last:
-                        X = X.contiguous(memory_format=torch.channels_last)
-                    y = y.to(device, non_blocking=nb)
-                    with autocast:  # fp32 weights, low-precision matmuls/convs
-                        loss = criterion(model(X), y)
-                    optimizer.zero_grad(set_to_none=True)  # drop grads instead of a memset
-                    scaler.scale(loss.mean()).backward()  # scale() is identity unless fp16
-                    scaler.step(optimizer)
-                    scaler.update()
-                    train_sums.add(loss.detach().float().sum(), y.shape[0])  # no host sync
-                    step += 1
-                    if signals:
-                        break
+        # signals stop one process; N ranks stopping at different steps would deadlock
+        with _stop_on_signals(out is not None and not replicas.distributed) as signals:
+            epochs = trange(loop.start_epoch, config.num_epochs, desc="epoch",
+                            disable=not (progress and replicas.is_main))  # fmt: skip
+            for epoch in epochs:
+                steps = loop.run_epoch(epoch, signals)
                 if signals:  # a signal arrived: save this exact point and stop
                     # no step yet: this epoch restarts from its start, with its start's RNGs
-                    checkpoint(epoch, step, train_sums.values(), None if step else epoch_rng)
-                    raise TrainingInterrupted(signals[0], ckpt_path)
-                epoch_time = timer.stop()
-                loss_sum, seen = train_sums.values()  # the epoch's one training-side sync
-                # after a mid-epoch resume, the loss covers the whole epoch but the time only
-                # this process's part: divide by the samples trained in that time
-                trained = seen - resumed_samples
-                record: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "train_loss": loss_sum / seen if seen else math.nan,
-                    "test_loss": None,
-                    "test_acc": None,
-                    "epoch_time": epoch_time,
-                    "eval_time": 0.0,
-                    "samples_per_s": trained / epoch_time if epoch_time > 0 else math.nan,
-                }
+                    rng = None if steps else loop.epoch_rng
+                    loop.checkpoint(epoch, steps, loop.meter.reduced(), rng)
+                    raise TrainingInterrupted(signals[0], loop.ckpt_path)
+                record = loop.end_epoch(epoch, steps)
                 last = epoch + 1 == config.num_epochs
                 if test_iter is not None and ((epoch + 1) % config.eval_every == 0 or last):
-                    eval_timer.start()
-                    eval_batches = iterate(test_iter)
-                    result = evaluate(model, eval_batches, criterion, device)  # C11/C13
-                    record["eval_time"] = eval_timer.stop()
-                    record["test_loss"], record["test_acc"] = result["loss"], result["accuracy"]
-                history.append(record)
-                checkpoint(epoch + 1, 0, [0.0, 0.0])
-                if writer is not None:
-                    for key in ("train_loss", "test_loss", "test_acc", "samples_per_s"):
-                        if record[key] is not None:
-                            writer.add_scalar(key, record[key], epoch + 1)
-                    writer.flush()
-                if out is not None:
-                    _write_metrics(out, config, history)
-                if on_epoch_end is not None:
-                    on_epoch_end(record)
+                    loss, accuracy, seconds = loop.evaluate(test_iter)  # C11/C13
+                    record.update(test_loss=loss, test_acc=accuracy, eval_time=seconds)
+                loop.publish(record, writer, on_epoch_end)
                 if signals and not last:  # arrived during evaluation: the epoch is saved
-                    raise TrainingInterrupted(signals[0], ckpt_path)
+                    raise TrainingInterrupted(signals[0], loop.ckpt_path)
     finally:
-        for loader_batches in (batches, eval_batches):
-            if loader_batches is not None:
-                loader_batches.close()
+        loop.close()
         if writer is not None:
             writer.close()
-    return history
+    return loop.history
 
 
-def _check_resume(
-    state: dict[str, Any], path: Path, config: TrainConfig, samples: int | None
-) -> None:
-    """Refuse a checkpoint that would not continue *this* experiment, naming the fix."""
-    missing = [k for k in _CHECKPOINT_KEYS if k not in state]
-    if missing:
-        raise ValueError(
-            f"resume: {path} lacks {', '.join(missing)} (not written by d2lopt.fit); "
-            "delete it to start over, or choose another out_dir"
+def _check_fit(
+    net: Any, train_iter: Any, test_iter: Any, config: Any, replicas: Any, *, resume: Any,
+    checkpoint_every: Any, **optional: Any,
+) -> Replicas:  # fmt: skip
+    """Every argument of :func:`fit` checked before anything runs; the replicas to use."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    _check_fit_args(net, train_iter, test_iter, **optional)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume: expected True or False, got {resume!r}")
+    if replicas is not None and not isinstance(replicas, Replicas):
+        raise TypeError(
+            f"replicas: expected a d2lopt.distributed.Replicas or None, got "
+            f"{type(replicas).__name__}"
         )
-    for key in _RESUME_MUST_MATCH:
-        if state["config"].get(key) != getattr(config, key):
-            raise ValueError(
-                f"resume: checkpoint was trained with {key}={state['config'].get(key)!r} but "
-                f"config has {key}={getattr(config, key)!r}; use the same value or a new "
-                "out_dir"
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise ParamError("checkpoint_every", f"must be an int >= 0, got {checkpoint_every!r}")
+    replicas = replicas or Replicas()
+    if replicas.accumulate > 1 and _len(train_iter) is None:
+        raise ParamError(
+            "accumulate", "needs a train_iter with len() to find each epoch's last micro-batch"
+        )
+    out_dir = optional["out_dir"]
+    if resume and out_dir is None:
+        raise ParamError("resume", "needs out_dir, the folder whose checkpoint.pt to continue")
+    if out_dir is not None:
+        out = Path(out_dir)
+        if not resume and (out / CHECKPOINT_NAME).exists():
+            raise ParamError(
+                "out_dir",
+                f"{out} already holds a checkpoint; pass resume=True (--resume) to "
+                "continue it, or choose another out_dir — nothing was overwritten",
+                cli=f"{out} already holds a checkpoint; add --resume to continue it, or choose "
+                "another --out (nothing was overwritten)",
             )
-    saved = state["train_samples"]
-    if saved is not None and samples is not None and saved != samples:
-        raise ValueError(
-            f"resume: checkpoint was trained on {saved} samples but train_iter has {samples}; "
-            "use the same training data (--n-train) or a new out_dir"
-        )
-    needed = state["epoch"] + (1 if state["step"] else 0)
-    if needed > config.num_epochs:
-        raise ValueError(
-            f"TrainConfig.num_epochs: the checkpoint in {path.parent} has already trained "
-            f"into epoch {needed}; set num_epochs (--epochs) >= {needed} to continue it"
-        )
+        _writable(out)  # fail now, not at the first checkpoint an epoch from now
+    return replicas
 
 
-def _write_metrics(out: Path, config: TrainConfig, history: list[dict[str, Any]]) -> None:
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps({"config": config.to_dict(), "epochs": history}, indent=2))
-    tmp.replace(out / "metrics.json")
+def _writer(log_dir: str | Path | None, out: Path | None) -> Any:
+    """TensorBoard's writer for ``log_dir`` (default ``out/tb``), or None for neither."""
+    if log_dir is None and out is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir if log_dir is not None else out / "tb"))

@@ -30,6 +30,8 @@ from torch.utils.data import Dataset, IterableDataset
 
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
 from .devices import resolve_device
+from .errors import ParamError, ParamTypeError, UsageError
+from .flags import check_out_dir, writable_dir
 from .loading import build_loader
 
 __all__ = [
@@ -38,11 +40,9 @@ __all__ = [
     "sweep_grid",
     "tune_loader",
     "load_dataset",
-    "add_dataset_flag",
     "dataset_from_flag",
     "standard_dataset",
     "plot_heatmap",
-    "add_command",
 ]
 
 DEFAULT: dict[str, Any] = {"num_workers": 0}  # PyTorch's defaults: the reference setting
@@ -205,44 +205,59 @@ def load_dataset(spec: str) -> Dataset:
         ValueError: malformed spec, module or attribute missing, or the factory failed.
         TypeError: the object is not a map-style data set.
     """
+    try:
+        return _resolve_dataset(spec)
+    except ParamTypeError as exc:  # the plain built-in classes, as notebook 12 shows them
+        raise TypeError(str(exc)) from None
+    except ParamError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _resolve_dataset(spec: str) -> Dataset:
+    """:func:`load_dataset`, raising ParamError("dataset") (a ParamTypeError for a type)."""
     if not isinstance(spec, str):
-        raise TypeError(f"dataset: expected 'module:attr', got {type(spec).__name__}")
+        raise ParamTypeError("dataset", f"expected 'module:attr', got {type(spec).__name__}")
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name.strip() or not attr.strip():
-        raise ValueError(
-            f"dataset: expected 'module:attr' such as 'mydata:train_set' or "
-            f"'mypkg.data:make_dataset', got {spec!r}"
+        raise ParamError(
+            "dataset",
+            f"expected 'module:attr' such as 'mydata:train_set' or "
+            f"'mypkg.data:make_dataset', got {spec!r}",
         )
     try:
         obj: Any = pkgutil.resolve_name(spec)
     except ImportError as exc:
-        raise ValueError(
-            f"dataset: cannot import module {module_name!r} ({exc}); run from the folder that "
-            "holds it or install its package"
+        raise ParamError(
+            "dataset",
+            f"cannot import module {module_name!r} ({exc}); run from the folder that "
+            "holds it or install its package",
         ) from None
     except AttributeError:
-        raise ValueError(f"dataset: module {module_name!r} has no attribute {attr!r}") from None
+        raise ParamError("dataset", f"module {module_name!r} has no attribute {attr!r}") from None
     except ValueError:  # not dotted Python identifiers, e.g. 'my-data:train'
-        raise ValueError(
-            f"dataset: {spec!r} is not an import path; expected 'module:attr' of Python "
-            "identifiers, such as 'mydata:train_set'"
+        raise ParamError(
+            "dataset",
+            f"{spec!r} is not an import path; expected 'module:attr' of Python "
+            "identifiers, such as 'mydata:train_set'",
         ) from None
     if not isinstance(obj, Dataset) and callable(obj):
         try:
             obj = obj()
         except Exception as exc:  # the user's factory: report it as a bad --dataset value
-            raise ValueError(
-                f"dataset: calling {spec} raised {type(exc).__name__}: {exc}"
+            raise ParamError(
+                "dataset", f"calling {spec} raised {type(exc).__name__}: {exc}"
             ) from None
     if isinstance(obj, IterableDataset):
-        raise TypeError(
-            f"dataset: {spec} is an IterableDataset; tune-loader needs a map-style Dataset "
-            "(__len__ and __getitem__), since an unsharded stream repeats in every worker"
+        raise ParamTypeError(
+            "dataset",
+            f"{spec} is an IterableDataset; tune-loader needs a map-style Dataset "
+            "(__len__ and __getitem__), since an unsharded stream repeats in every worker",
         )
     if not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
-        raise TypeError(
-            f"dataset: {spec} is a {type(obj).__name__}, not a Dataset; point to a Dataset "
-            "instance or a zero-argument function that returns one"
+        raise ParamTypeError(
+            "dataset",
+            f"{spec} is a {type(obj).__name__}, not a Dataset; point to a Dataset "
+            "instance or a zero-argument function that returns one",
         )
     return obj
 
@@ -308,124 +323,11 @@ def plot_heatmap(results: LoaderSweep | Iterable[LoaderRun | dict], ax: Any = No
     return ax
 
 
-# ----------------------------------------------------------------------------------- CLI
-def _int_list(minimum: int) -> Callable[[str], list[int]]:
-    def parse(text: str) -> list[int]:
-        try:
-            values = [int(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers such as 0,1,2, got {text!r}"
-            ) from None
-        if not values or min(values) < minimum:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated integers >= {minimum}, got {text!r}"
-            )
-        return values
-
-    return parse
-
-
-def add_dataset_flag(p: argparse.ArgumentParser) -> None:
-    """``--dataset MODULE:ATTR`` (``tune-loader``; ``ladder`` can share it)."""
-    p.add_argument(
-        "--dataset",
-        metavar="MODULE:ATTR",
-        default=None,
-        help="import path of a Dataset or of a zero-argument function returning one, e.g. "
-        "mydata:train_set (the current folder is importable); default: the standard image "
-        "folder",
-    )
-
-
 def dataset_from_flag(spec: str) -> Dataset:
-    """:func:`load_dataset` for ``--dataset``: local modules importable, errors name the flag."""
+    """:func:`load_dataset` for ``--dataset``: the current folder's modules are importable."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
-    try:
-        return load_dataset(spec)
-    except (ValueError, TypeError) as exc:
-        # main() prints "<flag>: <problem>" as one line, exit code 2
-        raise ValueError(f"--dataset: {str(exc).removeprefix('dataset: ')}") from None
-
-
-def add_command(sub: argparse._SubParsersAction) -> None:
-    """Register ``d2lopt tune-loader``."""
-    from .cli import non_negative_int, positive_float, positive_int
-
-    p = sub.add_parser(
-        "tune-loader",
-        help="sweep num_workers/prefetch_factor/persistent_workers/pin_memory for a data set",
-        description="Measure every DataLoader setting on this machine for your Dataset "
-        "(--dataset module:attr) or the course's standard image folder, in paired rounds "
-        "within a time budget; print each setting's interval against PyTorch's defaults "
-        "and the best setting, save a heatmap.",
-    )
-    add_dataset_flag(p)
-    # the positional form of earlier versions: still accepted, with a note (see _run)
-    p.add_argument("old_dataset", nargs="?", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
-    p.add_argument(
-        "--workers",
-        type=_int_list(0),
-        default=None,
-        help="num_workers values, e.g. 0,1,2 (default: 0,1,2,4.. up to the cores)",
-    )
-    p.add_argument(
-        "--prefetch",
-        type=_int_list(1),
-        default=[2, 4],
-        help="prefetch_factor values (default: 2,4)",
-    )
-    p.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=2,
-        help="epochs per pass; >= 2 shows persistent_workers (default: 2)",
-    )
-    p.add_argument(
-        "--max-batches",
-        type=positive_int,
-        default=None,
-        help="batches per epoch (default: as many as fit 8 rounds in --max-seconds)",
-    )
-    p.add_argument(
-        "--max-seconds",
-        type=positive_float,
-        default=60.0,
-        help="time budget of the sweep, warm-up included; it stops earlier once every "
-        "interval is decided and narrow (default: %(default)g)",
-    )
-    p.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=None,
-        help="at most this many paired rounds (default: until decided, or the budget)",
-    )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="where batches are copied: auto, cpu, cuda, mps (default: auto)",
-    )
-    p.add_argument(
-        "--n",
-        type=positive_int,
-        default=1024,
-        help="images in the standard data set (default: %(default)s)",
-    )
-    p.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=64,
-        help="side of the standard images (default: %(default)s)",
-    )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="shuffling seed")
-    p.add_argument(
-        "--out",
-        default="runs/tune-loader",
-        help="folder for tune-loader.json and heatmap.png (default: %(default)s)",
-    )
-    p.set_defaults(run=_run)
+    return _resolve_dataset(spec)  # a bad spec: ParamError("dataset"), named --dataset
 
 
 def standard_dataset(
@@ -439,7 +341,7 @@ def standard_dataset(
     keeps the same class indices as the full training split.
     """
     if size < 8:
-        raise ValueError(f"size: must be >= 8, got {size}")
+        raise ParamError("size", f"must be >= 8, got {size}")
     from torchvision.datasets import ImageFolder
 
     from .data import FASHION_MNIST_CLASSES, data_root, image_transform, write_image_folder
@@ -492,27 +394,24 @@ def _min_effect(sweep: LoaderSweep) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .cli import UsageError, writable_dir
+    """``d2lopt tune-loader`` (flags: :mod:`d2lopt.cli.tune_loader`).
 
-    try:
-        device = resolve_device(args.device)
-    except ValueError as exc:
-        raise ValueError(f"--device: {str(exc).partition(': ')[2]}") from None
+    A bad value raises :class:`~d2lopt.errors.UsageError`, or a ParamError whose parameter
+    the command maps to its flag (``device``, ``dataset``, ``size``: ``--image-size``).
+    """
+    device = resolve_device(args.device)
     if args.rounds is not None and args.rounds < 2:
-        raise ValueError("--rounds: must be >= 2: an interval needs paired rounds")
+        raise UsageError("--rounds: must be >= 2: an interval needs paired rounds")
     cores = default_workers()[-1]
     workers = args.workers if args.workers is not None else default_workers()
     if max(workers) > 4 * cores:
-        raise ValueError(
+        raise UsageError(
             f"--workers: {max(workers)} workers on {cores} cores would thrash; use at most {cores}"
         )
-    try:
-        out = writable_dir(args.out)
-    except UsageError as exc:  # as ValueError main() catches it under `python -m d2lopt.cli` too
-        raise ValueError(str(exc)) from None
+    out = check_out_dir(args.out)  # created once the data set is known to load
     if args.old_dataset is not None:
         if args.dataset is not None:
-            raise ValueError(
+            raise UsageError(
                 f"--dataset: given twice ({args.dataset!r} and {args.old_dataset!r}); "
                 "keep only --dataset"
             )
@@ -526,10 +425,7 @@ def _run(args: argparse.Namespace) -> int:
         dataset = dataset_from_flag(args.dataset)
         name = args.dataset
     else:
-        try:
-            dataset = standard_dataset(args.n, args.image_size)
-        except ValueError as exc:
-            raise ValueError(f"--image-size: {str(exc).partition(': ')[2]}") from None
+        dataset = standard_dataset(args.n, args.image_size)
         name = f"standard image folder ({args.n} JPEGs, {args.image_size}px, decode + augment)"
     pins = (False, True) if device.type == "cuda" else (False,)
     if device.type != "cuda":
@@ -553,9 +449,10 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )  # fmt: skip
     except (TypeError, ValueError, RuntimeError) as exc:  # e.g. samples default_collate rejects
-        raise ValueError(
+        raise UsageError(
             f"--dataset: loading batches failed ({type(exc).__name__}: {exc})"
         ) from None
+    out = writable_dir(out)
     shown = _print_results(sweep, cores, device)
     best = shown["best"]
     c = best.vs_reference

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import d2lopt
 from d2lopt.cli import main
 from d2lopt.data import synthetic_fashion_mnist
 
@@ -110,12 +111,14 @@ CASES = [
     (
         "prefetch-no-workers",
         lambda t: ["train", "--prefetch-factor", "4"],
-        "--prefetch-factor: needs num_workers > 0",
+        "--prefetch-factor: needs --num-workers 1 or more (got 0); add --num-workers N, or "
+        "drop --prefetch-factor",
     ),
     (
         "persistent-no-workers",
         lambda t: ["train", "--persistent-workers"],
-        "--persistent-workers: needs num_workers > 0",
+        "--persistent-workers: needs --num-workers 1 or more (got 0); add --num-workers N, "
+        "or drop --persistent-workers",
     ),
     ("device-unknown", lambda t: ["train", "--device", "tpu"], "--device: unknown device 'tpu'"),
     ("device-index", lambda t: ["train", "--device", "cuda:99"], "--device: 'cuda:99'"),
@@ -137,16 +140,21 @@ CASES = [
     (
         "n-train-too-many",
         lambda t: [*TRAIN, "--n-train", "5000", "--out", str(t / "o")],
-        "--n-train: the training split has 3000 samples, asked for 5000",
+        "--n-train: the training split has 3000 samples, asked for 5000; ask for at most "
+        "3000, or leave the flag out for all of them",
     ),
     ("flag-value-to-switch", lambda t: ["train", "--compile=yes"], "--compile"),
     ("flag-unknown", lambda t: ["train", "--bogus"], "unrecognized arguments: --bogus"),
     (
         "out-under-a-file",
         lambda t: [*TRAIN, "--out", str(_file(t) / "sub")],
-        "--out: cannot write to",
+        "--out: {tmp}/a-file is a file, so {tmp}/a-file/sub cannot be created inside it",
     ),
-    ("out-is-a-file", lambda t: [*TRAIN, "--out", str(_file(t))], "--out: cannot write to"),
+    (
+        "out-is-a-file",
+        lambda t: [*TRAIN, "--out", str(_file(t))],
+        "--out: {tmp}/a-file is a file, not a folder; give a folder path",
+    ),
     (
         "out-holds-a-run",
         lambda t: [*TRAIN, "--out", str(_checkpointed(t, b"x"))],
@@ -177,7 +185,7 @@ CASES = [
 @pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_exit_code_2(argv, expected, tmp_path, capsys) -> None:
     line = _error_line(argv(tmp_path), capsys)
-    assert expected.format(out=tmp_path / "run") in line
+    assert expected.format(out=tmp_path / "run", tmp=tmp_path) in line
 
 
 @pytest.mark.skipif(CUDA, reason="checks the message on a machine without CUDA")
@@ -210,7 +218,7 @@ def test_resume_refuses_a_pickled_object(tmp_path, capsys) -> None:
     ("flags", "expected"),
     [
         (["--lr", "0.1"], "--resume: checkpoint was trained with lr=0.05 but config has lr=0.1"),
-        (["--batch-size", "50"], "--resume: checkpoint was trained with batch_size=100"),
+        (["--batch-size", "50"], "--batch-size: the checkpoint trained 100"),
         (["--model", "cnn"], "--resume: the model/optimizer in"),
         (["--n-train", "2000"], "--resume: checkpoint was trained on 3000 samples"),
         (["--epochs", "1"], "--epochs: the checkpoint in"),
@@ -266,3 +274,88 @@ def test_real_commands_exit_2_with_one_line(tmp_path, data_root) -> None:
         assert len(lines) == 1 and "Traceback" not in err, (cmd, err)
         assert lines[0].startswith("d2lopt") and ": error: " in lines[0], (cmd, err)
         assert out == "", (cmd, out)
+
+
+# ------------------------------------------------------------ messages in the user's terms
+def test_bf16_on_a_gpu_without_it_speaks_in_flags(monkeypatch, capsys) -> None:
+    # a GPU that cannot even emulate bf16 (checked here on any machine: CUDA is faked)
+    import contextlib
+
+    from d2lopt import precision
+
+    monkeypatch.setattr(precision, "as_device", lambda d, name="device": torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla K80")
+    line = _error_line(["train", "--amp", "bf16", "--device", "cpu"], capsys)
+    assert line == (
+        "d2lopt train: error: --amp: bf16 cannot run on Tesla K80; use --amp fp16 "
+        "(with its GradScaler) or --amp off"
+    )
+    with pytest.raises(ValueError, match=r"TrainConfig.amp: 'bf16' cannot run on Tesla K80; "
+                       r"use amp='fp16'"):  # fmt: skip
+        d2lopt.TrainConfig(amp="bf16", device="cpu")  # the Python API keeps its wording
+
+
+def test_offline_real_data_names_the_folder_and_the_flag(tmp_path, monkeypatch, capsys) -> None:
+    from d2lopt import data
+
+    def offline(root, train):
+        raise OSError("no network")
+
+    monkeypatch.setattr(data, "_real_fashion_mnist", offline)
+    monkeypatch.setenv("D2LOPT_DATA", str(tmp_path / "cache"))
+    out = tmp_path / "never-made"
+    line = _error_line(["train", "--data", "real", "--out", str(out)], capsys)
+    raw = tmp_path / "cache" / "data" / "FashionMNIST" / "raw"
+    assert line.startswith("d2lopt train: error: --data: real FashionMNIST could not be downloaded")
+    assert f"copy its idx files into {raw}" in line and line.endswith("or use --data synthetic")
+    assert "source=" not in line
+    assert not out.exists()
+
+
+def test_resume_on_other_data_names_n_train(trained, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    argv = [*TRAIN, "--epochs", "3", "--resume", "--out", str(out), "--n-train", "2000"]
+    line = _error_line(argv, capsys)
+    assert line == (
+        "d2lopt train: error: --resume: checkpoint was trained on 3000 samples, this run has "
+        "2000; use --n-train 3000, or a new --out"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--n-train", "5000"],  # the data check, after the config's
+        ["--prefetch-factor", "4"],  # the config check
+        ["--resume"],  # no checkpoint to continue
+    ],
+    ids=["n-train", "config", "resume"],
+)
+def test_a_refused_run_leaves_no_out_folder(argv, tmp_path, capsys) -> None:
+    out = tmp_path / "a" / "b"
+    _error_line([*TRAIN, "--out", str(out), *argv], capsys)
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
+    # only errors about a parameter the command has a flag for become one line; a
+    # ValueError from a bug, or a ParamError about an internal argument, propagates
+    from d2lopt.cli import train as train_command
+    from d2lopt.errors import ParamError
+
+    def broken(args):
+        raise ParamError("criterion", "a bug in the program, not in the command line")
+
+    monkeypatch.setattr(train_command, "_datasets", broken)
+    with pytest.raises(ParamError, match="criterion"):
+        main(["train", "--out", "unused"])
+
+    def plain(args):
+        raise ValueError("x: looks like a validation message, is a bug")
+
+    monkeypatch.setattr(train_command, "_datasets", plain)
+    with pytest.raises(ValueError, match="is a bug"):
+        main(["train", "--out", "unused"])

@@ -9,6 +9,7 @@ in about a minute on two cores.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from d2lopt import ddp
-from d2lopt.cli import _Parser
+from d2lopt import TrainConfig, ddp, fit, init_weights, mlp, synthetic_fashion_mnist
+from d2lopt.cli import build_parser
 from d2lopt.distributed import (
     DistributedMeter,
+    Replicas,
     env_ranks,
     free_port,
     rank_device,
@@ -104,14 +107,8 @@ def test_n_ranks_batch_b_equal_one_process_batch_nb(one_process: Path, two_ranks
 
 
 def _d2lopt_ddp(argv: list[str]) -> list[str]:
-    """``d2lopt ddp ARGV`` (the sub-command ``ddp.add_command`` registers), in a subprocess."""
-    code = (
-        "import sys; from d2lopt import ddp; from d2lopt.cli import _Parser; "
-        "p = _Parser(prog='d2lopt'); "
-        "ddp.add_command(p.add_subparsers(dest='command', parser_class=_Parser)); "
-        "a = p.parse_args(['ddp', *sys.argv[1:]]); sys.exit(a.run(a))"
-    )
-    return [sys.executable, "-c", code, *argv]
+    """``d2lopt ddp ARGV``, in a subprocess (the installed script runs ``d2lopt.cli``)."""
+    return [sys.executable, "-m", "d2lopt.cli", "ddp", *argv]
 
 
 @pytest.mark.slow
@@ -236,9 +233,7 @@ def test_existing_or_corrupt_checkpoint_is_refused(tmp_path: Path, capsys) -> No
 
 
 def _ddp_command(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="d2lopt")
-    ddp.add_command(parser.add_subparsers(dest="command", parser_class=_Parser))
-    return parser.parse_args(["ddp", *argv])
+    return build_parser().parse_args(["ddp", *argv])
 
 
 def test_d2lopt_ddp_prints_the_torchrun_command(capsys) -> None:
@@ -247,7 +242,8 @@ def test_d2lopt_ddp_prints_the_torchrun_command(capsys) -> None:
     assert args.run(args) == 0
     line = capsys.readouterr().out.strip()
     assert "-m torch.distributed.run --nproc-per-node 2 --nnodes 1" in line
-    assert line.endswith("--standalone -m d2lopt.ddp --epochs 3 --save m.pt")
+    # the program's flags reach torchrun as typed (launch flags removed)
+    assert line.endswith("--standalone -m d2lopt.ddp --epochs 3 --no-pin-memory --save m.pt")
     endpoint = "10.0.0.1:29400"
     multi = _ddp_command(["--nnodes", "1:4", "--rdzv-endpoint", endpoint, "--rdzv-id", "job7",
                           "--max-restarts", "3", "--print-command"])  # fmt: skip
@@ -292,6 +288,52 @@ def test_rank_device_and_backend_follow_the_hardware() -> None:
         assert rank_device(3, "auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="device"):
             rank_device(0, "cuda")
+
+
+def test_the_program_at_world_size_one_is_fit_on_its_data(tmp_path: Path, monkeypatch) -> None:
+    """One loop: the DDP program builds data, model and sampler, then calls fit (issue 12)."""
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):  # a world of one, without torchrun
+        monkeypatch.delenv(name, raising=False)
+    threads = torch.get_num_threads()  # the program sets its threads: keep this process's
+    argv = ["--epochs", "2", "--batch-size", "16", *DATA, "--device", "cpu", "--threads",
+            str(threads), "--save", str(tmp_path / "program.pt")]  # fmt: skip
+    try:
+        assert ddp.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    sets = [synthetic_fashion_mnist(n, seed=s) for n, s in ((256, 0), (64, 1))]
+    train_set, test_set = (TensorDataset(x.float().div_(255), y) for x, y in sets)
+    torch.manual_seed(5)
+    net = mlp()
+    net.apply(init_weights)
+    sampler = DistributedSampler(train_set, num_replicas=1, rank=0, seed=5)
+    config = TrainConfig(num_epochs=2, batch_size=16, seed=5, device="cpu")
+    history = fit(net, DataLoader(train_set, batch_size=16, sampler=sampler),
+                  DataLoader(test_set, batch_size=16), config, progress=False)  # fmt: skip
+    program = _state(tmp_path / "program.pt")
+    assert program.keys() == net.state_dict().keys()
+    for key, value in net.state_dict().items():  # bit for bit: the very same steps ran
+        assert torch.equal(value, program[key]), key
+    assert [r["steps"] for r in history] == [16, 16]  # 256 samples / 16 per step
+
+
+def test_the_program_has_no_training_loop_of_its_own() -> None:
+    # a structural guard next to the test above: the step lives in d2lopt.loop, used by fit
+    source = inspect.getsource(ddp)
+    for call in (".backward(", "optimizer.step(", ".zero_grad("):
+        assert call not in source, f"d2lopt/ddp.py calls {call}: train through d2lopt.fit"
+
+
+def test_replicas_of_one_process_switch_nothing_on() -> None:
+    one = Replicas()
+    net = torch.nn.Linear(2, 1)
+    assert one.is_main and one.wrap(net) is net  # no DDP wrapper without a process group
+    with one.gradient_sync(net, sync=False):  # no no_sync either: a null context
+        pass
+    with pytest.raises(ValueError, match="strategy: fsdp shards over a process group"):
+        Replicas(strategy="fsdp")
+    with pytest.raises(ValueError, match="accumulate"):
+        Replicas(accumulate=0)
 
 
 def test_meter_in_a_world_of_one() -> None:

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-import d2lopt.train as train_mod
+import d2lopt.data as data_mod
 from d2lopt import TrainConfig, cnn, fit, init_weights, make_loader, mlp, synthetic_fashion_mnist
+from d2lopt.distributed import Replicas
 
-TIMING = ("epoch_time", "eval_time", "samples_per_s")
+# what describes the run rather than the training: a resumed run differs only there
+TIMING = ("epoch_time", "eval_time", "samples_per_s", "resumed")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,9 @@ def test_fit_learns_and_reports_every_epoch(datasets) -> None:
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_acc"] > 0.3  # chance is 0.1
-    for r in history:
-        assert r["samples_per_s"] > 0 and r["epoch_time"] > 0
+    for r in history:  # the rate is every training sample of the epoch over the epoch's time
+        assert r["epoch_time"] > 0
+        assert r["samples_per_s"] == pytest.approx(len(datasets[0]) / r["epoch_time"])
         assert math.isfinite(r["test_loss"])
 
 
@@ -112,7 +115,7 @@ def test_amp_bf16_and_channels_last_run_on_cpu(datasets) -> None:
 def test_pin_memory_without_cuda_is_announced_once(datasets, capsys, monkeypatch) -> None:
     if torch.cuda.is_available():
         pytest.skip("checks the CPU-only notice")
-    monkeypatch.setattr(train_mod, "_noticed", set())
+    monkeypatch.setattr(data_mod, "_announced", set())  # notice_once's memory of this process
     cfg = TrainConfig(num_epochs=1, batch_size=256, device="cpu", pin_memory=True)
     loader = make_loader(datasets[0], cfg, train=True)
     assert loader.pin_memory is False
@@ -134,3 +137,24 @@ def test_workers_follow_the_config(datasets) -> None:
 def test_fit_type_checks_its_config(datasets) -> None:
     with pytest.raises(TypeError, match="TrainConfig"):
         fit(mlp(), [], None, {"num_epochs": 1})  # type: ignore[arg-type]
+
+
+def test_accumulating_two_micro_batches_equals_one_batch_of_both(datasets) -> None:
+    # fit's accumulation switch (the DDP program's --accumulate), on one process: two
+    # micro-batches of 8 in sequence, one optimizer step, are one step on the 16 samples
+    sixteen = torch.utils.data.Subset(datasets[0], range(64))
+    results = []
+    for batch, accumulate in ((16, 1), (8, 2)):
+        cfg = TrainConfig(num_epochs=2, batch_size=batch, device="cpu", seed=1)
+        torch.manual_seed(1)
+        net = mlp()
+        net.apply(init_weights)
+        loader = torch.utils.data.DataLoader(sixteen, batch_size=batch)  # the same order
+        history = fit(net, loader, None, cfg, progress=False,
+                      replicas=Replicas(accumulate=accumulate))  # fmt: skip
+        results.append((net.state_dict(), history))
+    (one, one_history), (acc, acc_history) = results
+    for key in one:
+        torch.testing.assert_close(acc[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert [r["steps"] for r in acc_history] == [r["steps"] for r in one_history] == [4, 4]
+    assert acc_history[-1]["train_loss"] == pytest.approx(one_history[-1]["train_loss"])

@@ -1,0 +1,129 @@
+"""``d2lopt ddp``: check the DDP program's flags, then hand them to ``torchrun``.
+
+The launch flags (``--nproc-per-node``, ``--nnodes``, rendezvous) are this command's; every
+other argument is the program's (:func:`d2lopt.flags.add_program_flags`). They are checked
+here, with the program's own parser and :func:`d2lopt.ddp.validate`, so a bad flag fails
+before any process starts; then torchrun (``python -m torch.distributed.run``) runs
+``-m d2lopt.ddp`` with the user's own program arguments, exactly as typed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+
+from ..errors import ParamError, UsageError
+from ..flags import PROGRAM_FLAGS, add_program_flags, non_negative_int, positive_int
+
+
+def _nproc(text: str) -> str:
+    if text in ("auto", "cpu", "gpu"):
+        return text
+    return str(positive_int(text))
+
+
+def _nnodes(text: str) -> str:
+    lo, _, hi = text.partition(":")
+    try:
+        low, high = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, got {text!r}")
+    return text
+
+
+def _add_launch_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("launch (passed to torchrun)")
+    add = g.add_argument
+    # fmt: off
+    add("--nproc-per-node", type=_nproc, default="1",
+        help="processes on this node: N, or gpu/cpu/auto (default: 1)")
+    add("--nnodes", type=_nnodes, default="1",
+        help="nodes: N, or MIN:MAX for an elastic job (default: 1)")
+    add("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (needed for several nodes)")
+    add("--rdzv-id", default="d2lopt", help="job id, the same on every node (default: d2lopt)")
+    add("--local-addr", help="this node's address as the others reach it (torchrun's option)")
+    add("--max-restarts", type=non_negative_int, default=0,
+        help="restarts of the worker group after a failure (default: 0)")
+    add("--print-command", action="store_true", help="print the torchrun command, run nothing")
+    # fmt: on
+
+
+def program_argv(argv: Sequence[str]) -> list[str]:
+    """The program's arguments of ``d2lopt ddp ARGV``: ARGV without the launch flags.
+
+    Example:
+        >>> program_argv(["--nproc-per-node", "2", "--epochs", "3", "--print-command"])
+        ['--epochs', '3']
+    """
+    launch = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_launch_flags(launch)
+    return launch.parse_known_args(list(argv))[1]
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``d2lopt ddp``: validate the flags, then hand over to ``torchrun``."""
+    p = subparsers.add_parser(
+        "ddp",
+        help="data-parallel training on N processes/GPUs, launched by torchrun",
+        description="Validate the flags, then exec torchrun (python -m torch.distributed.run) "
+        "with `-m d2lopt.ddp`. Single node: --nproc-per-node N. Several nodes: the same "
+        "command on every node with --nnodes, --node-rank and --rdzv-endpoint HOST:PORT.",
+        allow_abbrev=False,  # a launch flag is recognised by its full name only
+    )
+    _add_launch_flags(p)
+    add_program_flags(p)
+    parse = p.parse_known_args
+
+    def keep_argv(args=None, namespace=None):
+        # the arguments as typed: torchrun gets the program's part of them, unchanged
+        ns, extras = parse(args, namespace)
+        ns.argv = list(sys.argv[1:] if args is None else args)
+        return ns, extras
+
+    p.parse_known_args = keep_argv  # the sub-command action calls it with ddp's arguments
+    p.set_defaults(run=run, flags=PROGRAM_FLAGS)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..ddp import validate
+    from ..distributed import rank_device, torchrun_command, torchrun_env
+    from ..precision import check_amp
+
+    if args.nnodes != "1" and args.rdzv_endpoint is None:
+        raise UsageError("--rdzv-endpoint: several nodes need HOST:PORT of the rendezvous")
+    if args.rdzv_endpoint is not None and ":" not in args.rdzv_endpoint:
+        raise UsageError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
+    if args.device == "cuda" and args.nproc_per_node.isdigit():
+        gpus = torch.cuda.device_count()  # counts devices without initialising CUDA
+        if int(args.nproc_per_node) > gpus:
+            raise UsageError(
+                f"--nproc-per-node: {args.nproc_per_node} processes but {gpus} GPU(s); "
+                f"use --nproc-per-node {max(gpus, 1)} or --device cpu"
+            )
+    validate(args)  # the last check: it creates --out once everything else holds
+    try:  # this process execs torchrun next: initialising CUDA here costs nothing
+        check_amp(rank_device(0, args.device), args.amp)
+    except ParamError as exc:
+        raise exc.usage(PROGRAM_FLAGS) from None
+    cmd = torchrun_command(
+        "d2lopt.ddp",
+        program_argv(args.argv),
+        nproc_per_node=args.nproc_per_node,
+        nnodes=args.nnodes,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+        max_restarts=args.max_restarts,
+        extra=["--local-addr", args.local_addr] if args.local_addr else (),
+    )
+    if args.print_command:
+        print(shlex.join(cmd))
+        return 0
+    sys.stdout.flush()
+    os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process: signals, exit code

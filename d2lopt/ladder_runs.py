@@ -1,11 +1,11 @@
-"""What one ladder run is: the workload, the loops, and what each run measures.
+"""What one ladder run is: its loop, and the entries the final rounds time.
 
-Taught in ``12_putting_it_together`` (the apparatus of :mod:`d2lopt.ladder`). The workload
-is the standard one (JPEG files decoded and augmented per sample, the course CNN) or the
-learner's (``--dataset``/``--model``). A run builds its loaders, trains ``epochs`` epochs
+Taught in ``12_putting_it_together`` (the apparatus of :mod:`d2lopt.ladder`). A run builds
+its loaders from the workload (:mod:`d2lopt.ladder_workload`), trains ``epochs`` epochs
 with the rung's loop (the article's, :func:`d2lopt.fit`, or a peer's) and evaluates; its
-:class:`RunStats` keep the fixed costs (start-up to the first batch, the first step's extra
-time) apart from the steady state, and the data stalls (time inside ``next()``).
+:class:`~d2lopt.ladder_measures.RunStats` keep the fixed costs (start-up to the first batch,
+the first step's extra time) apart from the steady state, and the data stalls (time inside
+``next()``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import contextlib
 import functools
 import logging
 import math
-import os
-import pkgutil
-import statistics
-import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -27,39 +22,23 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
 
 from .article import article_evaluate_loss, article_train_epoch
 from .config import TrainConfig
-from .data import EpochRandomSampler
-from .devices import resolve_device, synchronize
-from .errors import ParamError
-from .input_pipelines import (
-    DeviceAugmentLoader,
-    GpuDecodeLoader,
-    ThreadLoader,
-    decode_images,
-    read_encoded,
-)
+from .devices import synchronize
+from .ladder_measures import RunStats, Timed
+from .ladder_workload import Workload
 from .loop import TrainStep, place
-from .models import cnn, init_weights
 from .precision import autocast_ctx, grad_scaler
-from .train import fit, make_loader
-from .tuning import standard_dataset
+from .train import fit
 
 __all__ = [
     "Rung",
-    "RunStats",
-    "Workload",
     "d2l_train_ch6",
-    "load_user_data",
-    "load_user_model",
     "loader_label",
     "run_rung",
     "run_ceiling",
     "PEER_RUNS",
-    "PeakMemory",
-    "Timed",
     "train_step",
     "main_process_loading",
 ]
@@ -79,358 +58,6 @@ class Rung:
     status: str = MEASURED
     reason: str = ""
     decision: dict[str, Any] | None = None
-
-
-# ------------------------------------------------------------------------------ your data
-def _resolve(spec: Any, param: str) -> Any:
-    """``MODULE:ATTR`` -> the object (``pkgutil.resolve_name``), errors naming ``param``."""
-    if not isinstance(spec, str) or ":" not in spec or spec.startswith(":") or spec.endswith(":"):
-        raise ParamError(param, f"expected MODULE:ATTR such as mydata:train_set, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
-    try:
-        return pkgutil.resolve_name(spec)
-    except ImportError as exc:
-        raise ParamError(
-            param,
-            f"cannot import {spec.partition(':')[0]!r} ({exc}); run from the folder "
-            "that holds it or install its package",
-        ) from None
-    except AttributeError as exc:
-        raise ParamError(param, f"{spec!r} does not exist ({exc})") from None
-    except ValueError:
-        raise ParamError(param, f"{spec!r} is not an import path of Python names") from None
-
-
-def _is_map_dataset(obj: Any) -> bool:
-    from torch.utils.data import IterableDataset
-
-    if isinstance(obj, (type, tuple, list, IterableDataset)):  # a class is a factory
-        return False
-    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
-
-
-def load_user_data(spec: str, seed: int = 0) -> tuple[Dataset, Dataset, str]:
-    """``--dataset MODULE:ATTR`` -> ``(train, test, how the test set was made)``.
-
-    ``ATTR`` is a map-style ``Dataset``, or a zero-argument callable returning one or a
-    ``(train, test)`` pair. A single data set is split with a seeded 10 % held out for
-    evaluation. Errors name ``--dataset`` and say what to point it at.
-    """
-    obj = _resolve(spec, "dataset")
-    if callable(obj) and not _is_map_dataset(obj):
-        try:
-            obj = obj()
-        except Exception as exc:  # the learner's factory: report it as a bad --dataset value
-            raise ParamError(
-                "dataset", f"calling {spec}() raised {type(exc).__name__}: {exc}"
-            ) from None
-    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(map(_is_map_dataset, obj)):
-        train, test = obj
-        how = "its own (train, test) pair"
-    elif _is_map_dataset(obj):
-        if len(obj) < 2:
-            raise ParamError("dataset", f"{spec} has {len(obj)} sample(s); need at least 2")
-        held = max(1, round(0.1 * len(obj)))
-        train, test = random_split(
-            obj, [len(obj) - held, held], generator=torch.Generator().manual_seed(seed)
-        )
-        how = f"a seeded 10% held out ({held} of {len(obj)} samples)"
-    else:
-        raise ParamError(
-            "dataset",
-            f"{spec} gives a {type(obj).__name__}, not a map-style Dataset; point it "
-            "at a Dataset, or a zero-argument function returning one or a (train, test) pair",
-        )
-    for part, ds in (("train", train), ("test", test)):
-        if len(ds) == 0:
-            raise ParamError("dataset", f"the {part} set of {spec} is empty")
-    return train, test, how
-
-
-def load_user_model(spec: str) -> Callable[[], nn.Module]:
-    """``--model MODULE:ATTR`` -> a zero-argument factory of fresh ``nn.Module`` s.
-
-    Every rung starts from the same fresh weights, so the flag names a function or class
-    that *builds* the model, not a model instance.
-    """
-    obj = _resolve(spec, "model")
-    if isinstance(obj, nn.Module):
-        raise ParamError(
-            "model",
-            f"{spec} is a model instance; point it at a zero-argument function or "
-            "class that builds one (every rung starts from the same fresh weights)",
-        )
-    if not callable(obj):
-        raise ParamError(
-            "model", f"{spec} is a {type(obj).__name__}, not a function building a model"
-        )
-
-    def build() -> nn.Module:
-        try:
-            net = obj()
-        except Exception as exc:
-            raise ParamError(
-                "model", f"calling {spec}() raised {type(exc).__name__}: {exc}"
-            ) from None
-        if not isinstance(net, nn.Module):
-            raise ParamError("model", f"{spec}() returned a {type(net).__name__}, not an nn.Module")
-        return net
-
-    build()  # fail now, naming the flag, not in the middle of the ladder
-    return build
-
-
-# ------------------------------------------------------------------------------ workload
-class Workload:
-    """The data sets, the model factory and the loaders every rung is built from."""
-
-    def __init__(self, s: Any) -> None:  # a d2lopt.ladder.LadderSettings
-        self.s = s
-        self.device = resolve_device(s.device)
-        self.samples: dict[str, list] | None = None  # image files: decode-once/GPU-decode rungs
-        if s.dataset is None:
-            root, size = s.data_dir, s.image_size
-            self.train_set = standard_dataset(s.n_train, size, train=True, root=root)
-            self.test_set = standard_dataset(s.n_test, size, train=False, root=root)
-            self.samples = {"train": self.train_set.samples, "test": self.test_set.samples}
-            self.description = (
-                f"{s.n_train} JPEGs of {size}px on disk, decoded and augmented per sample "
-                f"(RandomResizedCrop + flip), {s.n_test} test images"
-            )
-        else:
-            train, test, how = load_user_data(s.dataset, s.seed)
-            self.train_set, self.test_set = self._cap(train, s.n_train), self._cap(test, s.n_test)
-            self.description = (
-                f"{s.dataset}: {len(self.train_set)} training samples (of {len(train)}), "
-                f"{len(self.test_set)} test samples from {how}"
-            )
-        self.model_factory = load_user_model(s.model) if s.model else None
-        self.model_name = s.model or "d2lopt.models.cnn(in_channels=3)"
-        self.batch_shape = self._check_batches()
-        self._device_batches: dict[str, list] = {}
-
-    def _cap(self, ds: Dataset, n: int) -> Dataset:
-        """At most ``n`` samples (seeded): the ladder measures speed, not accuracy."""
-        if len(ds) <= n:
-            return ds
-        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.s.seed))
-        return Subset(ds, keep[:n].tolist())
-
-    def _check_batches(self) -> tuple[int, ...]:
-        """Fail early, naming the flag, when the model cannot train on the data's batches."""
-        param = "dataset" if self.s.dataset else "model"
-        try:
-            X, y = default_collate([self.train_set[i] for i in range(min(2, len(self.train_set)))])
-        except Exception as exc:
-            raise ParamError(
-                "dataset",
-                f"samples must be (input, class index) pairs that default_collate "
-                f"can batch ({type(exc).__name__}: {exc})",
-            ) from None
-        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
-            raise ParamError(
-                param,
-                f"labels must be integer class indices (the ladder trains with "
-                f"cross-entropy), got {getattr(y, 'dtype', type(y).__name__)}",
-            )
-        try:
-            with torch.no_grad():
-                out = self.net()(X)
-                nn.functional.cross_entropy(out, y)
-        except Exception as exc:
-            what = f"{self.s.model or 'the course CNN'}"
-            raise ParamError(
-                "model",
-                f"{what} does not accept the data's batches (X {tuple(X.shape)}, "
-                f"y {tuple(y.shape)}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
-            ) from None
-        return tuple(X.shape[1:])
-
-    @property
-    def images(self) -> bool:
-        """Encoded image files d2lopt can decode itself (the decode rungs apply)."""
-        return self.samples is not None
-
-    def base_config(self) -> TrainConfig:
-        s = self.s  # the article's settings: num_workers=0, blocking copies, fp32, eval each epoch
-        return TrainConfig(
-            num_epochs=s.epochs, batch_size=s.batch_size, device=str(self.device), lr=s.lr,
-            seed=s.seed,
-        )  # fmt: skip
-
-    def net(self) -> nn.Module:
-        torch.manual_seed(self.s.seed)  # every rung and peer starts from the same weights
-        if self.model_factory is not None:
-            return self.model_factory()
-        net = cnn(in_channels=3)
-        net.apply(init_weights)
-        return net
-
-    def loader(self, spec: dict[str, Any], config: TrainConfig, *, train: bool) -> Iterable:
-        """The training or test loader of a rung (built inside the timed run: start-up)."""
-        ds = self.train_set if train else self.test_set
-        kind, s, dev = spec["kind"], self.s, self.device
-        if kind == "dataloader":
-            return make_loader(ds, config, train=train)
-        if kind == "threads":
-            sampler = EpochRandomSampler(len(ds), s.seed) if train else None
-            return ThreadLoader(
-                ds,
-                batch_size=config.batch_size,
-                num_threads=spec["threads"],
-                sampler=sampler,
-                pin_memory=config.pin_memory and dev.type == "cuda",
-            )
-        assert self.samples is not None, "decode rungs apply to image files only"
-        files = self.samples["train" if train else "test"]
-        common = dict(batch_size=config.batch_size, size=s.image_size, train=train, seed=s.seed)
-        if kind == "decode_once":
-            cache = decode_images(files, dev)  # the one-time decode counts in the run's start-up
-            return DeviceAugmentLoader(cache.images, cache.labels, **common)
-        if kind == "gpu_decode":
-            return GpuDecodeLoader(read_encoded(files), device=dev, **common)
-        raise ValueError(f"loader: unknown kind {kind!r}")
-
-    def device_batches(self, train: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The ceiling's input: one augmented epoch (or the test set), already on the device."""
-        key = "train" if train else "test"
-        if key not in self._device_batches:
-            ds = self.train_set if train else self.test_set
-            loader = DataLoader(ds, batch_size=self.s.batch_size)
-            self._device_batches[key] = [(X.to(self.device), y.to(self.device)) for X, y in loader]
-        return self._device_batches[key]
-
-    def decoded_mib(self) -> float:
-        """Memory the decode-once cache needs: uint8 [N, C, H, W] for train + test."""
-        assert self.samples is not None
-        c, h, w = self.batch_shape
-        return (len(self.samples["train"]) + len(self.samples["test"])) * c * h * w / 2**20
-
-
-# ------------------------------------------------------------------------------ measuring
-@dataclass(frozen=True)
-class RunStats:
-    """One whole run: its time, and where the time went (fixed costs, stalls)."""
-
-    samples: int  # training samples
-    seconds: float  # the whole run: loaders built, training, evaluation
-    startup: float  # run start -> first training batch (loader and worker start-up, decode)
-    first_step: float  # the first loop body (first-call compilation, lazy initialization)
-    step: float  # median loop body after the first
-    waited: float  # seconds inside next() after the first batch: data stalls
-    stepped: float  # seconds in loop bodies after the first
-    peak_memory_mib: float | None = None
-
-    @property
-    def fixed(self) -> float:
-        """Fixed costs: start-up plus what the first step took beyond a normal one."""
-        return self.startup + max(0.0, self.first_step - self.step)
-
-    @property
-    def stall_fraction(self) -> float:
-        """Share of the steady training loop spent waiting for the next batch."""
-        busy = self.waited + self.stepped
-        return self.waited / busy if busy > 0 else math.nan
-
-    @property
-    def steady_samples_per_s(self) -> float:
-        return self.samples / max(self.seconds - self.fixed, 1e-9)
-
-
-class Timed:
-    """The training loader of one run, timed batch by batch (fit reads sampler/dataset)."""
-
-    def __init__(self, loader: Iterable, start: float) -> None:
-        self.loader, self.start = loader, start
-        self.startup: float | None = None
-        self.first_step: float | None = None
-        self.waited, self.bodies, self.samples = 0.0, [], 0
-
-    def __getattr__(self, name: str) -> Any:  # sampler, dataset, generator, persistent_workers
-        if name == "loader":
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-    def __iter__(self):
-        t = time.perf_counter()
-        batches = iter(self.loader)  # non-persistent workers start here: a stall
-        for batch in batches:
-            got = time.perf_counter()
-            if self.startup is None:
-                self.startup = got - self.start
-            else:
-                self.waited += got - t
-            self.samples += len(batch[1])
-            yield batch
-            t = time.perf_counter()
-            if self.first_step is None:
-                self.first_step = t - got
-            else:
-                self.bodies.append(t - got)
-
-    def stats(self, seconds: float) -> RunStats:
-        step = statistics.median(self.bodies) if self.bodies else (self.first_step or 0.0)
-        return RunStats(
-            samples=self.samples,
-            seconds=seconds,
-            startup=self.startup if self.startup is not None else seconds,
-            first_step=self.first_step or 0.0,
-            step=step,
-            waited=self.waited,
-            stepped=sum(self.bodies),
-        )
-
-
-class PeakMemory:
-    """Peak memory of one run: the CUDA allocator's peak on a GPU; elsewhere the
-    proportional set size (PSS, via psutil) of this process and its loader workers, sampled
-    every 50 ms. PSS counts a page a forked worker shares with its parent half for each,
-    so workers are not double-counted (RSS where the OS has no PSS)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.peak, self._thread = device, 0, None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _tree_bytes() -> int:
-        import psutil
-
-        total = 0
-        me = psutil.Process()
-        for p in [me, *me.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):  # a worker that just exited
-                info = p.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-        return total
-
-    def _sample(self) -> None:
-        while True:
-            self.peak = max(self.peak, self._tree_bytes())
-            if self._stop.wait(0.05):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device)
-        elif self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-
-    @property
-    def mib(self) -> float | None:
-        return self.peak / 2**20 if self.peak else None
 
 
 # ------------------------------------------------------------------------------ the loops

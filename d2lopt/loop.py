@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +274,9 @@ class Loop:
             if every and step % every == 0 and (n is None or i + 1 < n):
                 self.checkpoint(epoch, step, self.meter.reduced())  # a collective: every rank
             if self.global_step == r.crash_at_step:
+                # said first, by the process that dies: torchrun logs only its first failure
+                print(f"crash injected: rank {r.rank} kills itself with SIGKILL after global "
+                      f"step {self.global_step}", file=sys.stderr, flush=True)  # fmt: skip
                 os.kill(os.getpid(), signal.SIGKILL)  # a real, unclean death (as by the OOM killer)
             if signals:
                 break

@@ -33,12 +33,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .compare import _round_order
 from .devices import synchronize
 from .distributed import exit_rank, free_port, setup, teardown, torchrun_command, torchrun_env
 from .models import cnn, init_weights
 from .pipeline import SCHEDULES, build_schedule, split_stages
 from .sharding import shard_model, state_bytes
+from .stats import round_order
 
 __all__ = ["launch", "main", "run"]
 
@@ -210,7 +210,7 @@ def _timing(lab: _Lab, args: argparse.Namespace) -> dict[str, Any]:
     mine: dict[str, list[float]] = {name: [] for name in (*variants, *compute)}
     names = list(variants)
     for r in range(args.rounds):
-        for name in _round_order(names, r):  # the same order on every rank: lockstep
+        for name in round_order(names, r):  # the same order on every rank: lockstep
             mine[name].append(_timed(variants[name], lab.device))
         for name, fn in compute.items():
             mine[name].append(_timed(fn, lab.device))

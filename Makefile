@@ -39,12 +39,13 @@ lab: $(STAMP)
 	$(BIN)/jupyter trust notebooks/*.ipynb
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT)
 
-# Command 2: every check CI runs: lint, the unit tests, strict nbval natively. One recipe
-# line each, so they run in turn. `make nbval-emulated` (other kernels and thread counts)
-# is not in it yet: the torchrun cells of 11 and 13 are not yet deterministic there.
+# Command 2: every check CI runs: lint, the unit tests, strict nbval natively and on
+# emulated hardware (other kernels, 1 then 2 threads). One recipe line each, so they run
+# in turn.
 test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory nbval
+	$(MAKE) --no-print-directory nbval-emulated
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

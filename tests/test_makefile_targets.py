@@ -39,12 +39,14 @@ def nbval_lines(lines: list[str]) -> list[str]:
     return [line for line in lines if " -m pytest " in line and "--nbval " in line]
 
 
-def test_make_test_runs_unit_tests_then_native_nbval():
+def test_make_test_runs_unit_tests_then_nbval_natively_then_emulated():
     lines = dry_run("test")
     assert any(line.endswith("-m pytest tests") for line in lines)
-    (native,) = nbval_lines(lines)
+    native, one, two = nbval_lines(lines)
     assert not any(var in native for var in EMULATED) and "OMP_NUM_THREADS" not in native
-    assert "notebooks/*.ipynb" in native  # every notebook
+    for line, threads in ((one, 1), (two, 2)):
+        assert all(var in line for var in EMULATED) and f"OMP_NUM_THREADS={threads} " in line
+    assert all("notebooks/*.ipynb" in line for line in (native, one, two))  # every notebook
 
 
 def test_nbval_emulated_runs_every_notebook_on_other_kernels_with_1_then_2_threads():

@@ -12,7 +12,7 @@ Usage (the shell script calls these; each is usable on its own)::
 they run with the system's ``python3`` before ``.venv`` exists (or when its set-up failed).
 ``bandwidth`` needs torch with CUDA: it measures the pageable vs pinned host-to-device
 copies that ``notebooks/07_cpu_to_gpu.ipynb`` teaches, with
-:func:`d2lopt.transfer.copy_bandwidth`.
+:func:`d2lopt.lab.transfer.copy_bandwidth`.
 Nothing here prints a number that a measurement did not produce.
 """
 
@@ -178,7 +178,7 @@ def _link_theory(gpu: str) -> dict:
 def measure_bandwidth(sizes_mb: list[int], max_seconds: float, device: str = "cuda") -> dict:
     """Pageable vs pinned host-to-device copies of each size, compared with ``d2lopt.compare``.
 
-    Both modes are :func:`d2lopt.transfer.copy_fn` (``x.to(dev)``, blocking, from a pageable
+    Both modes are :func:`d2lopt.lab.transfer.copy_fn` (``x.to(dev)``, blocking, from a pageable
     or a pinned-once tensor: one change between them). ``compare`` times them in paired,
     alternating rounds, so the pinned/pageable ratio comes with its confidence interval; the
     GB/s of each mode is the copy size over its median seconds per copy.
@@ -186,7 +186,7 @@ def measure_bandwidth(sizes_mb: list[int], max_seconds: float, device: str = "cu
     import torch  # only this sub-command needs torch
 
     from d2lopt.compare import compare
-    from d2lopt.transfer import copy_fn, cuda_skip_reason
+    from d2lopt.lab.transfer import copy_fn, cuda_skip_reason
 
     reason = cuda_skip_reason(device)
     if reason:
@@ -225,7 +225,7 @@ def measure_bandwidth(sizes_mb: list[int], max_seconds: float, device: str = "cu
         "device": torch.cuda.get_device_name(index),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "method": "d2lopt.compare of d2lopt.transfer.copy_fn modes 'pageable' (baseline) and "
+        "method": "d2lopt.compare of d2lopt.lab.transfer.copy_fn modes 'pageable' (baseline) and "
         "'pinned' (candidate): float32 tensor, blocking x.to(device), device synchronized "
         f"around each timed block, at most {max_seconds:g} s per size",
         "sizes": results,

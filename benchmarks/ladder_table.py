@@ -7,7 +7,7 @@ Usage (with the course environment, ``.venv/bin/python``)::
     python benchmarks/ladder_table.py --check          # exit 1 when README.md differs
 
 Every number and every caveat comes from ``ladder.json`` through
-:func:`d2lopt.ladder_report.readme_section`; nothing is typed by hand. After recording a
+:func:`d2lopt.lab.ladder_report.readme_section`; nothing is typed by hand. After recording a
 new ladder (``d2lopt ladder --quick --out benchmarks/results/<machine>``), run ``--write``.
 """
 
@@ -29,7 +29,7 @@ END = "<!-- /ladder-table -->"
 def section(results: Path = RESULTS, folder: str = FOLDER) -> str:
     """The README's ladder block for ``results/ladder.json``."""
     sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-    from d2lopt.ladder_report import readme_section
+    from d2lopt.lab.ladder_report import readme_section
 
     return readme_section(json.loads((results / "ladder.json").read_text()), folder)
 

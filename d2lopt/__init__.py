@@ -1,7 +1,8 @@
 """d2lopt: make PyTorch training fast, and prove it by measuring (the course's helper package).
 
 The flat API below is what the notebooks import; each helper's docstring names the notebook
-that teaches it.
+that teaches it. Not re-exported, imported by module name: the apparatus the notebooks run
+(``d2lopt.lab``), the torchrun programs (``d2lopt.dist``) and the command line (``d2lopt.cli``).
 """
 
 import importlib

@@ -169,7 +169,7 @@ def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 
 # ------------------------------------------------------------------------------ DDP program
-STRATEGIES = ("ddp", "fsdp")  # d2lopt.sharding.STRATEGIES (tests/test_cli.py checks they agree)
+STRATEGIES = ("ddp", "fsdp")  # dist.sharding.STRATEGIES (tests/test_cli.py checks they agree)
 
 _DDP_HELP = {
     "batch_size": "samples per batch on each rank; global batch = ranks x this x --accumulate",

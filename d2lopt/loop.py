@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .batches import iterate
 from .checkpoint import (
     CHECKPOINT_NAME,
     rng_state,
@@ -34,12 +35,11 @@ from .checkpoint import (
     write_metrics,
 )
 from .config import TrainConfig
-from .distributed import DistributedMeter, Replicas
+from .dist.distributed import DistributedMeter, Replicas
+from .dist.sharding import full_state_dict, load_sharded, save_sharded
 from .errors import ParamError
-from .faults import iterate
 from .metrics import evaluate
 from .precision import autocast_ctx, grad_scaler
-from .sharding import full_state_dict, load_sharded, save_sharded
 from .timing import Timer
 
 __all__ = ["Loop", "TrainStep", "place", "save_weights"]

@@ -226,7 +226,7 @@ def explore(
     import ipywidgets as widgets
     from IPython.display import display
 
-    from d2lopt.bench import setting_label  # the label sweeps and LoaderRun use too
+    from .sweep import setting_label  # the label sweeps and LoaderRun use too
 
     if not controls:
         raise ValueError("controls: give at least one {keyword: widget} pair")

@@ -18,7 +18,7 @@ import numpy as np
 from .stats import judge, ratio_interval
 from .verdict import HOLDS, INCONCLUSIVE, Verdict
 
-__all__ = ["Comparison", "Sweep", "check_judging", "summarize"]
+__all__ = ["Comparison", "Sweep", "check_judging", "setting_label", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,8 @@ def summarize(
     """Intervals and verdicts for timings already taken in paired rounds.
 
     For measurements :func:`d2lopt.compare.compare_many` cannot run itself, e.g. inside a
-    distributed program where every rank must execute the same rounds (``d2lopt.sharding``,
-    ``d2lopt.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
+    distributed program where every rank must execute the same rounds (``d2lopt.dist.sharding``,
+    ``d2lopt.dist.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
     with the order alternated between rounds.
     """
     if reference not in seconds:
@@ -218,3 +218,8 @@ def summarize(
         if name != reference
     }
     return Sweep(reference, seconds, comparisons, elapsed)
+
+
+def setting_label(setting: Mapping[str, Any]) -> str:
+    """``{"num_workers": 2, "prefetch_factor": 4}`` -> ``"num_workers=2, prefetch_factor=4"``."""
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"

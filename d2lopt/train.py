@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
 from .data import EpochRandomSampler, notice_once, seed_worker
-from .distributed import Replicas
+from .dist.distributed import Replicas
 from .errors import ParamError
 from .loop import Loop, _len, _num_samples
 
@@ -202,8 +202,9 @@ def fit(
         log_dir: TensorBoard folder (defaults to ``out_dir/tb``; ``None`` without out_dir).
         progress: show a tqdm bar (``None``: tqdm decides, honouring ``TQDM_DISABLE``).
         on_epoch_end: called with each epoch's record (live plots), on rank 0.
-        replicas: this process's part in a torchrun job (:class:`~d2lopt.distributed.Replicas`);
-            ``None``: a world of one, where every distributed switch is a no-op.
+        replicas: this process's part in a torchrun job
+            (:class:`~d2lopt.dist.distributed.Replicas`); ``None``: a world of one, where every
+            distributed switch is a no-op.
         checkpoint_every: also checkpoint every N optimizer steps (0: at epoch ends only).
 
     Returns:
@@ -275,7 +276,7 @@ def _check_fit(
         raise TypeError(f"resume: expected True or False, got {resume!r}")
     if replicas is not None and not isinstance(replicas, Replicas):
         raise TypeError(
-            f"replicas: expected a d2lopt.distributed.Replicas or None, got "
+            f"replicas: expected a d2lopt.dist.distributed.Replicas or None, got "
             f"{type(replicas).__name__}"
         )
     if not isinstance(checkpoint_every, int) or checkpoint_every < 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,33 @@ def cli_env() -> dict[str, str]:
     env["TQDM_DISABLE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+# ---------------------------------------------------------------------------- leftover processes
+def session_pids(sid: int) -> set[int]:
+    """Processes in session ``sid``: what remains of a run started with ``start_new_session``.
+
+    Workers and ranks inherit their parent's session, so this finds them even after the
+    parent died and they were re-parented to init (an orphan that ``children()`` misses).
+    """
+    alive = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    alive.add(int(entry.name))
+            except OSError:  # ended while we looked: not left over
+                continue
+    return alive
+
+
+def wait_until_empty(probe: Callable[[], set[int]], timeout: float = 60.0) -> set[int]:
+    """Poll ``probe()`` until it returns an empty set or ``timeout`` seconds pass; return it.
+
+    Processes take a moment to exit after their parent has: the deadline is generous (a busy
+    CI machine), and a clean run returns as soon as the set is empty.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := probe()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from d2lopt.bench import (
+from d2lopt.lab.bench import (
     LoaderRun,
     measure_loader,
     measure_loaders,

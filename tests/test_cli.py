@@ -33,9 +33,18 @@ def test_env_json_reports_devices_and_recommendations(cli_env) -> None:
 
 
 def test_env_text_report(capsys) -> None:
+    """The text report shows this machine's values and each recommended flag with its value."""
+    assert main(["env", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    report, recommended = data["report"], data["recommended"]
     assert main(["env"]) == 0
-    out = capsys.readouterr().out
-    assert "PyTorch" in out and "Number of GPUs" in out and "--num-workers" in out
+    lines = capsys.readouterr().out.splitlines()
+    pytorch = f"  PyTorch             {report['torch']} (torchvision {report['torchvision']}, "
+    assert any(line.startswith(pytorch) for line in lines)
+    assert f"  Number of GPUs      {report['gpu_count']}" in lines
+    for key, value in recommended.items():
+        flag = f"  --{key.replace('_', '-'):<20}{'-' if value is None else value}"
+        assert any(line.startswith(flag) for line in lines), flag
 
 
 def test_every_command_has_help(capsys) -> None:
@@ -145,10 +154,10 @@ def test_nothing_below_cli_imports_it() -> None:
 def test_train_and_ddp_flags_come_from_train_config_metadata() -> None:
     from dataclasses import fields
 
-    from d2lopt import ddp
     from d2lopt.config import TrainConfig
+    from d2lopt.dist import ddp
+    from d2lopt.dist.sharding import STRATEGIES as SHARDING_STRATEGIES
     from d2lopt.flags import CONFIG_FLAGS, STRATEGIES
-    from d2lopt.sharding import STRATEGIES as SHARDING_STRATEGIES
 
     assert STRATEGIES == SHARDING_STRATEGIES
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # noqa: SLF001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -22,23 +23,37 @@ def test_synthetic_data_is_deterministic_and_shaped_like_fashion_mnist() -> None
 
 
 def test_synthetic_data_is_learnable_but_not_trivial() -> None:
-    """A linear classifier beats chance by far, yet stays clearly below 100 %."""
-    torch.manual_seed(0)
-    x, y = synthetic_fashion_mnist(6000, seed=0)
-    xt, yt = synthetic_fashion_mnist(2000, seed=1)
-    x, xt = x.float().div(255).flatten(1), xt.float().div(255).flatten(1)
-    net = nn.Linear(784, 10)
-    opt = torch.optim.SGD(net.parameters(), lr=0.5)
-    losses = []
-    for _ in range(15):
-        for i in range(0, len(x), 200):
-            loss = nn.functional.cross_entropy(net(x[i : i + 200]), y[i : i + 200])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        losses.append(loss.item())
-    accuracy = (net(xt).argmax(1) == yt).float().mean().item()
-    assert losses[-1] < 0.7 * losses[0]
+    """A linear classifier beats chance by far, yet stays clearly below 100 %.
+
+    Small for testing efficiency (3000 images, 5 epochs, one thread); the step size is small
+    enough that the run is stable: the same numbers, to the tolerance below, with 1 or 2
+    threads and with AVX2 or AVX-512 kernels.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        x, y = synthetic_fashion_mnist(3000, seed=0)
+        xt, yt = synthetic_fashion_mnist(2000, seed=1)
+        x, xt = x.float().div(255).flatten(1), xt.float().div(255).flatten(1)
+        net = nn.Linear(784, 10)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        with torch.no_grad():
+            before = nn.functional.cross_entropy(net(x), y).item()
+        for _ in range(5):
+            for i in range(0, len(x), 200):
+                loss = nn.functional.cross_entropy(net(x[i : i + 200]), y[i : i + 200])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            after = nn.functional.cross_entropy(net(x), y).item()
+            accuracy = (net(xt).argmax(1) == yt).float().mean().item()
+    finally:
+        torch.set_num_threads(threads)
+    assert before == pytest.approx(2.331, abs=0.01)  # about ln(10): no better than chance
+    assert after == pytest.approx(1.266, abs=0.05)
+    assert accuracy == pytest.approx(0.595, abs=0.02)
     assert 0.5 < accuracy < 0.97  # chance is 0.1
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from d2lopt import datasets
-from d2lopt.datasets import (
+from d2lopt.lab import datasets
+from d2lopt.lab.datasets import (
     LazyImageFiles,
     NumberStream,
     SlowDataset,
@@ -153,14 +154,43 @@ def test_slow_dataset_counts_loads_made_in_workers():
     assert ds.loaded == 12  # every load happened in a worker, and the parent sees them
 
 
+class _CountingSampler(Sampler):
+    """The indices 0..n-1 in order, counting how many the loader has asked for."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.handed_out = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            self.handed_out += 1
+            yield i
+
+
+def _wait_for_loaded(ds: SlowDataset, expected: int, timeout_s: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout_s  # generous: workers start slowly on a busy machine
+    while ds.loaded < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ds.loaded
+
+
 @pytest.mark.parametrize("prefetch_factor", [1, 3])
 def test_slow_dataset_shows_what_workers_prefetch(prefetch_factor):
-    ds = SlowDataset(200, delay_s=0)
-    loader = DataLoader(ds, batch_size=4, num_workers=2, prefetch_factor=prefetch_factor)
+    ds, sampler = SlowDataset(200, delay_s=0), _CountingSampler(200)
+    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2,
+                        prefetch_factor=prefetch_factor)  # fmt: skip
     it = iter(loader)
-    # before the first next(): each worker has loaded prefetch_factor batches, then stopped
-    assert ds.wait_until_idle() == 2 * prefetch_factor * 4
-    next(it)
+    # before the first next(): the main process has handed each worker prefetch_factor
+    # batches of indices, and no more; workers load exactly what they were handed
+    quota = 2 * prefetch_factor * 4
+    assert sampler.handed_out == quota
+    assert _wait_for_loaded(ds, quota) == quota
+    assert ds.wait_until_idle(settle_s=0.05) == quota  # nothing more can arrive: settled
+    next(it)  # taking one batch hands out one more
+    assert sampler.handed_out == quota + 4
+    assert _wait_for_loaded(ds, quota + 4) == quota + 4
     del it
 
 

@@ -21,9 +21,10 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from d2lopt import TrainConfig, ddp, fit, init_weights, mlp, synthetic_fashion_mnist
+from d2lopt import TrainConfig, fit, init_weights, mlp, synthetic_fashion_mnist
 from d2lopt.cli import build_parser
-from d2lopt.distributed import (
+from d2lopt.dist import ddp
+from d2lopt.dist.distributed import (
     DistributedMeter,
     Replicas,
     env_ranks,
@@ -32,7 +33,9 @@ from d2lopt.distributed import (
     torchrun_command,
     torchrun_env,
 )
-from d2lopt.scheduling import comm_worker, launch, sampler_shards
+from d2lopt.lab.balance import sampler_shards
+from d2lopt.lab.comm import comm_worker
+from d2lopt.lab.ranks import launch
 
 # small for testing efficiency: 256 samples, global batch 16 -> 16 steps per epoch
 DATA = ["--data", "synthetic", "--n-train", "256", "--n-test", "64", "--seed", "5", "--quiet"]
@@ -321,7 +324,7 @@ def test_the_program_has_no_training_loop_of_its_own() -> None:
     # a structural guard next to the test above: the step lives in d2lopt.loop, used by fit
     source = inspect.getsource(ddp)
     for call in (".backward(", "optimizer.step(", ".zero_grad("):
-        assert call not in source, f"d2lopt/ddp.py calls {call}: train through d2lopt.fit"
+        assert call not in source, f"d2lopt/dist/ddp.py calls {call}: train through d2lopt.fit"
 
 
 def test_replicas_of_one_process_switch_nothing_on() -> None:
@@ -372,7 +375,10 @@ def test_torchrun_command_and_env() -> None:
 
 
 def test_importing_the_program_does_not_initialise_cuda() -> None:
-    code = "import d2lopt.ddp, d2lopt.scheduling, torch; print(torch.cuda.is_initialized())"
+    code = (
+        "import d2lopt.dist.ddp, d2lopt.lab.balance, d2lopt.lab.comm, d2lopt.lab.ranks, "
+        "d2lopt.lab.scaling, torch; print(torch.cuda.is_initialized())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, timeout=120, check=True)  # fmt: skip
     assert out.stdout.strip() == "False"

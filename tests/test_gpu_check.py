@@ -382,7 +382,7 @@ def test_bandwidth_compares_pageable_against_pinned_and_converts_to_gb_per_s(mon
     from d2lopt.compare import Comparison
 
     compare_module = importlib.import_module("d2lopt.compare")  # d2lopt.compare is the function
-    transfer = importlib.import_module("d2lopt.transfer")
+    transfer = importlib.import_module("d2lopt.lab.transfer")
 
     compared = []
 

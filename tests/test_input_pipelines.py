@@ -9,14 +9,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt.data import EpochRandomSampler
-from d2lopt.input_pipelines import (
+from d2lopt.lab.input_pipelines import (
     DeviceAugmentLoader,
     GpuDecodeLoader,
     ThreadLoader,
     decode_images,
     read_encoded,
 )
-from d2lopt.tuning import standard_dataset
+from d2lopt.lab.tuning import standard_dataset
 
 DS = TensorDataset(torch.arange(60.0).view(30, 2), torch.arange(30))
 

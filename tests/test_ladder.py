@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import d2lopt.ladder
+import d2lopt.lab.ladder
 from d2lopt.cli import main
 from d2lopt.compare import Comparison
-from d2lopt.ladder import (
+from d2lopt.lab.ladder import (
     RUNG_NAMES,
     LadderSettings,
     RunStats,
@@ -33,8 +33,8 @@ from d2lopt.ladder import (
     load_user_model,
     run_ladder,
 )
-from d2lopt.ladder_report import markdown_table, readme_section
-from d2lopt.tuning import default_workers
+from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
+from d2lopt.lab.tuning import default_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = dict(
@@ -176,18 +176,23 @@ def test_measured_rows_are_consistent_with_their_rounds(ladder_run) -> None:
     assert report["ceiling"]["fraction_of_ceiling"] == 1.0
 
 
-def test_ceiling_and_peers_run_the_best_rungs_settings(ladder_run) -> None:
+def test_the_ceiling_runs_the_best_rungs_settings(ladder_run) -> None:
     report, _, _ = ladder_run
     top = next(r for r in report["rungs"] if r["name"] == report["best"]["name"])
     assert report["ceiling"]["config"] == top["config"] and report["ceiling"]["loop"] == top["loop"]
-    for key, peer in report["peers"].items():
-        if importlib.util.find_spec(key) is None:  # a peer is optional: skipped, saying why
-            assert peer["status"] == "skipped" and "pip install" in peer["reason"]
-            continue
-        assert peer["status"] == "measured"
-        vs = peer["vs_best"]
-        ratios = [p / b for p, b in zip(peer["seconds"], top["seconds"], strict=True)]
-        assert _within(vs["ratio"], ratios) and vs["rounds"] == len(ratios)
+    assert list(report["peers"]) == list(PEERS)
+
+
+@pytest.mark.parametrize("key", list(PEERS))
+def test_an_installed_peer_runs_in_the_same_rounds_as_the_best_rung(ladder_run, key) -> None:
+    pytest.importorskip(key)  # the dev extra installs both; without one, see the test below
+    report, _, _ = ladder_run
+    top = next(r for r in report["rungs"] if r["name"] == report["best"]["name"])
+    peer = report["peers"][key]
+    assert peer["status"] == "measured" and peer["name"] == PEERS[key]
+    vs = peer["vs_best"]
+    ratios = [p / b for p, b in zip(peer["seconds"], top["seconds"], strict=True)]
+    assert _within(vs["ratio"], ratios) and vs["rounds"] == len(ratios)
 
 
 def test_the_worker_sweep_rows_are_loader_runs_against_no_workers(ladder_run) -> None:
@@ -232,10 +237,10 @@ def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path
 
     def fake_run_ladder(settings, *, out_dir, log=None):  # the measuring is tested above
         seen["settings"] = settings
-        d2lopt.ladder.save_outputs(report, out_dir)
+        d2lopt.lab.ladder.save_outputs(report, out_dir)
         return report
 
-    monkeypatch.setattr(d2lopt.ladder, "run_ladder", fake_run_ladder)
+    monkeypatch.setattr(d2lopt.lab.ladder, "run_ladder", fake_run_ladder)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = main(["ladder", "--quick", "--epochs", "3", "--max-seconds", "9", "--device",
@@ -253,9 +258,21 @@ def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path
 
 
 # ------------------------------------------------------------------------------ your data
-def test_a_learners_data_and_model_climb_the_rungs_that_apply(user_module, tmp_path) -> None:
+def test_a_learners_data_and_model_climb_the_rungs_that_apply(
+    user_module, tmp_path, monkeypatch
+) -> None:
+    find_spec = importlib.util.find_spec  # this run also plays a machine without Lightning
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "lightning" else find_spec(name, *a),
+    )
     settings = LadderSettings(**TOY | {"n_train": 24}, dataset="mine:data", model="mine:mlp")
     report, _ = _run(settings, tmp_path / "out")
+    assert report["peers"]["lightning"] == {  # optional: skipped, saying how to install it
+        "name": PEERS["lightning"], "status": "skipped",
+        "reason": "not installed: pip install lightning",
+    }  # fmt: skip
     rungs = {r["name"]: r for r in report["rungs"]}
     assert "mine:data: 24 training samples (of 36), 4 test samples" in report["workload"]
     assert "seeded 10% held out (4 of 40 samples)" in report["workload"]
@@ -311,8 +328,8 @@ def _comparison(speedup: float, lo: float, hi: float, verdict: str) -> Compariso
 
 
 def test_the_climb_keeps_a_rung_only_when_the_comparison_holds() -> None:
-    from d2lopt.ladder import _Climb
-    from d2lopt.ladder_runs import Rung
+    from d2lopt.lab.ladder import _Climb
+    from d2lopt.lab.ladder_runs import Rung
 
     climb = _Climb.__new__(_Climb)  # the decision rule alone, without a workload
     climb.best = Rung("baseline", "", None)
@@ -449,7 +466,7 @@ def test_the_readme_ladder_section_is_the_scripts_output_for_the_committed_json(
 
 
 def test_prose_about_the_run_is_computed_from_its_rounds() -> None:
-    from d2lopt.ladder_report import step_ups, where_the_time_goes
+    from d2lopt.lab.ladder_report import step_ups, where_the_time_goes
 
     def rung(name, seconds, status="measured"):
         return {"name": name, "status": status, "seconds": seconds}

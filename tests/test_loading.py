@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from d2lopt.data import image_transform, write_image_folder
-from d2lopt.loading import (
+from d2lopt.lab import loading
+from d2lopt.lab.loading import (
     TensorImageDataset,
     batched_augment,
     build_loader,
@@ -115,24 +116,74 @@ def test_more_workers_than_cores_run_without_the_pytorch_warning():
 
 
 # ----------------------------------------------------------------------------- measuring
+class _Clock:
+    """A fake ``time.perf_counter`` that only moves when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _TimedLoader:
+    """Batches of 2 samples; starting a pass costs ``startup`` seconds (only the first time
+    when ``persistent``), each batch ``per_batch`` seconds, all on ``clock``."""
+
+    def __init__(self, clock, batches, *, startup=4.0, per_batch=1.0, persistent=False):
+        self.clock, self.batches, self.started = clock, batches, False
+        self.startup, self.per_batch, self.persistent = startup, per_batch, persistent
+
+    def __iter__(self):
+        if not (self.persistent and self.started):
+            self.clock.now += self.startup  # workers start
+        self.started = True
+        return self._batches()
+
+    def _batches(self):
+        for _ in range(self.batches):
+            self.clock.now += self.per_batch  # the batch is loaded
+            yield torch.zeros(2, 1), torch.zeros(2)
+
+
 def test_consume_counts_samples_stops_at_max_batches_and_calls_step():
     loader = build_loader(TensorDataset(torch.zeros(10, 2), torch.zeros(10)), batch_size=4)
     seen = []
-    samples, waited = consume(loader, lambda X, y: seen.append(len(X)))
-    assert samples == 10 and seen == [4, 4, 2] and waited >= 0
+    samples, _ = consume(loader, lambda X, y: seen.append(len(X)))
+    assert samples == 10 and seen == [4, 4, 2]
     assert consume(loader, max_batches=2)[0] == 8
 
 
-def test_epoch_times_returns_one_record_per_epoch_with_first_batch_inside_the_epoch():
-    ds = TensorDataset(torch.zeros(12, 2), torch.zeros(12))
-    loader = build_loader(ds, batch_size=2, num_workers=1, persistent_workers=True)
-    times = epoch_times(loader, 3, max_batches=2)
-    assert len(times) == 3
-    assert all(0 < first <= total for first, total in times)
-    del loader
-    assert _no_children()
+def test_consume_counts_the_wait_for_batches_but_not_the_step(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(loading.time, "perf_counter", clock)
+
+    def step(X, y):
+        clock.now += 100.0  # the consumer's work: not a wait for data
+
+    loader = _TimedLoader(clock, batches=3, startup=0.0)
+    assert consume(loader, step) == (6, 3.0)
+    assert consume(loader, step, max_batches=2) == (4, 2.0)
+
+
+def test_epoch_times_returns_the_first_batch_and_the_whole_pass_of_each_epoch(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(loading.time, "perf_counter", clock)
+    fresh = _TimedLoader(clock, batches=5)  # start-up is paid every epoch
+    assert epoch_times(fresh, 3, max_batches=2) == [(5.0, 6.0)] * 3
+    kept = _TimedLoader(clock, batches=5, persistent=True)  # only in the first epoch
+    assert epoch_times(kept, 3) == [(5.0, 9.0), (1.0, 5.0), (1.0, 5.0)]
+    assert epoch_times(_TimedLoader(clock, batches=0), 1) == [(4.0, 4.0)]  # no batch at all
     with pytest.raises(ValueError, match="epochs"):
         epoch_times([], 0)
+
+
+def test_epoch_times_runs_a_persistent_loader_and_shuts_its_worker_down():
+    ds = TensorDataset(torch.zeros(12, 2), torch.zeros(12))
+    loader = build_loader(ds, batch_size=2, num_workers=1, persistent_workers=True)
+    assert len(epoch_times(loader, 3, max_batches=2)) == 3
+    del loader
+    assert _no_children()
 
 
 # ----------------------------------------------------------------------------- warm loaders

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from d2lopt import Accumulator, DeviceAccumulator, count_host_syncs, evaluate, evaluate_loss
-from d2lopt.article import article_evaluate_loss
+from d2lopt.lab.article import article_evaluate_loss
 from d2lopt.metrics import evaluate_accuracy
 
 

@@ -1,7 +1,9 @@
 """Tests for d2lopt.profiling: sync counting, peak memory, step statistics."""
 
+import importlib.abc
 import logging
 import os
+import sys
 
 import torch
 from conftest import requires_cuda
@@ -71,11 +73,33 @@ def test_peak_memory_skips_devices_without_a_counter():
     assert peak is None and note.startswith("skipped")
 
 
-def test_quiet_cpp_extension_restores_the_log_level():
+class _SeeLevelAtImport(importlib.abc.MetaPathFinder):
+    """Records the logger's level when the module is imported; lets the import go on."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log, self.levels = log, []
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch.utils.cpp_extension":
+            self.levels.append(self.log.level)
+        return None  # the regular finders import it
+
+
+def test_quiet_cpp_extension_imports_with_notices_silenced_then_restores(monkeypatch):
     log = logging.getLogger("torch.utils.cpp_extension")
     before = log.level
-    quiet_cpp_extension()
-    assert log.level == before
+    log.setLevel(logging.DEBUG)  # a level of the learner's own
+    monkeypatch.delitem(sys.modules, "torch.utils.cpp_extension", raising=False)
+    monkeypatch.delattr(torch.utils, "cpp_extension", raising=False)  # imported afresh
+    seen = _SeeLevelAtImport(log)
+    monkeypatch.setattr(sys, "meta_path", [seen, *sys.meta_path])
+    try:
+        quiet_cpp_extension()
+        assert seen.levels == [logging.ERROR]  # its import-time notice (a warning) is dropped
+        assert "torch.utils.cpp_extension" in sys.modules
+        assert log.level == logging.DEBUG
+    finally:
+        log.setLevel(before)
 
 
 # ---------------------------------------------------------------------------- CUDA only

@@ -108,7 +108,7 @@ def test_readme_command_parses(line: str) -> None:
     elif program == "torchrun":
         from torch.distributed.run import get_args_parser
 
-        from d2lopt.ddp import build_parser as ddp_parser
+        from d2lopt.dist.ddp import build_parser as ddp_parser
 
         launch = _parse(get_args_parser(), argv[1:])
         assert launch.module and launch.training_script == "d2lopt.ddp", line

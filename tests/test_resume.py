@@ -8,6 +8,7 @@ torch thread: small for testing efficiency, identical arithmetic in every run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import session_pids, wait_until_empty
 from torch.utils.data import DataLoader, TensorDataset
 
 import d2lopt.checkpoint as ckpt_mod
@@ -31,7 +33,8 @@ from d2lopt.data import synthetic_fashion_mnist
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
-TIMING = ("epoch_time", "eval_time", "samples_per_s")
+# what describes the run rather than the training: a resumed run differs only there
+TIMING = ("epoch_time", "eval_time", "samples_per_s", "resumed")
 RUN = ["--data", "real", "--epochs", "3", "--batch-size", "32", "--no-progress"]
 
 
@@ -65,16 +68,31 @@ def _strip(metrics: dict) -> dict:
     return {"config": metrics["config"], "epochs": epochs}
 
 
-def _session(sid: int) -> set[int]:
-    alive = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    alive.add(int(entry.name))
-            except OSError:
-                continue
-    return alive
+# Runs `d2lopt train` (argv after the first three) with a global optimizer-step hook that,
+# at the given step, creates READY and then waits for GO: the test signals the run while it
+# is held there, so the signal lands at that exact step on any machine, however loaded.
+_PAUSE_AT_STEP = """
+import runpy, sys, time
+from pathlib import Path
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+ready, go, at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+steps = 0
+
+def pause(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == at:
+        ready.touch()
+        deadline = time.monotonic() + 240
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the signal's Python handler runs in here
+
+register_optimizer_step_post_hook(pause)
+sys.argv = ["d2lopt", *sys.argv[4:]]
+runpy.run_module("d2lopt.cli", run_name="__main__", alter_sys=True)
+"""
+STEPS_PER_EPOCH = math.ceil(3000 / 32)  # the data folder's 3000 training images, --batch-size
 
 
 @pytest.fixture(scope="module")
@@ -100,20 +118,22 @@ def reference(env, tmp_path_factory) -> dict:
 def test_signal_saves_and_resume_matches_an_uninterrupted_run(
     env, reference, tmp_path, signum, whole_group, extra
 ) -> None:
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "d2lopt.cli", "train", "--out", str(out), *RUN, *extra]
+    out, ready, go = tmp_path / "run", tmp_path / "ready", tmp_path / "go"
+    at = STEPS_PER_EPOCH + 5  # the 5th step of epoch 2
+    cmd = [sys.executable, "-c", _PAUSE_AT_STEP, str(ready), str(go), str(at),
+           "train", "--out", str(out), *RUN, *extra]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
         start_new_session=True,  # its own process group, like a job in a terminal
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        # epoch 1 is done (metrics.json is written last): signal in the middle of epoch 2
-        while not (out / "metrics.json").exists():
+        deadline = time.monotonic() + 240  # generous: a busy CI machine
+        while not ready.exists():  # the run is held at its step: no race with its progress
             assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "no epoch finished in time"
-            time.sleep(0.01)
+            assert time.monotonic() < deadline, f"step {at} not reached in time"
+            time.sleep(0.05)
         (os.killpg if whole_group else os.kill)(proc.pid, signum)
+        go.touch()
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -123,15 +143,13 @@ def test_signal_saves_and_resume_matches_an_uninterrupted_run(
     assert "Traceback" not in err
     assert f"{signal.Signals(signum).name} received; checkpoint saved" in err
     assert "--resume" in err
-    deadline = time.monotonic() + 15
-    while _session(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _session(proc.pid), "worker processes outlived the interrupted run"
+    left = wait_until_empty(lambda: session_pids(proc.pid))
+    assert not left, f"worker processes outlived the interrupted run: {sorted(left)}"
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 1, "the signal should land in epoch 2"
-    # a SIGTERM to the group also ends the workers: whether a step of epoch 2 completes
-    # depends on a batch being ready; elsewhere the step in progress completes and is saved
-    assert state["step"] > 0 or (whole_group and signum == signal.SIGTERM), state["step"]
+    assert state["epoch"] == 1, "the signal landed in epoch 2"
+    # the step in progress completes and is saved, the next one never starts (even when the
+    # signal also ended the workers: nothing more is asked of them)
+    assert state["step"] == 5, state["step"]
     assert not list(out.glob(".*.tmp")), "a temporary checkpoint file was left behind"
 
     resumed = _train(out, env, "--resume", *extra)
@@ -365,7 +383,7 @@ def test_save_refuses_what_weights_only_loading_would_refuse(tmp_path) -> None:
         ({"batch_size": 60}, "batch_size=100"),
         ({"lr": 0.1}, "lr=0.05"),
         ({"seed": 1}, "seed=0"),
-        ({"num_epochs": 1}, r"num_epochs \(--epochs\) >= 2"),
+        ({"num_epochs": 1}, r"TrainConfig.num_epochs: .* set num_epochs >= 2"),
     ],
     ids=["batch_size", "lr", "seed", "fewer-epochs"],
 )

@@ -14,20 +14,11 @@ import pytest
 import torch.distributed as dist
 
 from d2lopt.compare import Comparison, Sweep
-from d2lopt.scheduling import (
-    Job,
-    RankPool,
-    amdahl_fraction,
-    comm_compare,
-    compare_scaling,
-    data_parallel_step,
-    delay_name,
-    lockstep_compare_many,
-    scaling_verdict,
-    simulate,
-    speedup_curve,
-    straggler_compare,
-)
+from d2lopt.lab.balance import delay_name, straggler_compare
+from d2lopt.lab.cluster import Job, amdahl_fraction, simulate, speedup_curve
+from d2lopt.lab.comm import comm_compare
+from d2lopt.lab.ranks import RankPool, lockstep_compare_many
+from d2lopt.lab.scaling import compare_scaling, data_parallel_step, scaling_verdict
 from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
@@ -104,7 +95,10 @@ def test_comm_compare_and_compare_scaling_return_comparisons(pool: RankPool) -> 
                         max_seconds=1.0)  # fmt: skip
     assert list(sweep.seconds) == ["plain", "fp16"] and list(sweep.comparisons) == ["fp16"]
     r = compare_scaling(pool, batch=8, steps=1, max_seconds=1.0)
-    assert isinstance(r, Comparison) and r.rounds >= 1 and r.label == "2 ranks vs 1 process"
+    assert isinstance(r, Comparison) and r.label == "2 ranks vs 1 process"
+    assert r.rounds == len(r.baseline_seconds) == len(r.candidate_seconds) >= 1
+    ratios = [b / c for b, c in zip(r.baseline_seconds, r.candidate_seconds, strict=True)]
+    assert min(ratios) * (1 - 1e-9) <= r.speedup <= max(ratios) * (1 + 1e-9)  # within its rounds
 
 
 def test_pool_arguments_are_validated() -> None:

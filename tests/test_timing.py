@@ -2,45 +2,94 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
+import d2lopt.timing
 from d2lopt import Timer, benchmark, count_host_syncs
+
+
+class _Clock:
+    """A fake ``time.perf_counter``: each read returns the next of the given instants."""
+
+    def __init__(self, *instants: float) -> None:
+        self.instants = list(instants)
+
+    def __call__(self) -> float:
+        return self.instants.pop(0)
 
 
 def test_timer_api_matches_d2l() -> None:
     d2l = pytest.importorskip("d2l.torch")
     ours, theirs = Timer(), d2l.Timer()
-    for timer in (ours, theirs):
-        for _ in range(3):
-            timer.start()
-            time.sleep(0.01)
-            timer.stop()
-    assert len(ours.times) == len(theirs.times) == 3
-    for name in ("avg", "sum"):
-        assert getattr(ours, name)() == pytest.approx(getattr(theirs, name)(), abs=0.02)
-    assert ours.cumsum() == pytest.approx([sum(ours.times[: i + 1]) for i in range(3)], rel=1e-12)
-    assert ours.avg() >= 0.009
+    times = [0.25, 0.5, 0.125]  # binary fractions: every sum below is exact
+    ours.times, theirs.times = list(times), list(times)
+    assert ours.avg() == theirs.avg() == 0.875 / 3
+    assert ours.sum() == theirs.sum() == 0.875
+    assert ours.cumsum() == list(theirs.cumsum()) == [0.25, 0.75, 0.875]
+    assert ours.times == theirs.times  # methods read the list, never change it
 
 
-def test_timer_context_manager_and_median() -> None:
+def test_timer_records_the_clock_between_start_and_stop(monkeypatch) -> None:
+    # the constructor starts the timer (as d2l's does): the first read is taken there
+    monkeypatch.setattr(d2lopt.timing.time, "perf_counter", _Clock(10.0, 10.5, 11.0, 13.0))
+    timer = Timer()
+    assert timer.stop() == 0.5
+    timer.start()
+    assert timer.stop() == 2.0 and timer.times == [0.5, 2.0]
+
+
+def test_timer_synchronizes_the_device_before_every_clock_read(monkeypatch) -> None:
+    events: list[str] = []
+    clock = _Clock(0.0, 1.0, 1.25, 2.0, 2.0625, 3.0)
+
+    def read() -> float:
+        events.append("clock")
+        return clock()
+
+    monkeypatch.setattr(d2lopt.timing.time, "perf_counter", read)
+    monkeypatch.setattr(d2lopt.timing, "synchronize", lambda device: events.append(str(device)))
     timer = Timer(device="cpu")
-    for delay in (0.001, 0.05, 0.001):
+    for _ in range(2):
         with timer:
-            time.sleep(delay)
-    assert len(timer.times) == 3
-    assert timer.median() < 0.04 < timer.sum()
+            events.append("work")
+    assert events == ["cpu", "clock"] + ["cpu", "clock", "work", "cpu", "clock"] * 2
+    assert timer.times == [0.25, 0.0625]
+    events.clear()
+    Timer()  # without a device: host time only, no synchronization
+    assert events == ["clock"]
 
 
-def test_benchmark_reports_median_and_spread() -> None:
-    calls = []
-    result = benchmark(lambda: calls.append(1), label="noop", warmup=3, min_run_time=0.05)
+def test_timer_median_ignores_one_slow_outlier() -> None:
+    timer = Timer()
+    timer.times = [0.001, 0.05, 0.002]
+    assert timer.median() == 0.002 and timer.sum() == pytest.approx(0.053, rel=1e-12)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (torch.quantile's default)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def test_benchmark_reports_median_and_spread_of_its_runs(monkeypatch) -> None:
+    calls, synced = [], []
+    monkeypatch.setattr(d2lopt.timing, "synchronize", lambda device: synced.append(device))
+    result = benchmark(
+        lambda: calls.append(1), label="noop", device="cpu", warmup=3, min_run_time=0.05
+    )
     assert result.label == "noop"
-    assert result.median > 0 and result.iqr >= 0
-    assert len(calls) > 3  # warm-up plus the measured runs
-    assert "noop" in str(result)
+    times = sorted(result.times)
+    q1, q2, q3 = (_quantile(times, q) for q in (0.25, 0.5, 0.75))
+    assert result.median == pytest.approx(q2, rel=1e-9)
+    assert result.iqr == pytest.approx(q3 - q1, rel=1e-9, abs=1e-15)
+    # warm-up, calibration and the timed blocks: every call synchronized the device
+    assert len(calls) >= 3 + result.number_per_run * len(times)
+    assert len(synced) == len(calls)
+    expected = f"noop: median {result.median * 1e3:.3f} ms (IQR {result.iqr * 1e3:.3f} ms)"
+    assert str(result) == expected
 
 
 def test_benchmark_keeps_the_current_thread_count() -> None:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.utils.data import IterableDataset, TensorDataset
 
-from d2lopt.bench import LoaderRun
 from d2lopt.cli import main
 from d2lopt.compare import Comparison
-from d2lopt.tuning import (
+from d2lopt.lab.bench import LoaderRun
+from d2lopt.lab.tuning import (
     DEFAULT,
     default_workers,
     load_dataset,

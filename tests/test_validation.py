@@ -45,11 +45,11 @@ from d2lopt import (
     try_gpu,
     write_image_folder,
 )
-from d2lopt.bench import measure_loader, time_repeats
 from d2lopt.checkpoint import set_rng_state
 from d2lopt.compare import compare
 from d2lopt.data import data_root, image_transform
 from d2lopt.devices import accelerator_name, as_device
+from d2lopt.lab.bench import measure_loader, time_repeats
 from d2lopt.precision import amp_dtype, check_amp, set_tf32
 from d2lopt.verdict import fact
 
@@ -283,10 +283,15 @@ def test_n_larger_than_the_split_is_refused(monkeypatch) -> None:
 
 def test_valid_edge_values_are_accepted(tmp_path) -> None:
     """The checks are not stricter than the API: boundary values still work."""
-    TrainConfig(num_workers=1, prefetch_factor=1, persistent_workers=True, momentum=0, **CPU)
+    edge = dict(num_workers=1, prefetch_factor=1, persistent_workers=True, momentum=0)
+    config = TrainConfig(**edge, **CPU)
+    kept = (config.num_workers, config.prefetch_factor, config.persistent_workers, config.momentum)
+    assert kept == (1, 1, True, 0)  # accepted as given, not clamped or replaced
     assert as_device("cpu") == torch.device("cpu") and as_device(torch.device("cpu")).type == "cpu"
-    DeviceAccumulator(1).add(torch.ones(1))  # a one-element tensor of shape (1,)
-    DeviceAccumulator(1).add(np.float32(2.0))  # numbers of any numeric type
+    acc = DeviceAccumulator(1)
+    acc.add(torch.ones(1))  # a one-element tensor of shape (1,)
+    acc.add(np.float32(2.0))  # numbers of any numeric type
+    assert acc[0] == 3.0
     assert mlp(dropout=0.0)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     assert measure_loader(DataLoader(DATA, batch_size=4), repeats=1, warmup=0).samples == 8
     assert evaluate(nn.Flatten(), [], None)["samples"] == 0

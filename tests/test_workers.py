@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import session_pids, wait_until_empty
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt import TrainConfig, fit, mlp
-from d2lopt.faults import HangAt, KillWorkerAt, RaiseAt, SampleError, WithSampleIndex, iterate
+from d2lopt.lab.faults import HangAt, KillWorkerAt, RaiseAt, SampleError, WithSampleIndex, iterate
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -48,33 +49,21 @@ def _children(pid: int) -> set[int]:
     return {p.pid for p in psutil.Process(pid).children(recursive=True)}
 
 
-def _session(sid: int) -> set[int]:
-    """Processes in session ``sid`` (what remains of a process group after its leader)."""
-    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    alive = set()
-    for pid in pids:
-        try:
-            if os.getsid(pid) == sid:
-                alive.add(pid)
-        except OSError:
-            continue
-    return alive
-
-
-def _wait_until_empty(probe, timeout: float = 15.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while (left := probe()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
-
-
 @pytest.fixture
 def no_leaked_workers():
     """Fail the test if it leaves worker processes behind."""
     before = _children(os.getpid())
     yield
-    left = _wait_until_empty(lambda: _children(os.getpid()) - before)
+    left = wait_until_empty(lambda: _children(os.getpid()) - before)
     assert not left, f"worker processes left behind: {sorted(left)}"
+
+
+@pytest.fixture
+def quick_shutdown(monkeypatch):
+    """Stop a hung worker after a 0.5 s join instead of PyTorch's 5 s (small for testing
+    efficiency): the join waits for a worker that will never answer, terminate() follows it
+    either way, so what these tests check is unchanged."""
+    monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -124,11 +113,13 @@ def test_the_wrapper_chains_the_original_error_in_the_main_process(data) -> None
     assert isinstance(info.value.__cause__, KeyError)
 
 
-def test_hung_worker_trips_the_timeout_and_is_stopped(data, no_leaked_workers) -> None:
+def test_hung_worker_trips_the_timeout_and_is_stopped(
+    data, no_leaked_workers, quick_shutdown
+) -> None:
     loader = DataLoader(HangAt(data, BAD, seconds=60), batch_size=4, num_workers=2, timeout=1)
     error, elapsed = _first_error(loader)
     assert isinstance(error, RuntimeError) and "timed out after 1 seconds" in str(error)
-    assert elapsed < 45  # 1 s timeout + PyTorch's 5 s join before terminate(), with slack
+    assert elapsed < 45  # 1 s timeout + the join before terminate(), with slack
 
 
 def test_killed_worker_is_a_clear_error(data, no_leaked_workers) -> None:
@@ -153,7 +144,9 @@ def test_kill_fault_refuses_to_kill_the_main_process(data) -> None:
     ],
     ids=["hang", "kill", "raise"],
 )
-def test_fit_ends_cleanly_when_a_worker_fails(data, fault, match, no_leaked_workers) -> None:
+def test_fit_ends_cleanly_when_a_worker_fails(
+    data, fault, match, no_leaked_workers, quick_shutdown
+) -> None:
     """Inside fit (checkpointing, so its signal handlers are installed when workers fork)."""
     images = TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
     loader = DataLoader(fault(images), batch_size=4, num_workers=2, timeout=1)
@@ -171,7 +164,8 @@ def test_no_orphans_after_the_process_ends(tmp_path) -> None:
         textwrap.dedent(f"""
         import torch
         from torch.utils.data import DataLoader, TensorDataset
-        from d2lopt.faults import HangAt, iterate
+        from d2lopt.lab.faults import HangAt, iterate
+        torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL = 0.5  # as quick_shutdown does
         data = TensorDataset(torch.arange(64.0))
         for _ in iterate(DataLoader(HangAt(data, {BAD}, 600), batch_size=4, num_workers=2,
                                     timeout=1)):
@@ -188,7 +182,7 @@ def test_no_orphans_after_the_process_ends(tmp_path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1
     assert err.strip().splitlines()[-1] == "RuntimeError: DataLoader timed out after 1 seconds"
-    left = _wait_until_empty(lambda: _session(proc.pid))
+    left = wait_until_empty(lambda: session_pids(proc.pid))
     assert not left, f"processes of the finished script still alive: {sorted(left)}"
 
 

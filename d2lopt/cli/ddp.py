@@ -2,7 +2,7 @@
 
 The launch flags (``--nproc-per-node``, ``--nnodes``, rendezvous) are this command's; every
 other argument is the program's (:func:`d2lopt.flags.add_program_flags`). They are checked
-here, with the program's own parser and :func:`d2lopt.ddp.validate`, so a bad flag fails
+here, with the program's own parser and :func:`d2lopt.dist.ddp.validate`, so a bad flag fails
 before any process starts; then torchrun (``python -m torch.distributed.run``) runs
 ``-m d2lopt.ddp`` with the user's own program arguments, exactly as typed.
 """
@@ -92,8 +92,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..ddp import validate
-    from ..distributed import rank_device, torchrun_command, torchrun_env
+    from ..dist.ddp import validate
+    from ..dist.distributed import rank_device, torchrun_command, torchrun_env
     from ..precision import check_amp
 
     if args.nnodes != "1" and args.rdzv_endpoint is None:

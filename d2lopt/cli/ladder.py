@@ -1,4 +1,4 @@
-"""``d2lopt ladder``: climb the optimization ladder on this machine (:mod:`d2lopt.ladder`)."""
+"""``d2lopt ladder``: climb the optimization ladder on this machine (:mod:`d2lopt.lab.ladder`)."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ladder import LadderSettings, Workload, describe_target, format_table, run_ladder
+    from ..lab.ladder import LadderSettings, Workload, describe_target, format_table, run_ladder
 
     if args.rounds == 1:
         raise UsageError("--rounds: must be >= 2: a ratio needs paired rounds")

@@ -1,4 +1,4 @@
-"""``d2lopt tune-loader``: sweep the DataLoader's settings (:mod:`d2lopt.tuning` measures)."""
+"""``d2lopt tune-loader``: sweep the DataLoader's settings (:mod:`d2lopt.lab.tuning` measures)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,6 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tuning import _run
+    from ..lab.tuning import _run
 
     return _run(args)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from ..compare import Sweep, compare_many
-from ..distributed import free_port, setup, teardown
+from ..dist.distributed import free_port, setup, teardown
 from ..envinfo import _usable_cores
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .metrics import Accumulator
+from ..metrics import Accumulator
 
 __all__ = ["article_evaluate_loss", "article_train_epoch", "article_fit"]
 

@@ -1,7 +1,7 @@
 """The ladder's report, computed from ``ladder.json`` alone: targets, tables, caveats, plot.
 
 Taught in ``12_putting_it_together``. Everything here reads a finished report (the dict
-:func:`d2lopt.ladder.run_ladder` returns, or a ``ladder.json``), so the README's ladder
+:func:`d2lopt.lab.ladder.run_ladder` returns, or a ``ladder.json``), so the README's ladder
 table and its caveats are generated from the committed measurement
 (``python benchmarks/ladder_table.py``), never typed.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .compare import ratio_interval
+from ..compare import ratio_interval
 
 __all__ = [
     "PEERS",

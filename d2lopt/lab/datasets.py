@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .errors import ParamError
+from ..errors import ParamError
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -18,10 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
 
-from .config import TrainConfig
-from .data import EpochRandomSampler
-from .devices import resolve_device
-from .errors import ParamError
+from ..config import TrainConfig
+from ..data import EpochRandomSampler
+from ..devices import resolve_device
+from ..errors import ParamError
+from ..models import cnn, init_weights
+from ..train import make_loader
 from .input_pipelines import (
     DeviceAugmentLoader,
     GpuDecodeLoader,
@@ -29,8 +31,6 @@ from .input_pipelines import (
     decode_images,
     read_encoded,
 )
-from .models import cnn, init_weights
-from .train import make_loader
 from .tuning import standard_dataset
 
 __all__ = ["Workload", "load_user_data", "load_user_model"]
@@ -139,7 +139,7 @@ def load_user_model(spec: str) -> Callable[[], nn.Module]:
 class Workload:
     """The data sets, the model factory and the loaders every rung is built from."""
 
-    def __init__(self, s: Any) -> None:  # a d2lopt.ladder.LadderSettings
+    def __init__(self, s: Any) -> None:  # a d2lopt.lab.ladder.LadderSettings
         self.s = s
         self.device = resolve_device(s.device)
         self.samples: dict[str, list] | None = None  # image files: decode-once/GPU-decode rungs

@@ -4,14 +4,14 @@ Taught in ``06_cpu_compute`` (threads vs worker processes; ``uint8`` until the d
 one batched augmentation instead of one per sample) and climbed as rungs in
 ``12_putting_it_together`` (``d2lopt ladder``). Each loader here is an iterable of
 ``(X, y)`` batches, so :func:`d2lopt.fit`, the article's loop and
-:func:`d2lopt.bench.measure_loaders` take it like a ``DataLoader``.
+:func:`d2lopt.lab.bench.measure_loaders` take it like a ``DataLoader``.
 
 - :class:`ThreadLoader`: batches built by a pool of threads in the main process. JPEG
   decoding (PIL) and tensor kernels release the GIL, so threads overlap where it counts,
   without starting, feeding and pickling to worker processes.
 - :func:`decode_images` + :class:`DeviceAugmentLoader`: decode every image **once** into a
   ``uint8`` tensor (4x smaller than float32), keep it on the device, and draw each batch's
-  random crops and flips as one batched kernel (:func:`d2lopt.loading.batched_augment`) every
+  random crops and flips as one batched kernel (:func:`d2lopt.lab.loading.batched_augment`) every
   epoch. This is FFCV's and DALI's idea, on the course's own pieces.
 - :func:`read_encoded` + :class:`GpuDecodeLoader`: keep the *encoded* JPEG bytes in memory
   (about a tenth of the decoded size) and decode each batch with one batched
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
-from .devices import as_device
+from ..devices import as_device
 from .loading import batched_augment
 
 __all__ = [
@@ -156,7 +156,7 @@ def decode_images(
     must have the same size (they are stacked). Decoded by PIL as RGB, as ``ImageFolder``
     does, so the pixels equal the per-sample pipeline's.
     How much memory it takes is ``DecodedImages.mib``: check it fits before caching a big
-    data set (:func:`d2lopt.ladder` does).
+    data set (:func:`d2lopt.lab.ladder` does).
     """
     from PIL import Image
     from torchvision.transforms.v2.functional import pil_to_tensor

@@ -2,10 +2,10 @@
 
 A rung adds one optimization to the previous best and is *kept* only when
 :func:`d2lopt.compare.compare` says it **holds**, measuring what the rung changes: loader
-passes (through :func:`d2lopt.bench.measure_loaders`, as ``d2lopt tune-loader``), training
+passes (through :func:`d2lopt.lab.bench.measure_loaders`, as ``d2lopt tune-loader``), training
 passes for a compute switch, whole runs for the loop's hygiene. A rung the hardware cannot
-use is *skipped* with the reason. :func:`d2lopt.ladder.run_ladder` then runs the kept ones
-whole, in the final rounds (:mod:`d2lopt.ladder_final`).
+use is *skipped* with the reason. :func:`d2lopt.lab.ladder.run_ladder` then runs the kept ones
+whole, in the final rounds (:mod:`d2lopt.lab.ladder_final`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..compare import Comparison, compare, ratio_interval
+from ..config import TrainConfig
+from ..devices import synchronize
+from ..verdict import HOLDS
 from .bench import measure_loaders, run_pass, sweep_loaders
-from .compare import Comparison, compare, ratio_interval
-from .config import TrainConfig
-from .devices import synchronize
 from .ladder_runs import (
     REJECTED,
     SKIPPED,
@@ -36,13 +37,12 @@ from .ladder_runs import (
 )
 from .ladder_workload import Workload
 from .tuning import default_workers
-from .verdict import HOLDS
 
 __all__ = ["pair"]
 
 
 def _amp_candidate(device: torch.device) -> str:
-    from .devices import supports_bf16
+    from ..devices import supports_bf16
 
     if device.type == "cuda":
         return "bf16" if supports_bf16(device) else "fp16"

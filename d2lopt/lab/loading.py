@@ -5,7 +5,7 @@ Taught in ``05_disk_to_memory`` (where the data lives, ``num_workers``, ``prefet
 and ``06_cpu_compute`` (threads vs workers, batched transforms, ``uint8`` until the device).
 The data sets live here, not in notebook cells, so DataLoader workers can import them under
 every start method (fork, spawn, forkserver). Loaders are *measured* by
-:mod:`d2lopt.bench`; :func:`warm_loaders` hands it loaders whose workers are already running.
+:mod:`d2lopt.lab.bench`; :func:`warm_loaders` hands it loaders whose workers are already running.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .compare import Comparison, Sweep
-from .data import notice_once
-from .verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from ..compare import Comparison, Sweep
+from ..data import notice_once
+from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 T = TypeVar("T")
 
@@ -163,7 +163,7 @@ def consume(
     The wait is the time spent inside ``next()``: on a GPU machine, the time the device
     would sit idle because the input pipeline was late. ``step(X, y)`` is the consumer's
     work per batch (a training step, or a stand-in for one). ``on_first_batch()`` is called
-    once, when the first batch has arrived (:func:`d2lopt.bench.run_pass` times start-up
+    once, when the first batch has arrived (:func:`d2lopt.lab.bench.run_pass` times start-up
     with it).
     """
     samples, waited = 0, 0.0
@@ -303,8 +303,8 @@ def warm_loaders(
     A loader built inside every timed pass pays its workers' start-up in every pass; on a
     short epoch that start-up swamps what the setting changes (05's first sweeps compared
     process start-up, not loading). Here every loader is built once, and the factories
-    yielded return that same loader, for :func:`d2lopt.bench.measure_loaders` or
-    :func:`d2lopt.bench.run_pass`: the untimed warm-up pass starts the (persistent) workers,
+    yielded return that same loader, for :func:`d2lopt.lab.bench.measure_loaders` or
+    :func:`d2lopt.lab.bench.run_pass`: the untimed warm-up pass starts the (persistent) workers,
     and the timed passes measure the steady state, what every epoch after the first costs.
     Measure start-up apart (``bench.measure_loader`` with a factory). Taught in
     ``05_disk_to_memory``.

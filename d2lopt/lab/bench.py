@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from .compare import Comparison, Sweep, compare_many
-from .devices import as_device, synchronize
+from ..compare import Comparison, Sweep, compare_many
+from ..devices import as_device, synchronize
+from ..sweep import setting_label
 from .loading import build_loader, consume
 
 __all__ = [
@@ -260,11 +261,6 @@ def measure_loaders(
         for name in loaders
     }
     return LoaderSweep(reference, runs, sweep)
-
-
-def setting_label(setting: Mapping[str, Any]) -> str:
-    """``{"num_workers": 2, "prefetch_factor": 4}`` -> ``"num_workers=2, prefetch_factor=4"``."""
-    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
 
 
 def sweep_loaders(

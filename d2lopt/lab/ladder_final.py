@@ -1,6 +1,6 @@
 """The ladder's final rounds and its report: kept rungs, ceiling and peers, run whole side by side.
 
-Taught in ``12_putting_it_together``. After the climb (:mod:`d2lopt.ladder_climb`) every kept
+Taught in ``12_putting_it_together``. After the climb (:mod:`d2lopt.lab.ladder_climb`) every kept
 rung, the compute ceiling and the peers that are installed run whole in the same paired
 rounds (:func:`d2lopt.compare.compare_many`), so every figure of ``ladder.json`` has an
 interval against the baseline; :func:`report` assembles that content.
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from .compare import Sweep, compare_many
-from .data import notice_once
+from ..compare import Sweep, compare_many
+from ..data import notice_once
 from .ladder_climb import pair
 from .ladder_measures import PeakMemory, RunStats
 from .ladder_report import PEERS
@@ -124,8 +124,8 @@ def _row(name: str, sweep: Sweep, recs: list[RunStats], confidence: float) -> di
 
 
 def describe_hardware(device: torch.device) -> dict[str, Any]:
-    from .devices import accelerator_name
-    from .envinfo import environment_report
+    from ..devices import accelerator_name
+    from ..envinfo import environment_report
 
     rep = environment_report()
     cpu = accelerator_name("cpu")

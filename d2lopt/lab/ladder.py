@@ -7,7 +7,7 @@ only when :func:`d2lopt.compare.compare` says it **holds** against that previous
 otherwise it is *rejected*, with its interval. Each decision measures what the rung changes:
 
 - loader rungs (worker processes, threads, pinned memory, GPU decode, decode once): passes of
-  the training loader with the training step, through :func:`d2lopt.bench.measure_loaders`
+  the training loader with the training step, through :func:`d2lopt.lab.bench.measure_loaders`
   (the code ``d2lopt tune-loader`` measures with);
 - compute rungs (AMP, ``channels_last``, ``torch.compile``): the same passes, one step each;
 - loop hygiene: whole runs, since it changes the evaluation.
@@ -23,9 +23,9 @@ of the training loop spent waiting for the next batch.
 Nothing is assumed: a rung the hardware cannot use is *skipped* with the reason.
 
 This module holds the settings and :func:`run_ladder`; the climb is in
-:mod:`d2lopt.ladder_climb`, the final rounds and the report's content in
-:mod:`d2lopt.ladder_final`, one run in :mod:`d2lopt.ladder_runs`, the tables and plot in
-:mod:`d2lopt.ladder_report`.
+:mod:`d2lopt.lab.ladder_climb`, the final rounds and the report's content in
+:mod:`d2lopt.lab.ladder_final`, one run in :mod:`d2lopt.lab.ladder_runs`, the tables and plot in
+:mod:`d2lopt.lab.ladder_report`.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .devices import resolve_device
-from .errors import ParamError
+from ..devices import resolve_device
+from ..errors import ParamError
 from .ladder_climb import _Climb
 from .ladder_final import describe_hardware, final_rounds, json_safe, load_average, report
 from .ladder_measures import RunStats

@@ -1,9 +1,9 @@
 """What one ladder run is: its loop, and the entries the final rounds time.
 
-Taught in ``12_putting_it_together`` (the apparatus of :mod:`d2lopt.ladder`). A run builds
-its loaders from the workload (:mod:`d2lopt.ladder_workload`), trains ``epochs`` epochs
+Taught in ``12_putting_it_together`` (the apparatus of :mod:`d2lopt.lab.ladder`). A run builds
+its loaders from the workload (:mod:`d2lopt.lab.ladder_workload`), trains ``epochs`` epochs
 with the rung's loop (the article's, :func:`d2lopt.fit`, or a peer's) and evaluates; its
-:class:`~d2lopt.ladder_measures.RunStats` keep the fixed costs (start-up to the first batch,
+:class:`~d2lopt.lab.ladder_measures.RunStats` keep the fixed costs (start-up to the first batch,
 the first step's extra time) apart from the steady state, and the data stalls (time inside
 ``next()``).
 """
@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import TrainConfig
+from ..devices import synchronize
+from ..loop import TrainStep, place
+from ..precision import autocast_ctx, grad_scaler
+from ..train import fit
 from .article import article_evaluate_loss, article_train_epoch
-from .config import TrainConfig
-from .devices import synchronize
 from .ladder_measures import RunStats, Timed
 from .ladder_workload import Workload
-from .loop import TrainStep, place
-from .precision import autocast_ctx, grad_scaler
-from .train import fit
 
 __all__ = [
     "Rung",

@@ -4,7 +4,7 @@ Taught in ``12_putting_it_together`` (its sweep is the worker rung of ``d2lopt l
 the knobs themselves are the lessons of ``05_disk_to_memory`` and ``07_cpu_to_gpu``. The
 article gives rules of thumb (workers: half the cores; prefetch: "more until it plateaus");
 this module measures them on one machine and one data set with
-:func:`d2lopt.bench.sweep_loaders`, the code the ladder measures loaders with: every setting
+:func:`d2lopt.lab.bench.sweep_loaders`, the code the ladder measures loaders with: every setting
 gets a fresh, seeded, shuffled loader per pass (worker start-up is part of the pass and
 reported apart), all settings run in the same paired rounds, and each gets an interval
 against PyTorch's default (``num_workers=0``). A setting is "better" only when its whole
@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
+from ..devices import resolve_device
+from ..errors import ParamError, ParamTypeError, UsageError
+from ..flags import check_out_dir, writable_dir
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
-from .devices import resolve_device
-from .errors import ParamError, ParamTypeError, UsageError
-from .flags import check_out_dir, writable_dir
 from .loading import build_loader
 
 __all__ = [
@@ -139,7 +139,7 @@ def tune_loader(
 ) -> LoaderSweep:
     """Every setting of ``grid`` against the first (PyTorch's default), in paired rounds.
 
-    :func:`d2lopt.bench.sweep_loaders` with a progress bar over the time budget (its
+    :func:`d2lopt.lab.bench.sweep_loaders` with a progress bar over the time budget (its
     ETA is the budget's remainder: the sweep stops earlier once every interval is decided
     and narrow). ``step`` trains on each batch, as the ladder's worker rung does; without it
     the loader is measured alone.
@@ -344,7 +344,7 @@ def standard_dataset(
         raise ParamError("size", f"must be >= 8, got {size}")
     from torchvision.datasets import ImageFolder
 
-    from .data import FASHION_MNIST_CLASSES, data_root, image_transform, write_image_folder
+    from ..data import FASHION_MNIST_CLASSES, data_root, image_transform, write_image_folder
 
     base = Path(root) if root is not None else data_root() / "ladder"
     folder = write_image_folder(

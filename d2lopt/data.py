@@ -3,15 +3,15 @@
 Taught in ``03_dataset_dataloader`` and ``05_disk_to_memory``. Users online get the real
 FashionMNIST through ``torchvision.datasets.FashionMNIST(download=True)``; offline (CI, air-
 gapped clusters) the loader announces it once and generates a deterministic *synthetic*
-FashionMNIST of the same shapes and classes: garment-like silhouettes under random affine
-jitter, texture and noise, hard enough that loss curves and confusions teach something.
+FashionMNIST of the same shapes and classes (:mod:`d2lopt.synthetic`): garment-like
+silhouettes under random affine jitter, texture and noise, hard enough that loss curves and
+confusions teach something.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
-from .errors import ParamError, ParamUnavailable
+from .errors import ParamError, ParamUnavailable, check_int
+from .synthetic import FASHION_MNIST_CLASSES, synthetic_fashion_mnist
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -36,24 +37,10 @@ __all__ = [
     "seed_worker",
 ]
 
-FASHION_MNIST_CLASSES = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
-)  # fmt: skip
-
 Source = Literal["auto", "real", "synthetic"]
 SOURCES = ("auto", "real", "synthetic")
 _announced: set[str] = set()
 _unreachable: set[tuple[str, bool]] = set()  # (folder, split) whose download failed
-
-
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    """``TypeError`` for a non-int (bools included), ``ValueError`` outside the range."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ParamError(name, f"must be {bounds}, got {value}")
 
 
 def _check_path(name: str, value: object) -> Path:
@@ -83,76 +70,6 @@ def notice_once(key: str, message: str) -> None:
     if key not in _announced:
         _announced.add(key)
         print(f"d2lopt: {message}", file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------- synthetic data
-def _prototypes(size: int = 28) -> torch.Tensor:
-    """Ten garment silhouettes (one per FashionMNIST class), values in [0, 1]."""
-    s = size / 28
-    yy, xx = torch.meshgrid(torch.arange(size) / s, torch.arange(size) / s, indexing="ij")
-
-    def box(x0: float, x1: float, y0: float, y1: float) -> torch.Tensor:
-        return ((xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)).float()
-
-    def trapezoid(top: tuple[float, float], bottom: tuple[float, float], y0: float, y1: float):
-        t = ((yy - y0) / (y1 - y0)).clamp(0, 1)
-        left = top[0] + (bottom[0] - top[0]) * t
-        right = top[1] + (bottom[1] - top[1]) * t
-        return ((xx >= left) & (xx <= right) & (yy >= y0) & (yy <= y1)).float()
-
-    torso = box(8, 19, 5, 23)
-    long_sleeves = box(3, 7, 6, 21) + box(20, 24, 6, 21)
-    protos = [
-        torso + box(3, 24, 5, 10),  # t-shirt: short sleeves
-        box(9, 13, 3, 25) + box(15, 19, 3, 25) + box(9, 19, 3, 7),  # trouser: two legs
-        torso + long_sleeves,  # pullover
-        trapezoid((10, 17), (5, 22), 3, 25),  # dress
-        torso + long_sleeves - 0.6 * box(13, 14, 5, 23) + box(8, 19, 23, 25),  # coat: opening
-        box(3, 25, 18, 19) + box(3, 25, 21, 22) + box(3, 25, 24, 25) + box(20, 25, 14, 25),
-        torso + long_sleeves - 0.5 * box(13, 14, 8, 23) + 0.6 * box(11, 16, 4, 6),  # shirt
-        trapezoid((15, 22), (3, 25), 12, 20) + box(3, 25, 20, 23),  # sneaker
-        box(5, 22, 10, 25) + box(8, 9, 4, 10) + box(18, 19, 4, 10) + box(8, 19, 4, 5),  # bag
-        box(13, 22, 3, 25) + box(3, 22, 17, 25),  # ankle boot
-    ]
-    return torch.stack(protos).clamp(0, 1)
-
-
-def synthetic_fashion_mnist(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` deterministic, learnable FashionMNIST-like images: ``(uint8 [n,1,28,28], labels)``.
-
-    Each image is a class silhouette under a random affine transform (scale, rotation,
-    shear, shift), multiplied by a low-frequency texture, plus pixel noise. A linear model
-    reaches roughly 70-80 % accuracy and a small CNN 90 %+, as on the real data set.
-    """
-    _check_int("n", n, 1)
-    _check_int("seed", seed, 0)
-    g = torch.Generator().manual_seed(seed)
-    protos = _prototypes()
-    labels = torch.randperm(n, generator=g) % len(FASHION_MNIST_CLASSES)
-    images = torch.empty(n, 1, 28, 28, dtype=torch.uint8)
-    for start in range(0, n, 8192):  # chunks keep peak memory small for 60k images
-        y = labels[start : start + 8192]
-        m = y.numel()
-        u = torch.rand(m, 8, generator=g)
-        scale = 0.7 + 0.45 * u[:, 0]
-        angle = (u[:, 1] - 0.5) * math.radians(40)
-        shear = (u[:, 2] - 0.5) * 0.5
-        tx, ty = (u[:, 3] - 0.5) * 0.5, (u[:, 4] - 0.5) * 0.5
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack(
-            [torch.stack([cos, -sin + shear, tx], 1), torch.stack([sin, cos, ty], 1)], 1
-        )
-        grid = F.affine_grid(theta, (m, 1, 28, 28), align_corners=False)
-        # a faint second silhouette makes neighbouring classes genuinely confusable
-        other = (y + 1 + torch.randint(0, 9, (m,), generator=g)) % len(FASHION_MNIST_CLASSES)
-        blend = protos[y] + 0.45 * u[:, 7].view(m, 1, 1) * protos[other]
-        x = F.grid_sample(blend.unsqueeze(1).clamp(0, 1), grid, align_corners=False)
-        texture = F.interpolate(torch.rand(m, 1, 7, 7, generator=g), size=28, mode="bilinear")
-        brightness = (0.55 + 0.45 * u[:, 5]).view(m, 1, 1, 1)
-        x = x * brightness * (0.55 + 0.45 * texture)
-        x = x + 0.12 * torch.randn(m, 1, 28, 28, generator=g) * (0.3 + u[:, 6].view(m, 1, 1, 1))
-        images[start : start + m] = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-    return images, labels.long()
 
 
 # ----------------------------------------------------------------------------- FashionMNIST
@@ -211,7 +128,7 @@ def fashion_mnist(
         raise TypeError(f"train: expected True (training split) or False (test), got {train!r}")
     _check_source(source)
     if n is not None:
-        _check_int("n", n, 1)
+        check_int("n", n, 1)
     used = source
     folder = str(data_root(root) / "data")
     if source == "auto" and (folder, train) in _unreachable:
@@ -275,8 +192,8 @@ def load_fashion_mnist(
         raise ParamError("batch_size", f"must be a positive int, got {batch_size!r}")
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None:
-            _check_int(name, n, 1)
-    _check_int("seed", seed, 0)
+            check_int(name, n, 1)
+    check_int("seed", seed, 0)
     taken = sorted({"batch_size", "shuffle", "sampler", "batch_sampler"} & set(loader_kwargs))
     if taken:
         raise TypeError(
@@ -311,12 +228,12 @@ class EpochRandomSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int = 0) -> None:
-        _check_int("n", n, 1)
-        _check_int("seed", seed, 0, 2**32 - 1)  # seed * 100_003 + epoch must fit in 64 bits
+        check_int("n", n, 1)
+        check_int("seed", seed, 0, 2**32 - 1)  # seed * 100_003 + epoch must fit in 64 bits
         self.n, self.seed, self.epoch = n, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        _check_int("epoch", epoch, 0)
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def __iter__(self):
@@ -361,8 +278,8 @@ def write_image_folder(
     """
     from PIL import Image
 
-    _check_int("n", n, 1)
-    _check_int("size", size, 8)
+    check_int("n", n, 1)
+    check_int("size", size, 8)
     if fmt not in ("jpeg", "png"):
         raise ParamError("fmt", f"must be 'jpeg' or 'png', got {fmt!r}")
     if not isinstance(train, bool):
@@ -391,7 +308,7 @@ def image_transform(train: bool = True, size: int = 64):
     """Per-sample decode-side pipeline: random crop + flip for training, then normalize."""
     from torchvision.transforms import v2
 
-    _check_int("size", size, 1)
+    check_int("size", size, 1)
     ops = [v2.PILToTensor()]
     if train:
         ops += [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),

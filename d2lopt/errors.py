@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["ParamError", "ParamTypeError", "ParamUnavailable", "UsageError"]
+__all__ = ["ParamError", "ParamTypeError", "ParamUnavailable", "UsageError", "check_int"]
 
 
 class ParamError(ValueError):
@@ -104,3 +104,12 @@ def _rebuild_unavailable(param: str, problem: str, cli: str | None) -> ParamUnav
 
 class UsageError(Exception):
     """A bad command line, already worded in flags: reported as one line, exit code 2."""
+
+
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    """``TypeError`` for a non-int (bools included), a ParamError for ``name`` outside the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ParamError(name, f"must be {bounds}, got {value}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,6 +27,7 @@ __all__ = [
     "add_config_flags",
     "check_out_dir",
     "config_from_args",
+    "dashed",
     "non_negative_int",
     "positive_float",
     "positive_int",
@@ -40,47 +42,50 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _value_type(
+    name: str, convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str, must: str
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then check it; each error says what to write."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{must}, got {text}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name  # argparse and _TYPES know a type by its name
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+positive_int = _value_type(
+    "positive_int", int, lambda v: v >= 1, "a positive integer", "must be >= 1"
+)
+non_negative_int = _value_type(
+    "non_negative_int", int, lambda v: v >= 0, "an integer >= 0", "must be >= 0"
+)
+positive_float = _value_type(
+    "positive_float",
+    float,
+    lambda v: 0 < v < float("inf"),  # False for nan too
+    "a positive number",
+    "must be a finite number > 0",
+)
+unit_float = _value_type(
+    "unit_float", float, lambda v: 0 <= v < 1, "a number in [0, 1)", "must be in [0, 1)"
+)
 
 
 _TYPES = {f.__name__: f for f in (positive_int, non_negative_int, positive_float, unit_float)}
+
+
+def dashed(*params: str) -> dict[str, str]:
+    """``{param: flag}`` for parameters whose flag is their name, dashed (``n_train``:
+    ``--n-train``), the spelling :meth:`~d2lopt.errors.ParamError.usage` assumes too."""
+    return {p: "--" + p.replace("_", "-") for p in params}
+
 
 # config field -> its flag (``--epochs`` sets num_epochs; the rest are the field's name)
 CONFIG_FLAGS: dict[str, str] = {

@@ -228,17 +228,7 @@ def explore(
 
     from .sweep import setting_label  # the label sweeps and LoaderRun use too
 
-    if not controls:
-        raise ValueError("controls: give at least one {keyword: widget} pair")
-    if max_bars < 1:
-        raise ValueError(f"max_bars: need at least 1 bar on the chart, got {max_bars}")
-    for name, control in controls.items():
-        if hasattr(control, "description") and not control.description:
-            control.description = name
-        style = getattr(control, "style", None)
-        if style is not None and "description_width" in style.keys:
-            if not style.description_width:  # the default cuts names at ~80 px
-                style.description_width = "initial"
+    _label_controls(controls, max_bars)
     out = widgets.Output()
     run_button = widgets.Button(description=button, button_style="primary", icon="play")
     status = widgets.HTML(value="")
@@ -250,9 +240,7 @@ def explore(
         label = setting_label(settings)
         # While measure() runs, the kernel serves nothing else: these updates are sent now,
         # so the learner sees that the click was taken and not to click again.
-        with run_button.hold_sync():  # one message: disabled and relabelled together
-            run_button.disabled = True
-            run_button.description, run_button.icon = "measuring…", "hourglass-half"
+        _set_busy(run_button, True, button)
         status.value = f"measuring <code>{_escape(label)}</code> …"
         try:
             value = float(measure(**settings))
@@ -263,28 +251,12 @@ def explore(
             )
             raise
         finally:
-            with run_button.hold_sync():
-                run_button.disabled = False
-                run_button.description, run_button.icon = button, "play"
+            _set_busy(run_button, False, button)
         results.append((label, value))
         status.value = (
             f"last measured: <code>{_escape(label)}</code>: {fmt.format(value)} {_escape(xlabel)}"
         )
-        shown = results[-max_bars:]
-        fig = _new_figure((8.0, 1.0 + 0.45 * len(shown)))
-        labels, values = zip(*shown, strict=True)
-        best = max(range(len(values)), key=values.__getitem__)
-        bar_chart(
-            fig.subplots(),
-            labels,
-            values,
-            xlabel=xlabel,
-            ylabel="setting",
-            title="one bar per measurement, newest at the bottom, best in orange",
-            fmt=fmt,
-            highlight=best,
-        )
-        fig.tight_layout()
+        fig = _results_chart(results[-max_bars:], xlabel, fmt)
         with out:
             out.clear_output(wait=True)  # replace the chart (and any earlier traceback)
             display(fig)
@@ -304,6 +276,49 @@ def explore(
     )
     box.add_class(EXPLORER_CLASS)
     return box
+
+
+def _label_controls(controls: Mapping[str, Any], max_bars: int) -> None:
+    """Check :func:`explore`'s arguments; give every control room for its whole name."""
+    if not controls:
+        raise ValueError("controls: give at least one {keyword: widget} pair")
+    if max_bars < 1:
+        raise ValueError(f"max_bars: need at least 1 bar on the chart, got {max_bars}")
+    for name, control in controls.items():
+        if hasattr(control, "description") and not control.description:
+            control.description = name
+        style = getattr(control, "style", None)
+        if style is not None and "description_width" in style.keys:
+            if not style.description_width:  # the default cuts names at ~80 px
+                style.description_width = "initial"
+
+
+def _set_busy(run_button: Any, busy: bool, button: str) -> None:
+    """:func:`explore`'s button while ``measure`` runs: disabled, reading "measuring…"."""
+    with run_button.hold_sync():  # one message: disabled and relabelled together
+        run_button.disabled = busy
+        run_button.description, run_button.icon = (
+            ("measuring…", "hourglass-half") if busy else (button, "play")
+        )
+
+
+def _results_chart(shown: list[tuple[str, float]], xlabel: str, fmt: str) -> Any:
+    """:func:`explore`'s chart: one bar per measurement, newest at the bottom, best in orange."""
+    fig = _new_figure((8.0, 1.0 + 0.45 * len(shown)))
+    labels, values = zip(*shown, strict=True)
+    best = max(range(len(values)), key=values.__getitem__)
+    bar_chart(
+        fig.subplots(),
+        labels,
+        values,
+        xlabel=xlabel,
+        ylabel="setting",
+        title="one bar per measurement, newest at the bottom, best in orange",
+        fmt=fmt,
+        highlight=best,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def _escape(text: str) -> str:

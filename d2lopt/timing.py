@@ -8,7 +8,6 @@ the launch, not the work. Every timer here synchronizes the device it times, and
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import statistics
 import time
@@ -168,13 +167,11 @@ def _torch_benchmark():
     Its import pulls in ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found"
     on machines that have a CUDA toolkit but no GPU: noise on every notebook's stderr.
     """
-    log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        import torch.utils.benchmark as tbench
-    finally:
-        log.setLevel(level)
+    from .profiling import quiet_cpp_extension
+
+    quiet_cpp_extension()  # imported once, silenced: the import below finds it cached
+    import torch.utils.benchmark as tbench
+
     return tbench
 
 

@@ -299,9 +299,9 @@ def test_user_data_is_split_with_a_seeded_tenth_held_out_unless_given_a_pair(use
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--dataset", "mine"], "--dataset: expected MODULE:ATTR"),
-        (["--dataset", "nowhere_xyz:data"], "--dataset: cannot import 'nowhere_xyz'"),
-        (["--dataset", "mine:missing"], "--dataset: 'mine:missing' does not exist"),
+        (["--dataset", "mine"], "--dataset: expected 'module:attr'"),
+        (["--dataset", "nowhere_xyz:data"], "--dataset: cannot import module 'nowhere_xyz'"),
+        (["--dataset", "mine:missing"], "--dataset: module 'mine' has no attribute 'missing'"),
         (["--dataset", "mine:number"], "--dataset: mine:number gives a int, not a map-style"),
         (["--dataset", "mine:stream"], "--dataset: mine:stream gives a Stream, not a map-style"),
         (["--dataset", "mine:floats"], "--dataset: labels must be integer class indices"),

@@ -5,28 +5,22 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError
-from ..flags import add_config_flag, non_negative_int, positive_float, positive_int, writable_dir
+from ..flags import (
+    add_config_flag,
+    dashed,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    writable_dir,
+)
 
 # the LadderSettings sizes and budgets with a flag each (passed on to LadderSettings.preset)
-_SIZES = {
-    "n_train": "--n-train",
-    "n_test": "--n-test",
-    "image_size": "--image-size",
-    "batch_size": "--batch-size",
-    "epochs": "--epochs",
-    "warmup": "--warmup",
-    "max_rounds": "--rounds",
-    "max_seconds": "--max-seconds",
-    "decide_seconds": "--decide-seconds",
-}
+_SIZES = ("n_train", "n_test", "image_size", "batch_size", "epochs", "warmup", "max_rounds",
+          "max_seconds", "decide_seconds")  # fmt: skip
 # every LadderSettings parameter a flag sets: a ParamError about one names the flag
 FLAGS: dict[str, str] = {
-    **_SIZES,
-    "device": "--device",
-    "seed": "--seed",
-    "dataset": "--dataset",
-    "model": "--model",
-    "data_dir": "--data-dir",
+    **dashed(*_SIZES, "device", "seed", "dataset", "model", "data_dir"),
+    "max_rounds": "--rounds",
 }
 
 

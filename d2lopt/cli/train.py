@@ -7,15 +7,20 @@ import sys
 from pathlib import Path
 
 from ..errors import ParamError, UsageError
-from ..flags import CONFIG_FLAGS, add_config_flags, check_out_dir, config_from_args, positive_int
+from ..flags import (
+    CONFIG_FLAGS,
+    add_config_flags,
+    check_out_dir,
+    config_from_args,
+    dashed,
+    positive_int,
+)
 
 # parameter (TrainConfig field, fit/fashion_mnist argument) -> the flag that sets it
 FLAGS: dict[str, str] = {
     **CONFIG_FLAGS,
+    **dashed("resume", "n_train", "n_test"),
     "out_dir": "--out",
-    "resume": "--resume",
-    "n_train": "--n-train",
-    "n_test": "--n-test",
     "source": "--data",
 }
 

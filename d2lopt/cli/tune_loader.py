@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ..flags import add_config_flag, non_negative_int, positive_float, positive_int
+from ..errors import UsageError
+from ..flags import (
+    add_config_flag,
+    check_out_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    writable_dir,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..lab.bench import LoaderSweep
 
 # parameter of the code tune-loader calls -> the flag that sets it
 FLAGS = {"device": "--device", "dataset": "--dataset", "size": "--image-size", "n": "--n"}
@@ -51,7 +68,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "and the best setting, save a heatmap.",
     )
     add_dataset_flag(p)
-    # the positional form of earlier versions: still accepted, with a note (see _run)
+    # the positional form of earlier versions: still accepted, with a note (see run)
     p.add_argument("old_dataset", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
     p.add_argument(
@@ -113,7 +130,131 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run, flags=FLAGS)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..lab.tuning import _run
+def _print_results(sweep: LoaderSweep, cores: int, device: torch.device) -> dict[str, Any]:
+    rows = [f"{'setting':<58} {'samples/s':>9} {'start-up':>9} {'waiting':>8}  vs default"]
+    for label, run in sweep.runs.items():
+        c = run.vs_reference
+        vs = "reference" if c is None else f"{c}: {c.verdict}"
+        rows.append(f"{label:<58} {run.samples_per_s:>9.0f} {run.startup * 1e3:>6.0f} ms "
+                    f"{run.wait_fraction:>8.0%}  {vs}")  # fmt: skip
+    print("\n".join(rows))
+    best = sweep.best() if sweep.sweep is not None else next(iter(sweep.runs.values()))
+    c = best.vs_reference
+    if c is None:
+        others = len(sweep.runs) - 1
+        print(f"best: {best.label} (PyTorch's default): "
+              + (f"none of the {others} other settings is faster with an interval above "
+                 f"{1 + _min_effect(sweep):.2f}"
+                 if others else "the only setting measured"))  # fmt: skip
+    else:
+        print(f"best: {best.label}: {c} against {sweep.reference} ({c.verdict})")
+    note = None
+    if device.type == "cpu":
+        note = (
+            f"note: these passes measured the loader alone; in training, the training step "
+            f"competes with the loader for the same {cores} core(s), so workers gain less "
+            "there, or lose. `d2lopt ladder --dataset ... --model ...` measures them with your "
+            "training step."
+        )
+        print(note)
+    return {"best": best, "note": note}
 
-    return _run(args)
+
+def _min_effect(sweep: LoaderSweep) -> float:
+    return next((r.vs_reference.min_effect for r in sweep.runs.values() if r.vs_reference), 0.05)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``d2lopt tune-loader``: measure the grid, print the table, save the JSON and heatmap.
+
+    A bad value raises :class:`~d2lopt.errors.UsageError`, or a ParamError whose parameter
+    the command maps to its flag (``device``, ``dataset``, ``size``: ``--image-size``).
+    """
+    from ..devices import resolve_device
+    from ..lab.tuning import (
+        dataset_from_flag,
+        default_workers,
+        fit_batches,
+        plot_heatmap,
+        standard_dataset,
+        sweep_grid,
+        tune_loader,
+    )
+
+    device = resolve_device(args.device)
+    if args.rounds is not None and args.rounds < 2:
+        raise UsageError("--rounds: must be >= 2: an interval needs paired rounds")
+    cores = default_workers()[-1]
+    workers = args.workers if args.workers is not None else default_workers()
+    if max(workers) > 4 * cores:
+        raise UsageError(
+            f"--workers: {max(workers)} workers on {cores} cores would thrash; use at most {cores}"
+        )
+    out = check_out_dir(args.out)  # created once the data set is known to load
+    if args.old_dataset is not None:
+        if args.dataset is not None:
+            raise UsageError(
+                f"--dataset: given twice ({args.dataset!r} and {args.old_dataset!r}); "
+                "keep only --dataset"
+            )
+        print(
+            f"tune-loader: a data set without --dataset is deprecated; write "
+            f"--dataset {args.old_dataset}",
+            file=sys.stderr,
+        )
+        args.dataset = args.old_dataset
+    if args.dataset is not None:
+        dataset = dataset_from_flag(args.dataset)
+        name = args.dataset
+    else:
+        dataset = standard_dataset(args.n, args.image_size)
+        name = f"standard image folder ({args.n} JPEGs, {args.image_size}px, decode + augment)"
+    pins = (False, True) if device.type == "cuda" else (False,)
+    if device.type != "cuda":
+        print(
+            f"tune-loader: pin_memory needs a CUDA GPU; not swept on {device.type}", file=sys.stderr
+        )
+    grid = sweep_grid(workers, args.prefetch, (False, True), pins)
+    try:
+        batches = args.max_batches or fit_batches(
+            dataset, len(grid), batch_size=args.batch_size, epochs=args.epochs,
+            max_seconds=args.max_seconds,
+        )  # fmt: skip
+        print(
+            f"tune-loader: {len(grid)} settings on {name}; each pass {args.epochs} epoch(s) of "
+            f"{batches} batches of {args.batch_size}; budget {args.max_seconds:g} s",
+            file=sys.stderr,
+        )
+        sweep = tune_loader(
+            dataset, grid, batch_size=args.batch_size, epochs=args.epochs, max_batches=batches,
+            device=device, max_seconds=args.max_seconds, max_rounds=args.rounds or 200,
+            seed=args.seed,
+        )  # fmt: skip
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. samples default_collate rejects
+        raise UsageError(
+            f"--dataset: loading batches failed ({type(exc).__name__}: {exc})"
+        ) from None
+    out = writable_dir(out)
+    shown = _print_results(sweep, cores, device)
+    best = shown["best"]
+    c = best.vs_reference
+    report = {
+        "dataset": name,
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "max_batches": batches,
+        "max_seconds": args.max_seconds,
+        "rounds": sweep.sweep.rounds if sweep.sweep is not None else len(best.seconds),
+        "reference": sweep.reference,
+        "results": [run.to_dict() for run in sweep.runs.values()],
+        "best": best.to_dict(),
+        "speedup_vs_default": 1.0 if c is None else c.speedup,
+        "speedup_ci": None if c is None else [None if math.isnan(x) else x for x in c.ci],
+        "note": shown["note"],
+    }
+    (out / "tune-loader.json").write_text(json.dumps(report, indent=2))
+    ax = plot_heatmap(sweep)
+    ax.figure.savefig(out / "heatmap.png", dpi=120)
+    print(f"saved {out / 'tune-loader.json'} and {out / 'heatmap.png'}")
+    return 0

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
-from ..devices import as_device
+from ..devices import as_device, try_gpu
+from ..train import pin_memory_for
 from .loading import batched_augment
 
 __all__ = [
@@ -94,7 +95,8 @@ class ThreadLoader:
         _positive("prefetch", prefetch)
         self.dataset, self.batch_size, self.num_threads = dataset, batch_size, num_threads
         self.sampler, self.prefetch = sampler, prefetch
-        self.pin_memory = pin_memory and torch.cuda.is_available()  # page-locking needs CUDA
+        # page-locking needs CUDA; quiet here: the ladder, which builds these per rung, decides
+        self.pin_memory = pin_memory_for(pin_memory, try_gpu(), announce=False)
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)

@@ -84,6 +84,18 @@ RUNG_NAMES = (
 )
 
 
+# LadderSettings.preset's sizes and budgets, per (device kind, quick): the reasons are in its
+# docstring
+_PRESET_FIELDS = ("n_train", "n_test", "image_size", "batch_size",
+                  "max_seconds", "decide_seconds", "decide_batches")  # fmt: skip
+_PRESETS: dict[tuple[str, bool], tuple[int | float, ...]] = {
+    ("cpu", True): (256, 64, 32, 32, 45.0, 10.0, 4),
+    ("cpu", False): (2048, 512, 64, 64, 120.0, 20.0, 8),
+    ("gpu", True): (2048, 512, 64, 128, 30.0, 6.0, 4),
+    ("gpu", False): (16384, 2048, 64, 256, 120.0, 20.0, 16),
+}
+
+
 @dataclass(frozen=True)
 class LadderSettings:
     """Sizes and time budgets of one ladder run; :meth:`preset` scales them to the hardware.
@@ -169,22 +181,8 @@ class LadderSettings:
         less when comparisons decide early.
         """
         dev = resolve_device(device)
-        if dev.type == "cpu":
-            base: dict[str, Any] = (
-                dict(n_train=256, n_test=64, image_size=32, batch_size=32,
-                     max_seconds=45.0, decide_seconds=10.0, decide_batches=4)
-                if quick
-                else dict(n_train=2048, n_test=512, image_size=64, batch_size=64,
-                          max_seconds=120.0, decide_seconds=20.0, decide_batches=8)
-            )  # fmt: skip
-        else:  # a GPU step is fast: bigger batches, more of them, capped decision passes
-            base = (
-                dict(n_train=2048, n_test=512, image_size=64, batch_size=128,
-                     max_seconds=30.0, decide_seconds=6.0, decide_batches=4)
-                if quick
-                else dict(n_train=16384, n_test=2048, image_size=64, batch_size=256,
-                          max_seconds=120.0, decide_seconds=20.0, decide_batches=16)
-            )  # fmt: skip
+        kind = "cpu" if dev.type == "cpu" else "gpu"  # a GPU step is fast: bigger, more batches
+        base = dict(zip(_PRESET_FIELDS, _PRESETS[kind, bool(quick)], strict=True))
         given = {k: v for k, v in overrides.items() if v is not None}
         return cls(device=device, quick=quick, **(base | given))
 

@@ -8,9 +8,6 @@ bad value fails at once, naming its flag, not in the middle of the ladder.
 
 from __future__ import annotations
 
-import os
-import pkgutil
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +20,7 @@ from ..data import EpochRandomSampler
 from ..devices import resolve_device
 from ..errors import ParamError
 from ..models import cnn, init_weights
-from ..train import make_loader
+from ..train import make_loader, pin_memory_for
 from .input_pipelines import (
     DeviceAugmentLoader,
     GpuDecodeLoader,
@@ -31,29 +28,10 @@ from .input_pipelines import (
     decode_images,
     read_encoded,
 )
+from .specs import call_factory, resolve
 from .tuning import standard_dataset
 
 __all__ = ["Workload", "load_user_data", "load_user_model"]
-
-
-def _resolve(spec: Any, param: str) -> Any:
-    """``MODULE:ATTR`` -> the object (``pkgutil.resolve_name``), errors naming ``param``."""
-    if not isinstance(spec, str) or ":" not in spec or spec.startswith(":") or spec.endswith(":"):
-        raise ParamError(param, f"expected MODULE:ATTR such as mydata:train_set, got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
-    try:
-        return pkgutil.resolve_name(spec)
-    except ImportError as exc:
-        raise ParamError(
-            param,
-            f"cannot import {spec.partition(':')[0]!r} ({exc}); run from the folder "
-            "that holds it or install its package",
-        ) from None
-    except AttributeError as exc:
-        raise ParamError(param, f"{spec!r} does not exist ({exc})") from None
-    except ValueError:
-        raise ParamError(param, f"{spec!r} is not an import path of Python names") from None
 
 
 def _is_map_dataset(obj: Any) -> bool:
@@ -71,14 +49,9 @@ def load_user_data(spec: str, seed: int = 0) -> tuple[Dataset, Dataset, str]:
     ``(train, test)`` pair. A single data set is split with a seeded 10 % held out for
     evaluation. Errors name ``--dataset`` and say what to point it at.
     """
-    obj = _resolve(spec, "dataset")
+    obj = resolve(spec, "dataset", from_cwd=True)
     if callable(obj) and not _is_map_dataset(obj):
-        try:
-            obj = obj()
-        except Exception as exc:  # the learner's factory: report it as a bad --dataset value
-            raise ParamError(
-                "dataset", f"calling {spec}() raised {type(exc).__name__}: {exc}"
-            ) from None
+        obj = call_factory(obj, spec, "dataset")
     if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(map(_is_map_dataset, obj)):
         train, test = obj
         how = "its own (train, test) pair"
@@ -108,7 +81,7 @@ def load_user_model(spec: str) -> Callable[[], nn.Module]:
     Every rung starts from the same fresh weights, so the flag names a function or class
     that *builds* the model, not a model instance.
     """
-    obj = _resolve(spec, "model")
+    obj = resolve(spec, "model", from_cwd=True)
     if isinstance(obj, nn.Module):
         raise ParamError(
             "model",
@@ -121,12 +94,7 @@ def load_user_model(spec: str) -> Callable[[], nn.Module]:
         )
 
     def build() -> nn.Module:
-        try:
-            net = obj()
-        except Exception as exc:
-            raise ParamError(
-                "model", f"calling {spec}() raised {type(exc).__name__}: {exc}"
-            ) from None
+        net = call_factory(obj, spec, "model")
         if not isinstance(net, nn.Module):
             raise ParamError("model", f"{spec}() returned a {type(net).__name__}, not an nn.Module")
         return net
@@ -234,7 +202,7 @@ class Workload:
                 batch_size=config.batch_size,
                 num_threads=spec["threads"],
                 sampler=sampler,
-                pin_memory=config.pin_memory and dev.type == "cuda",
+                pin_memory=pin_memory_for(config.pin_memory, dev, announce=False),  # quiet per rung
             )
         assert self.samples is not None, "decode rungs apply to image files only"
         files = self.samples["train" if train else "test"]

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..compare import Comparison, Sweep
-from ..data import notice_once
+from ..devices import try_gpu
+from ..train import pin_memory_for
 from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 T = TypeVar("T")
@@ -135,9 +136,7 @@ def build_loader(
         raise ValueError(f"prefetch_factor: must be an int >= 1 or None, got {prefetch_factor!r}")
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers: needs num_workers > 0; use num_workers >= 1")
-    pin = pin_memory and torch.cuda.is_available()  # page-locked memory only helps CUDA copies
-    if pin_memory and not pin:
-        notice_once("pin", "pin_memory needs CUDA; running without it on this machine")
+    pin = pin_memory_for(pin_memory, try_gpu())  # no CUDA: said once, passed on as False
     with _allow_many_workers():
         return DataLoader(
             dataset,

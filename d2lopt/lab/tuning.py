@@ -13,13 +13,9 @@ interval lies above ``1 + min_effect``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import pkgutil
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -28,11 +24,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..devices import resolve_device
-from ..errors import ParamError, ParamTypeError, UsageError
-from ..flags import check_out_dir, writable_dir
+from ..errors import ParamError, ParamTypeError
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
 from .loading import build_loader
+from .specs import call_factory, resolve
 
 __all__ = [
     "DEFAULT",
@@ -103,7 +98,7 @@ def sweep_grid(
     return grid
 
 
-def _fit_batches(
+def fit_batches(
     dataset: Dataset, n_settings: int, *, batch_size: int, epochs: int, max_seconds: float,
     rounds: int = 8,
 ) -> int:  # fmt: skip
@@ -213,40 +208,11 @@ def load_dataset(spec: str) -> Dataset:
         raise ValueError(str(exc)) from None
 
 
-def _resolve_dataset(spec: str) -> Dataset:
+def _resolve_dataset(spec: str, *, from_cwd: bool = False) -> Dataset:
     """:func:`load_dataset`, raising ParamError("dataset") (a ParamTypeError for a type)."""
-    if not isinstance(spec, str):
-        raise ParamTypeError("dataset", f"expected 'module:attr', got {type(spec).__name__}")
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name.strip() or not attr.strip():
-        raise ParamError(
-            "dataset",
-            f"expected 'module:attr' such as 'mydata:train_set' or "
-            f"'mypkg.data:make_dataset', got {spec!r}",
-        )
-    try:
-        obj: Any = pkgutil.resolve_name(spec)
-    except ImportError as exc:
-        raise ParamError(
-            "dataset",
-            f"cannot import module {module_name!r} ({exc}); run from the folder that "
-            "holds it or install its package",
-        ) from None
-    except AttributeError:
-        raise ParamError("dataset", f"module {module_name!r} has no attribute {attr!r}") from None
-    except ValueError:  # not dotted Python identifiers, e.g. 'my-data:train'
-        raise ParamError(
-            "dataset",
-            f"{spec!r} is not an import path; expected 'module:attr' of Python "
-            "identifiers, such as 'mydata:train_set'",
-        ) from None
+    obj = resolve(spec, "dataset", from_cwd=from_cwd)
     if not isinstance(obj, Dataset) and callable(obj):
-        try:
-            obj = obj()
-        except Exception as exc:  # the user's factory: report it as a bad --dataset value
-            raise ParamError(
-                "dataset", f"calling {spec} raised {type(exc).__name__}: {exc}"
-            ) from None
+        obj = call_factory(obj, spec, "dataset")
     if isinstance(obj, IterableDataset):
         raise ParamTypeError(
             "dataset",
@@ -325,9 +291,7 @@ def plot_heatmap(results: LoaderSweep | Iterable[LoaderRun | dict], ax: Any = No
 
 def dataset_from_flag(spec: str) -> Dataset:
     """:func:`load_dataset` for ``--dataset``: the current folder's modules are importable."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: local modules are importable
-    return _resolve_dataset(spec)  # a bad spec: ParamError("dataset"), named --dataset
+    return _resolve_dataset(spec, from_cwd=True)  # a bad spec: ParamError, named --dataset
 
 
 def standard_dataset(
@@ -357,122 +321,3 @@ def standard_dataset(
     ds.targets = [t for _, t in ds.samples]
     ds.classes, ds.class_to_idx = names, {c: i for i, c in enumerate(names)}
     return ds
-
-
-def _print_results(sweep: LoaderSweep, cores: int, device: torch.device) -> dict[str, Any]:
-    rows = [f"{'setting':<58} {'samples/s':>9} {'start-up':>9} {'waiting':>8}  vs default"]
-    for label, run in sweep.runs.items():
-        c = run.vs_reference
-        vs = "reference" if c is None else f"{c}: {c.verdict}"
-        rows.append(f"{label:<58} {run.samples_per_s:>9.0f} {run.startup * 1e3:>6.0f} ms "
-                    f"{run.wait_fraction:>8.0%}  {vs}")  # fmt: skip
-    print("\n".join(rows))
-    best = sweep.best() if sweep.sweep is not None else next(iter(sweep.runs.values()))
-    c = best.vs_reference
-    if c is None:
-        others = len(sweep.runs) - 1
-        print(f"best: {best.label} (PyTorch's default): "
-              + (f"none of the {others} other settings is faster with an interval above "
-                 f"{1 + _min_effect(sweep):.2f}"
-                 if others else "the only setting measured"))  # fmt: skip
-    else:
-        print(f"best: {best.label}: {c} against {sweep.reference} ({c.verdict})")
-    note = None
-    if device.type == "cpu":
-        note = (
-            f"note: these passes measured the loader alone; in training, the training step "
-            f"competes with the loader for the same {cores} core(s), so workers gain less "
-            "there, or lose. `d2lopt ladder --dataset ... --model ...` measures them with your "
-            "training step."
-        )
-        print(note)
-    return {"best": best, "note": note}
-
-
-def _min_effect(sweep: LoaderSweep) -> float:
-    return next((r.vs_reference.min_effect for r in sweep.runs.values() if r.vs_reference), 0.05)
-
-
-def _run(args: argparse.Namespace) -> int:
-    """``d2lopt tune-loader`` (flags: :mod:`d2lopt.cli.tune_loader`).
-
-    A bad value raises :class:`~d2lopt.errors.UsageError`, or a ParamError whose parameter
-    the command maps to its flag (``device``, ``dataset``, ``size``: ``--image-size``).
-    """
-    device = resolve_device(args.device)
-    if args.rounds is not None and args.rounds < 2:
-        raise UsageError("--rounds: must be >= 2: an interval needs paired rounds")
-    cores = default_workers()[-1]
-    workers = args.workers if args.workers is not None else default_workers()
-    if max(workers) > 4 * cores:
-        raise UsageError(
-            f"--workers: {max(workers)} workers on {cores} cores would thrash; use at most {cores}"
-        )
-    out = check_out_dir(args.out)  # created once the data set is known to load
-    if args.old_dataset is not None:
-        if args.dataset is not None:
-            raise UsageError(
-                f"--dataset: given twice ({args.dataset!r} and {args.old_dataset!r}); "
-                "keep only --dataset"
-            )
-        print(
-            f"tune-loader: a data set without --dataset is deprecated; write "
-            f"--dataset {args.old_dataset}",
-            file=sys.stderr,
-        )
-        args.dataset = args.old_dataset
-    if args.dataset is not None:
-        dataset = dataset_from_flag(args.dataset)
-        name = args.dataset
-    else:
-        dataset = standard_dataset(args.n, args.image_size)
-        name = f"standard image folder ({args.n} JPEGs, {args.image_size}px, decode + augment)"
-    pins = (False, True) if device.type == "cuda" else (False,)
-    if device.type != "cuda":
-        print(
-            f"tune-loader: pin_memory needs a CUDA GPU; not swept on {device.type}", file=sys.stderr
-        )
-    grid = sweep_grid(workers, args.prefetch, (False, True), pins)
-    try:
-        batches = args.max_batches or _fit_batches(
-            dataset, len(grid), batch_size=args.batch_size, epochs=args.epochs,
-            max_seconds=args.max_seconds,
-        )  # fmt: skip
-        print(
-            f"tune-loader: {len(grid)} settings on {name}; each pass {args.epochs} epoch(s) of "
-            f"{batches} batches of {args.batch_size}; budget {args.max_seconds:g} s",
-            file=sys.stderr,
-        )
-        sweep = tune_loader(
-            dataset, grid, batch_size=args.batch_size, epochs=args.epochs, max_batches=batches,
-            device=device, max_seconds=args.max_seconds, max_rounds=args.rounds or 200,
-            seed=args.seed,
-        )  # fmt: skip
-    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. samples default_collate rejects
-        raise UsageError(
-            f"--dataset: loading batches failed ({type(exc).__name__}: {exc})"
-        ) from None
-    out = writable_dir(out)
-    shown = _print_results(sweep, cores, device)
-    best = shown["best"]
-    c = best.vs_reference
-    report = {
-        "dataset": name,
-        "device": str(device),
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "max_batches": batches,
-        "max_seconds": args.max_seconds,
-        "rounds": sweep.sweep.rounds if sweep.sweep is not None else len(best.seconds),
-        "reference": sweep.reference,
-        "results": [run.to_dict() for run in sweep.runs.values()],
-        "best": best.to_dict(),
-        "speedup_vs_default": 1.0 if c is None else c.speedup,
-        "speedup_ci": None if c is None else [None if math.isnan(x) else x for x in c.ci],
-        "note": shown["note"],
-    }
-    (out / "tune-loader.json").write_text(json.dumps(report, indent=2))
-    ax = plot_heatmap(sweep)
-    ax.figure.savefig(out / "heatmap.png", dpi=120)
-    print(f"saved {out / 'tune-loader.json'} and {out / 'heatmap.png'}")
-    return 0

@@ -19,7 +19,6 @@ import contextlib
 import datetime
 import json
 import os
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..compare import Sweep, compare_many
-from ..dist.distributed import free_port, setup, teardown
+from ..dist.distributed import exit_rank, free_port, setup, teardown
 from ..envinfo import _usable_cores
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]
@@ -201,9 +200,7 @@ def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout
             conn.send(("error", traceback.format_exc()))
     finally:
         teardown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # skip the interpreter's teardown of torch: seconds per rank, nothing to save
+    exit_rank(0)  # skip the interpreter's teardown: seconds per rank, and gloo's shutdown race
 
 
 def _cores() -> int:

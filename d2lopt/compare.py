@@ -10,8 +10,11 @@ the change being measured: a burst of background load during one of the two runs
    drift of the machine's load hits both alike and cancels in the per-round ratio;
 2. summarizes the per-round ratios with the **Hodges-Lehmann estimate** and its
    **Wilcoxon signed-rank confidence interval** (on log ratios, see :func:`ratio_interval`);
-3. keeps measuring until the verdict is decided *and* the interval is narrow (about ±10 %),
-   or until ``max_seconds`` runs out, so a verdict never rests on one lucky round;
+3. looks at the intervals only at rounds planned before the first one (9, 14, 21, 32, ...:
+   :func:`d2lopt.stats.planned_looks`), with the error split over the looks, and stops at
+   the first look where the verdict is decided *and* the interval narrow (about ±10 %), at
+   ``max_rounds``, or when ``max_seconds`` runs out. A verdict keeps its error rate
+   whichever look it stops at: it rests neither on one lucky round nor on one lucky look;
 4. answers *holds* only when the whole interval lies above ``1 + min_effect``, *does not
    hold* when it lies below, and *inconclusive* otherwise, with one line saying why.
 
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 
 from .devices import as_device, synchronize
-from .stats import min_rounds, ratio_interval, round_order
+from .stats import look_confidence, min_rounds, planned_looks, ratio_interval, round_order
 from .sweep import Comparison, Sweep, check_judging, is_number, summarize
 
 # Comparison, Sweep, ratio_interval and summarize are imported here too: the notebooks
@@ -49,6 +52,7 @@ __all__ = [
     "compare",
     "compare_many",
     "min_rounds",
+    "planned_looks",
     "ratio_interval",
     "summarize",
 ]
@@ -89,19 +93,21 @@ def _check_fns(fns: Any, reference: Any, number: Any) -> None:
         raise ValueError(f"number: must be an int >= 1 or None (automatic), got {number!r}")
 
 
-def _timed_block(fn: Callable[[], Any], number: int, dev: torch.device | None) -> float:
+def _timed_block(
+    fn: Callable[[], Any], number: int, dev: torch.device | None, timer: Callable[[], float]
+) -> float:
     """Seconds per call of ``number`` calls of ``fn``, the device synchronized around them."""
     if dev is not None:
         synchronize(dev)  # queued work from before must not land in this block
-    start = time.perf_counter()
+    start = timer()
     for _ in range(number):
         fn()
     if dev is not None:
         synchronize(dev)  # the block's own queued work must
-    return (time.perf_counter() - start) / number
+    return (timer() - start) / number
 
 
-def _warm_up(fns, warmup: int, number: int | None, dev) -> tuple[dict[str, float], int]:
+def _warm_up(fns, warmup: int, number: int | None, dev, timer) -> tuple[dict[str, float], int]:
     """Untimed calls of every variant; their last one predicts a call's cost.
 
     Returns seconds per call of each variant and ``number``: the calls per timed block
@@ -110,7 +116,7 @@ def _warm_up(fns, warmup: int, number: int | None, dev) -> tuple[dict[str, float
     per_call = dict.fromkeys(fns, 0.0)
     for _ in range(max(warmup, 1 if number is None else 0)):  # untimed for the result
         for name in fns:  # the last warm-up call also calibrates ``number``
-            per_call[name] = _timed_block(fns[name], 1, dev)
+            per_call[name] = _timed_block(fns[name], 1, dev, timer)
     if number is None:
         fastest = min(per_call.values())
         number = max(1, min(10**6, math.ceil(MIN_BLOCK_SECONDS / max(fastest, 1e-9))))
@@ -129,6 +135,7 @@ def compare_many(
     target_width: float = 0.10,
     max_rounds: int = 200,
     number: int | None = None,
+    timer: Callable[[], float] = time.perf_counter,
 ) -> Sweep:
     """Time N variants in the same paired rounds and compare each with ``reference``.
 
@@ -138,16 +145,22 @@ def compare_many(
         device: synchronized around every timed block (None: host work only; a CPU
             device needs no synchronization).
         min_effect: the smallest speedup worth claiming (0.05: faster by at least 5 %).
-        confidence: of the intervals.
+        confidence: of the intervals, whichever planned look the measurement stops at (each
+            look's interval is computed at ``look_confidence(confidence, len(looks))``).
         max_seconds: time budget for the whole measurement, warm-up included. A round
             predicted to end past it is not started; the warm-up and the first round
             always run, so a variant slower than the budget still gets one round (and an
-            *inconclusive* verdict that says so).
+            *inconclusive* verdict that says so). Where the budget ends it, the last round
+            measured is judged as a look (in place of the planned looks it cuts off).
         warmup: untimed calls of every variant first (allocators, caches, lazy init); with
             ``warmup=0`` and ``number=None`` one call each still runs to calibrate.
-        target_width: stop early only when every interval is within about ± this.
-        max_rounds: stop after this many rounds in any case.
+        target_width: stop at a planned look only when every interval is also within
+            about ± this, so the estimate is precise as well as on one side of the line.
+        max_rounds: the last planned look: stop after this many rounds in any case. The
+            looks before it are :func:`d2lopt.stats.planned_looks` ``(max_rounds, confidence)``.
         number: calls per timed block; None picks enough for a block of at least 10 ms.
+        timer: the clock (as ``torch.utils.benchmark.Timer``'s ``timer``); the tests of
+            the stopping rule pass a simulated one.
 
     Example:
         >>> s = compare_many({"a": lambda: sum(range(2000)), "b": lambda: sum(range(1000))},
@@ -161,33 +174,33 @@ def compare_many(
     if dev is not None and dev.type == "cpu":
         dev = None
     names = list(fns)
-    start = time.perf_counter()
-    per_call, number = _warm_up(fns, warmup, number, dev)
+    start = timer()
+    per_call, number = _warm_up(fns, warmup, number, dev, timer)
 
     seconds: dict[str, list[float]] = {name: [] for name in names}
     limit = math.log1p(target_width)
+    looks = planned_looks(max_rounds, confidence)  # fixed before the first round
+    each = look_confidence(confidence, len(looks))
     r = 0
     while r < max_rounds:
         predicted = number * sum(per_call.values())
-        if r > 0 and time.perf_counter() - start + predicted > max_seconds:
-            break  # the next round would end past the budget
+        if r > 0 and timer() - start + predicted > max_seconds:
+            break  # the next round would end past the budget: this round is the last look
         for name in round_order(names, r):
-            per_call[name] = _timed_block(fns[name], number, dev)
+            per_call[name] = _timed_block(fns[name], number, dev, timer)
             seconds[name].append(per_call[name])
         r += 1
-        if r >= min_rounds(confidence) and _settled(
-            seconds, reference, confidence, min_effect, limit
-        ):
-            break
-    elapsed = time.perf_counter() - start
+        if r in looks and _settled(seconds, reference, each, min_effect, limit):
+            break  # only at a planned look: never because an interval just crossed the line
+    elapsed = timer() - start
     return summarize(
         seconds, reference=reference, min_effect=min_effect, confidence=confidence,
-        elapsed=elapsed,
+        elapsed=elapsed, looks=len(looks),
     )  # fmt: skip
 
 
 def _settled(seconds, reference, confidence, min_effect, limit) -> bool:
-    """Every comparison is decided and its interval within about ±target_width."""
+    """Every comparison is decided at ``confidence`` and its interval within ±target_width."""
     ref = np.asarray(seconds[reference])
     for name, times in seconds.items():
         if name == reference:
@@ -213,12 +226,33 @@ def compare(
     max_rounds: int = 200,
     number: int | None = None,
     label: str = "",
+    timer: Callable[[], float] = time.perf_counter,
 ) -> Comparison:
     """Is ``candidate`` faster than ``baseline`` by at least ``min_effect``? Measure it.
 
     Paired rounds in alternating order, a Hodges-Lehmann estimate with its signed-rank
-    interval, adaptive stopping; see the module docstring and :func:`compare_many` for the
-    arguments.
+    interval, stopping only at planned looks (see the module docstring).
+
+    Args:
+        baseline, candidate: functions to time, called with no arguments (wrap the work
+            in a lambda).
+        device: synchronized around every timed block (None or a CPU device: host work).
+        min_effect: the smallest speedup worth claiming (0.05: faster by at least 5 %);
+            the verdict is about the line ``1 + min_effect``.
+        confidence: of the interval, whichever planned look the measurement stops at.
+        max_seconds: time budget, warm-up included; the round that would end past it is
+            not started.
+        warmup: untimed calls of each function first.
+        target_width: stop at a planned look only once the interval is also within about
+            ± this (0.10 = ±10 %).
+        max_rounds: the last planned look (:func:`d2lopt.stats.planned_looks`).
+        number: calls per timed block; None picks enough for a block of at least 10 ms.
+        label: names the comparison in its row (``Comparison.label``).
+        timer: the clock; tests pass a simulated one.
+
+    Returns:
+        A :class:`Comparison`: ``speedup`` (baseline time / candidate time), ``ci``,
+        ``rounds``, ``verdict`` (*holds*, *does not hold*, *inconclusive*) and ``reason``.
 
     Example:
         >>> r = compare(lambda: sum(range(4000)), lambda: sum(range(1000)), max_seconds=2)
@@ -242,6 +276,7 @@ def compare(
         target_width=target_width,
         max_rounds=max_rounds,
         number=number,
+        timer=timer,
     )
     result = sweep.comparisons["candidate"]
     return replace(result, label=label) if label else result

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import judge, ratio_interval
+from .stats import format_interval, judge, look_confidence, ratio_interval
 from .verdict import HOLDS, INCONCLUSIVE, Verdict
 
 __all__ = ["Comparison", "Sweep", "check_judging", "setting_label", "summarize"]
@@ -29,11 +29,14 @@ class Comparison:
         speedup: baseline time / candidate time, the Hodges-Lehmann estimate over rounds
             (> 1: the candidate is faster).
         ci: the confidence interval of ``speedup``; ``(nan, nan)`` with too few rounds.
+            It holds at ``confidence`` whichever of the ``looks`` the measurement stopped
+            at: each look's interval is computed at ``look_confidence(confidence, looks)``.
         rounds: paired rounds measured.
         verdict: ``"holds"``, ``"does not hold"`` or ``"inconclusive"`` for the claim
             "the candidate is faster by at least ``min_effect``".
         reason: one line: why this verdict follows from the interval.
         baseline_seconds, candidate_seconds: seconds per call in each round.
+        looks: the planned looks the error was split over (1: the rounds were judged once).
     """
 
     label: str
@@ -46,6 +49,7 @@ class Comparison:
     confidence: float
     baseline_seconds: tuple[float, ...] = field(repr=False)
     candidate_seconds: tuple[float, ...] = field(repr=False)
+    looks: int = 1
 
     @property
     def baseline_median(self) -> float:
@@ -62,8 +66,7 @@ class Comparison:
         return self.verdict != INCONCLUSIVE
 
     def __str__(self) -> str:
-        lo, hi = self.ci
-        interval = "[no interval]" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+        interval = format_interval(*self.ci, 1 + self.min_effect)
         return f"{self.speedup:.2f}x {interval}, {self.rounds} rounds"
 
     def to_verdict(self, claim: str, statement: str, *, condition: str = "") -> Verdict:
@@ -85,6 +88,7 @@ class Comparison:
             "confidence": self.confidence,
             "baseline_seconds": list(self.baseline_seconds),
             "candidate_seconds": list(self.candidate_seconds),
+            "looks": self.looks,
         }
 
 
@@ -93,13 +97,15 @@ class Sweep:
     """N variants measured in the same rounds, each compared with ``reference``.
 
     ``seconds[name]`` holds seconds per call in each round; ``comparisons[name]`` the
-    :class:`Comparison` of ``name`` against the reference (absent for the reference).
+    :class:`Comparison` of ``name`` against the reference (absent for the reference);
+    ``looks`` the planned looks the error was split over (see :class:`Comparison`).
     """
 
     reference: str
     seconds: dict[str, list[float]]
     comparisons: dict[str, Comparison]
     elapsed: float
+    looks: int = 1
 
     @property
     def rounds(self) -> int:
@@ -131,8 +137,9 @@ class Sweep:
                 raise ValueError(f"{arg}: {name!r} is not one of {sorted(self.seconds)}")
         any_c = next(iter(self.comparisons.values()))  # all share min_effect and confidence
         return comparison(
-            candidate, baseline, self.seconds, any_c.min_effect, any_c.confidence, self.elapsed
-        )
+            candidate, baseline, self.seconds, any_c.min_effect, any_c.confidence, self.elapsed,
+            self.looks,
+        )  # fmt: skip
 
     def table(self) -> str:
         """A Markdown table: every variant, its median time and its interval vs the reference."""
@@ -156,13 +163,14 @@ def _fmt_seconds(s: float) -> str:
     return f"{s * 1e6:.1f} µs"
 
 
-def comparison(name, reference, seconds, min_effect, confidence, elapsed) -> Comparison:
+def comparison(name, reference, seconds, min_effect, confidence, elapsed, looks=1) -> Comparison:
     """``name`` against ``reference`` from the per-round ``seconds`` of both."""
     ratios = np.asarray(seconds[reference]) / np.asarray(seconds[name])
-    est, lo, hi = ratio_interval(ratios, confidence)
+    est, lo, hi = ratio_interval(ratios, look_confidence(confidence, looks))
     verdict, reason = judge(
-        lo, hi, ratios, min_effect=min_effect, confidence=confidence, elapsed=elapsed
-    )
+        lo, hi, ratios, min_effect=min_effect, confidence=confidence, elapsed=elapsed,
+        looks=looks,
+    )  # fmt: skip
     return Comparison(
         label=f"{name} vs {reference}",
         speedup=est,
@@ -174,6 +182,7 @@ def comparison(name, reference, seconds, min_effect, confidence, elapsed) -> Com
         confidence=confidence,
         baseline_seconds=tuple(seconds[reference]),
         candidate_seconds=tuple(seconds[name]),
+        looks=looks,
     )
 
 
@@ -197,13 +206,16 @@ def summarize(
     min_effect: float = 0.05,
     confidence: float = 0.95,
     elapsed: float = math.nan,
+    looks: int = 1,
 ) -> Sweep:
     """Intervals and verdicts for timings already taken in paired rounds.
 
     For measurements :func:`d2lopt.compare.compare_many` cannot run itself, e.g. inside a
     distributed program where every rank must execute the same rounds (``d2lopt.dist.sharding``,
     ``d2lopt.dist.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
-    with the order alternated between rounds.
+    with the order alternated between rounds. ``looks``: how many times the caller looked at
+    the intervals to decide whether to stop (see :func:`d2lopt.stats.planned_looks`); a fixed
+    number of rounds, judged once at the end, is one look.
     """
     if reference not in seconds:
         raise ValueError(f"reference: {reference!r} is not one of {sorted(seconds)}")
@@ -211,13 +223,15 @@ def summarize(
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError("seconds: every variant needs one time per round, and at least one round")
     check_judging(min_effect, confidence)
+    if isinstance(looks, bool) or not isinstance(looks, int) or looks < 1:
+        raise ValueError(f"looks: must be an int >= 1 (1: judged once), got {looks!r}")
     seconds = {name: list(times) for name, times in seconds.items()}
     comparisons = {
-        name: comparison(name, reference, seconds, min_effect, confidence, elapsed)
+        name: comparison(name, reference, seconds, min_effect, confidence, elapsed, looks)
         for name in seconds
         if name != reference
     }
-    return Sweep(reference, seconds, comparisons, elapsed)
+    return Sweep(reference, seconds, comparisons, elapsed, looks)
 
 
 def setting_label(setting: Mapping[str, Any]) -> str:

@@ -1,0 +1,109 @@
+"""The stopping rule of d2lopt.compare: its error rate holds at whichever look it stops.
+
+Simulated clock, seeded (d2lopt.lab.stopping): no wall time, so the rates are the same on
+every machine and every run. Each rate comes from compare_many itself on 1,000 comparisons
+whose true speedup is known; the bounds are the issue's: on the line (a true 1.05, where
+either decisive verdict is wrong) at most 6 % decisive, at a true 1.5x at least 99 % holds,
+at a true 1.0 at most 2.5 % holds.
+"""
+
+from __future__ import annotations
+
+import math
+import runpy
+from pathlib import Path
+
+import pytest
+
+from d2lopt.compare import compare
+from d2lopt.lab.stopping import error_table, peeking, simulate
+from d2lopt.stats import format_interval, look_confidence, min_rounds, planned_looks
+from d2lopt.verdict import INCONCLUSIVE
+
+N = 1000
+SCRIPT = runpy.run_path(
+    str(Path(__file__).resolve().parents[1] / "benchmarks" / "stopping_rule.py")
+)
+
+
+@pytest.mark.parametrize("noise", [0.03, 0.10, 0.20])
+def test_on_the_line_at_most_six_percent_are_decisive(noise):
+    rates = simulate(1.05, noise, N, seed=11)
+    assert rates.n == N
+    assert rates.decisive <= 0.06, rates
+
+
+def test_on_the_line_with_four_variants_at_most_six_percent_are_decisive():
+    rates = simulate(1.05, 0.10, N // 4, seed=12, variants=4)
+    assert rates.n == N  # 250 sweeps of 4 candidates: 1,000 comparisons
+    assert rates.decisive <= 0.06, rates
+
+
+def test_a_true_one_and_a_half_holds_at_least_99_percent():
+    assert simulate(1.5, 0.10, N, seed=13).holds >= 0.99
+
+
+def test_no_change_holds_at_most_two_and_a_half_percent():
+    assert simulate(1.0, 0.10, N, seed=14).holds <= 0.025
+
+
+def test_the_former_peeking_rule_is_measurably_worse():
+    # the mechanism the planned looks remove: same noise, a look after every round
+    assert peeking(1.05, 0.10, 300, seed=15).decisive > 0.15
+
+
+def test_looks_are_planned_before_the_first_round_and_end_at_max_rounds():
+    looks = planned_looks(200, 0.95)
+    assert looks == (9, 14, 21, 32, 48, 72, 108, 200)
+    each = look_confidence(0.95, len(looks))
+    assert looks[0] == min_rounds(each)  # the first look is the first with an interval
+    assert all(b / a <= 1.5 + 1 / a for a, b in zip(looks, looks[1:-1], strict=False))
+    for max_rounds in range(2, 120):
+        looks = planned_looks(max_rounds, 0.95)
+        assert looks[-1] == max_rounds and list(looks) == sorted(set(looks))
+        if max_rounds >= min_rounds(0.95):
+            assert looks[0] >= min_rounds(look_confidence(0.95, len(looks)))
+
+
+def test_a_budget_stop_between_looks_is_judged_at_the_split_confidence():
+    clock, calls = [0.0], [0]
+
+    def work(seconds):
+        def call():
+            calls[0] += 1
+            clock[0] += seconds * (1 + 0.01 * (calls[0] % 3))  # never exactly equal rounds
+
+        return call
+
+    # about 1.5 s per round: the budget ends the sweep after 11 rounds, between looks 9 and 14
+    r = compare(work(1.0), work(0.5), max_seconds=17.0, warmup=0, number=1, target_width=1e-9,
+                timer=lambda: clock[0])  # fmt: skip
+    assert r.rounds == 11 and r.looks == len(planned_looks(200, 0.95))
+    assert r.verdict == "holds" and "raise max_seconds" not in r.reason
+
+
+def test_too_few_rounds_names_the_split_and_the_rounds_needed():
+    clock = [0.0]
+
+    def call():
+        clock[0] += 1.0
+
+    r = compare(call, call, max_seconds=7.5, warmup=0, number=1, timer=lambda: clock[0])
+    assert r.verdict == INCONCLUSIVE and math.isnan(r.ci[0])
+    need = min_rounds(look_confidence(0.95, len(planned_looks(200, 0.95))))
+    assert f"split over 8 planned looks needs {need}: raise max_seconds" in r.reason, r.reason
+
+
+def test_an_end_near_the_line_gets_a_third_decimal():
+    assert format_interval(1.0492, 1.0901, 1.05) == "[1.049, 1.09]"
+    assert format_interval(1.0512, 1.2, 1.05) == "[1.051, 1.20]"
+    assert format_interval(0.93, 1.21, 1.05) == "[0.93, 1.21]"
+    assert format_interval(math.nan, math.nan, 1.05) == "[no interval]"
+
+
+def test_the_readme_quotes_the_measured_table():
+    text = SCRIPT["README"].read_text(encoding="utf-8")
+    assert SCRIPT["START"] in text and SCRIPT["END"] in text
+    assert SCRIPT["replaced"](text, error_table()) == text, (
+        "README.md's stopping-rule table is stale: python benchmarks/stopping_rule.py --write"
+    )

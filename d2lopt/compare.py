@@ -11,7 +11,8 @@ the change being measured: a burst of background load during one of the two runs
 2. summarizes the per-round ratios with the **Hodges-Lehmann estimate** and its
    **Wilcoxon signed-rank confidence interval** (on log ratios, see :func:`ratio_interval`);
 3. looks at the intervals only at rounds planned before the first one (9, 14, 21, 32, ...:
-   :func:`d2lopt.stats.planned_looks`), with the error split over the looks, and stops at
+   :func:`d2lopt.stats.planned_looks`, up to ``max_rounds`` or the rounds the budget affords
+   after the warm-up), with the error split over the looks, and stops at
    the first look where the verdict is decided *and* the interval narrow (about ±10 %), at
    ``max_rounds``, or when ``max_seconds`` runs out. A verdict keeps its error rate
    whichever look it stops at: it rests neither on one lucky round nor on one lucky look;
@@ -156,8 +157,10 @@ def compare_many(
             ``warmup=0`` and ``number=None`` one call each still runs to calibrate.
         target_width: stop at a planned look only when every interval is also within
             about ± this, so the estimate is precise as well as on one side of the line.
-        max_rounds: the last planned look: stop after this many rounds in any case. The
-            looks before it are :func:`d2lopt.stats.planned_looks` ``(max_rounds, confidence)``.
+        max_rounds: stop after this many rounds in any case. The looks are
+            :func:`d2lopt.stats.planned_looks` ``(last, confidence)``, planned after the
+            warm-up: ``last`` is ``max_rounds`` or, when the warm-up says the budget affords
+            fewer rounds, 1.5 times those (fewer looks, each with more of the error).
         number: calls per timed block; None picks enough for a block of at least 10 ms.
         timer: the clock (as ``torch.utils.benchmark.Timer``'s ``timer``); the tests of
             the stopping rule pass a simulated one.
@@ -179,10 +182,11 @@ def compare_many(
 
     seconds: dict[str, list[float]] = {name: [] for name in names}
     limit = math.log1p(target_width)
-    looks = planned_looks(max_rounds, confidence)  # fixed before the first round
+    last = _last_look(max_rounds, max_seconds - (timer() - start), number * sum(per_call.values()))
+    looks = planned_looks(last, confidence)  # fixed before the first round
     each = look_confidence(confidence, len(looks))
     r = 0
-    while r < max_rounds:
+    while r < last:
         predicted = number * sum(per_call.values())
         if r > 0 and timer() - start + predicted > max_seconds:
             break  # the next round would end past the budget: this round is the last look
@@ -197,6 +201,20 @@ def compare_many(
         seconds, reference=reference, min_effect=min_effect, confidence=confidence,
         elapsed=elapsed, looks=len(looks),
     )  # fmt: skip
+
+
+def _last_look(max_rounds: int, seconds_left: float, per_round: float) -> int:
+    """The last planned look: ``max_rounds``, or 1.5 times the rounds the budget affords.
+
+    Sized from the warm-up's cost of a round, before the first timed one: a small budget
+    gets fewer looks, so each keeps more of the error and its first interval comes sooner.
+    The margin covers a cold warm-up; should the rounds still outrun it, the budget ends
+    the measurement and that last round is judged as a look.
+    """
+    if per_round <= 0:
+        return max_rounds
+    affordable = max(seconds_left, 0.0) / per_round
+    return min(max_rounds, max(2, math.ceil(1.5 * affordable)))
 
 
 def _settled(seconds, reference, confidence, min_effect, limit) -> bool:

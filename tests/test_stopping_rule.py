@@ -82,6 +82,21 @@ def test_a_budget_stop_between_looks_is_judged_at_the_split_confidence():
     assert r.verdict == "holds" and "raise max_seconds" not in r.reason
 
 
+def test_a_small_budget_plans_fewer_looks_from_the_warm_up():
+    clock = [0.0]
+
+    def work(seconds):
+        def call():
+            clock[0] += seconds
+
+        return call
+
+    # warm-up: 1.5 s a round, and 11 s left: 7 rounds affordable, looks planned up to 11
+    r = compare(work(1.0), work(0.5), max_seconds=12.5, warmup=1, number=1, timer=lambda: clock[0])
+    assert r.looks == len(planned_looks(11, 0.95)) == 2 and r.rounds == 7
+    assert r.verdict == "holds", r.reason  # with the default 8 looks, 7 rounds give no interval
+
+
 def test_too_few_rounds_names_the_split_and_the_rounds_needed():
     clock = [0.0]
 

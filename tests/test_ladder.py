@@ -33,8 +33,8 @@ from d2lopt.lab.ladder import (
     load_user_model,
     run_ladder,
 )
-from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
 from d2lopt.lab.ladder_measures import PeakMemory, Timed
+from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
 from d2lopt.lab.tuning import default_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -524,7 +524,7 @@ class _SimulatedGpu:
         self.host += 0.01
 
     def batches(self, n: int, *, sync: bool, host_seconds: float = 0.0):
-        for i in range(n):
+        for _ in range(n):
             self.host += host_seconds
             if sync:  # a blocking copy from pageable memory waits for the queued step
                 self.host = max(self.host, self.free)

@@ -31,8 +31,8 @@ set -uo pipefail # no `set -e`: one failing step must not stop the others
 # image's Python is used as it is.
 DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}
 BUDGET_WHEELS=15   # 0  install the wheels the image lacks, offline (.gpu-wheels -> .gpu-site)
-BUDGET_ENV=15      # 1  nvidia-smi, d2lopt env --json, torch/CUDA versions
-BUDGET_TESTS=45    # 2  the @requires_cuda tests (skipped on a CPU run)
+BUDGET_ENV=20      # 1  nvidia-smi, d2lopt env --json, torch/CUDA versions
+BUDGET_TESTS=40    # 2  the @requires_cuda tests (skipped on a CPU run)
 BUDGET_BW=30       # 3  pageable vs pinned host-to-device bandwidth
 BUDGET_DDP=40      # 4  torchrun, 1 process, NCCL, the DDP program, 1 epoch
 BUDGET_FSDP=35     # 4b the same with --strategy fsdp (fully_shard, sharded DCP checkpoint)

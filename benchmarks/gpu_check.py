@@ -533,7 +533,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.plan:
                 return 0
             Path(args.dest).mkdir(parents=True, exist_ok=True)
-            subprocess.run(cmd, check=True)
+            if subprocess.run(cmd).returncode != 0:  # name the ones pip cannot find for it
+                reqs = wheel_requirements()
+                base = cmd[: len(cmd) - len(reqs)]
+                failed = [r for r in reqs if subprocess.run([*base, r]).returncode != 0]
+                if failed:
+                    print(f"{name}: no wheel for Python {args.python_version} on Linux x86-64: "
+                          f"{' '.join(failed)}; change their pins in {WHEELS_FILE.name}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
             mb = folder_mb(args.dest)
             if mb > WHEELS_LIMIT_MB:
                 print(f"{name}: {args.dest} holds {mb:.1f} MB of wheels, over the "

@@ -17,7 +17,8 @@ $(CHECKED): export TQDM_DISABLE := 1
 $(CHECKED) experiment: export MPLBACKEND := module://matplotlib_inline.backend_inline
 $(CHECKED) experiment: export PYTHONHASHSEED := 0
 
-.PHONY: setup lab test lint format unit execute-notebooks experiment browser browser-deps clean
+.PHONY: setup lab test lint format unit execute-notebooks experiment browser browser-deps clean \
+        gpu-wheels
 
 setup: $(STAMP)
 
@@ -105,6 +106,17 @@ nbval: $(STAMP)
 nbval-emulated: $(STAMP)
 	$(EMULATED_ISA) OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(NB) $(NBVAL)
 	$(EMULATED_ISA) OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(NB) $(NBVAL)
+
+# Wheels for `bash benchmarks/gpu_check.sh` on an offline GPU image, downloaded here (needs
+# the network, not .venv): what such an image lacks (benchmarks/gpu_wheels.txt: papermill,
+# a Jupyter kernel, d2l, ...) for its Python, into $(GPU_WHEELS)/ (git-ignored, < 50 MB).
+# Copy that folder into the GPU machine's checkout; the script installs from it offline.
+#   make gpu-wheels [GPU_PYTHON_VERSION=3.12] [GPU_WHEELS=.gpu-wheels]
+GPU_WHEELS ?= .gpu-wheels
+GPU_PYTHON_VERSION ?= 3.12
+gpu-wheels:
+	$(PYTHON) benchmarks/gpu_check.py wheels --dest $(GPU_WHEELS) \
+	  --python-version $(GPU_PYTHON_VERSION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

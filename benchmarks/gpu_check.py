@@ -7,9 +7,12 @@ Usage (the shell script calls these; each is usable on its own)::
     python3 benchmarks/gpu_check.py parameters notebooks/07_cpu_to_gpu.ipynb  # papermill-ready?
     .venv/bin/python benchmarks/gpu_check.py bandwidth --out DIR/bandwidth.json
     python3 benchmarks/gpu_check.py summary DIR                 # summary.json + summary.md
+    python3 benchmarks/gpu_check.py wheels --dest .gpu-wheels   # make gpu-wheels (network)
+    python3 benchmarks/gpu_check.py wheel-plan .gpu-wheels      # what this Python would install
+    python3 benchmarks/gpu_check.py install-wheels .gpu-wheels SITE  # offline, --target SITE
 
-``slug``, ``cuda-tests``, ``parameters`` and ``summary`` use the standard library only, so
-they run with the system's ``python3`` before ``.venv`` exists (or when its set-up failed).
+Every sub-command but ``bandwidth`` and ``versions`` uses the standard library only (and
+pip, for the wheels), so it runs on any Python, before anything is installed.
 ``bandwidth`` needs torch with CUDA: it measures the pageable vs pinned host-to-device
 copies that ``notebooks/07_cpu_to_gpu.ipynb`` teaches, with
 :func:`d2lopt.lab.transfer.copy_bandwidth`.
@@ -273,6 +276,111 @@ def parameters_cells(notebook: Path | str) -> int:
     return sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
 
 
+# ---------------------------------------------------------------------------- wheels
+WHEELS_FILE = ROOT / "benchmarks" / "gpu_wheels.txt"
+WHEELS_LIMIT_MB = 50  # the folder travels with the checkout to the GPU box: keep it small
+# pip matches each manylinux tag exactly: the glibc levels common wheels are built for
+# (the image's glibc must be at least the highest one chosen; 2.28 is RHEL 8 / Ubuntu 20.04)
+PLATFORMS = tuple(f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28)) + (
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
+
+
+def wheel_requirements(path: Path | str = WHEELS_FILE) -> list[str]:
+    """The pinned ``name==version`` lines of ``benchmarks/gpu_wheels.txt`` (comments dropped)."""
+    reqs = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+", line):
+            raise ValueError(f"{path}: expected name==version, got {raw!r}")
+        reqs.append(line)
+    return reqs
+
+
+def download_command(
+    reqs: list[str], dest: str, python_version: str = "3.12", platforms=PLATFORMS
+) -> list[str]:
+    """The ``pip download`` of ``reqs`` for a CPython ``python_version`` on Linux x86-64.
+
+    ``--no-deps``: the list is complete on purpose (what the image lacks); ``--only-binary``:
+    wheels only, nothing to build on the offline box.
+    """
+    if not re.fullmatch(r"3\.\d+", python_version):
+        raise ValueError(f"--python-version: expected e.g. 3.12, got {python_version!r}")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--python-version", python_version, "--implementation", "cp"]  # fmt: skip
+    for plat in platforms:
+        cmd += ["--platform", plat]
+    return [*cmd, "--dest", dest, *reqs]
+
+
+def folder_mb(folder: Path | str) -> float:
+    return sum(p.stat().st_size for p in Path(folder).glob("*.whl")) / 2**20
+
+
+def wheel_dist(filename: str) -> tuple[str, str]:
+    """``(normalized name, version)`` of a wheel file name (PEP 427 / PEP 503)."""
+    parts = Path(filename).name.removesuffix(".whl").split("-")
+    if len(parts) not in (5, 6):
+        raise ValueError(f"wheels: {filename!r} is not a wheel file name")
+    return re.sub(r"[-_.]+", "-", parts[0]).lower(), parts[1]
+
+
+def installed_version(name: str) -> str | None:
+    """The version of distribution ``name`` this interpreter can import, or ``None``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def wheel_plan(folder: Path | str) -> list[dict]:
+    """For each wheel in ``folder``: install it, or skip it because this Python has it.
+
+    Run by the GPU image's Python: a distribution it already has (any version) is left to
+    it, so the wheels never shadow the image's packages (torch is never among them).
+    """
+    rows = []
+    for path in sorted(Path(folder).glob("*.whl")):
+        name, version = wheel_dist(path.name)
+        have = installed_version(name)
+        rows.append({"file": path.name, "name": name, "version": version, "have": have})
+    return rows
+
+
+def install_wheels(folder: Path | str, target: Path | str) -> list[dict]:
+    """Install the wheels this Python lacks into ``target`` (offline: ``--no-index``)."""
+    rows = wheel_plan(folder)
+    todo = [str(Path(folder) / r["file"]) for r in rows if r["have"] is None]
+    if todo:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+               "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(target),
+               *todo]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    return rows
+
+
+def plan_lines(rows: list[dict]) -> list[str]:
+    return [
+        f"install {r['name']} {r['version']} ({r['file']})"
+        if r["have"] is None
+        else f"skip    {r['name']} {r['version']}: this Python has {r['have']}"
+        for r in rows
+    ]
+
+
+def missing_modules(modules: list[str]) -> list[str]:
+    """The modules of ``modules`` this interpreter cannot import (found, not imported)."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
 # --------------------------------------------------------------------------- summary
 def read_steps(path: Path) -> list[dict]:
     """The rows of ``steps.tsv`` as dicts (``rc`` and ``seconds`` as numbers)."""
@@ -373,6 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p = sub.add_parser("summary", help="write summary.json and summary.md")
     p.add_argument("dir")
+    p = sub.add_parser("wheels", help="download benchmarks/gpu_wheels.txt (make gpu-wheels)")
+    p.add_argument("--dest", default=".gpu-wheels")
+    p.add_argument("--python-version", default="3.12", help="the GPU image's Python")
+    p.add_argument("--plan", action="store_true", help="print the pip command, run nothing")
+    p = sub.add_parser("wheel-plan", help="which wheels this Python would install")
+    p.add_argument("folder")
+    p = sub.add_parser("install-wheels", help="install the wheels this Python lacks, offline")
+    p.add_argument("folder")
+    p.add_argument("target")
+    p = sub.add_parser("missing", help="print the modules this Python cannot import")
+    p.add_argument("modules", nargs="+")
     args = parser.parse_args(argv)
     name = f"gpu_check.py {args.command}"
     try:
@@ -408,6 +527,44 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_bandwidth(args.sizes_mb, args.max_seconds, args.device)
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
             print(bandwidth_markdown(result))
+        elif args.command == "wheels":
+            cmd = download_command(wheel_requirements(), args.dest, args.python_version)
+            print(" ".join(cmd))
+            if args.plan:
+                return 0
+            Path(args.dest).mkdir(parents=True, exist_ok=True)
+            if subprocess.run(cmd).returncode != 0:  # name the ones pip cannot find for it
+                reqs = wheel_requirements()
+                base = cmd[: len(cmd) - len(reqs)]
+                failed = [r for r in reqs if subprocess.run([*base, r]).returncode != 0]
+                if failed:
+                    print(f"{name}: no wheel for Python {args.python_version} on Linux x86-64: "
+                          f"{' '.join(failed)}; change their pins in {WHEELS_FILE.name}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+            mb = folder_mb(args.dest)
+            if mb > WHEELS_LIMIT_MB:
+                print(f"{name}: {args.dest} holds {mb:.1f} MB of wheels, over the "
+                      f"{WHEELS_LIMIT_MB} MB limit", file=sys.stderr)  # fmt: skip
+                return 1
+            print(f"{args.dest}: {len(list(Path(args.dest).glob('*.whl')))} wheels, {mb:.1f} MB; "
+                  "copy it to the GPU machine's checkout (bash benchmarks/gpu_check.sh "
+                  "installs from it offline)")  # fmt: skip
+        elif args.command in ("wheel-plan", "install-wheels"):
+            if not Path(args.folder).is_dir():
+                print(f"{name}: no wheels folder {args.folder} (make gpu-wheels makes one)")
+                return 0
+            rows = (
+                wheel_plan(args.folder)
+                if args.command == "wheel-plan"
+                else install_wheels(args.folder, args.target)
+            )
+            print("\n".join(plan_lines(rows)) or f"{name}: no wheels in {args.folder}")
+        elif args.command == "missing":
+            missing = missing_modules(args.modules)
+            if missing:
+                print(" ".join(missing))
+                return 1
         else:
             write_summary(args.dir)  # exit code 0: written (all_ok says how the steps went)
             print(Path(args.dir, "summary.md").read_text(), end="")

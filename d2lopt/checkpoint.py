@@ -55,7 +55,11 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this rank's device generator only (its current device), not get_rng_state_all():
+        # set_rng_state_all indexes torch.cuda.default_generators[i] for every saved state
+        # (pytorch/pytorch torch/cuda/random.py, set_rng_state_all -> set_rng_state), an
+        # IndexError on a node with fewer GPUs, e.g. an elastic job moved to a smaller node
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -72,7 +76,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        saved = state["cuda"]
+        if isinstance(saved, (list, tuple)):  # older checkpoints: every GPU's generator
+            index = torch.cuda.current_device()
+            saved = saved[index] if index < len(saved) else None
+        if saved is not None:  # into this rank's device generator, whatever the GPU count
+            torch.cuda.set_rng_state(saved.cpu(), torch.cuda.current_device())
 
 
 # what torch.load(weights_only=True) rebuilds: checked at save time, not at the failed resume

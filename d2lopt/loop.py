@@ -190,6 +190,9 @@ class Loop:
         self.checkpoint_every = checkpoint_every
         self.meter = DistributedMeter(2, device)  # loss sum, samples: all-reduced when read
         self.timer, self.eval_timer = Timer(device), Timer(device)
+        # --compile: the run's first step (compilation, lazy CUDA initialisation) is timed
+        # apart, as the ladder times compile_s apart: (epoch, seconds, samples) once booked
+        self.compiled: tuple[int, float, int] | None = None
         self.history: list[dict[str, Any]] = []
         self.state: dict[str, Any] | None = None
         self.start_epoch = self.skip = self.first = self.global_step = 0
@@ -264,7 +267,11 @@ class Loop:
         step = self.first // K
         for i, (X, y) in enumerate(_until_failure_after(signals, self.batches), self.first):
             sync = (i + 1) % K == 0 or i + 1 == n  # the last micro-batch of a step all-reduces
+            compiling = self.config.compile and self.compiled is None
+            clock = Timer(self.device) if compiling else None  # syncs: only this step counts
             loss = self.step(X, y, sync)
+            if clock is not None:
+                self.compiled = (epoch, clock.stop(), y.shape[0])  # synced: compiled and run
             self.meter.add(loss.float().sum(), y.shape[0])  # on the device: no host sync
             if not sync:
                 continue
@@ -289,13 +296,20 @@ class Loop:
         # after a mid-epoch resume the loss covers the whole epoch but the time only this
         # run's part: divide by the samples trained in that time
         trained = seen - (self.state["train_sums"][1] if self.first else 0.0)
-        return {
+        # --compile: the first step's time and samples are booked apart (compile_time)
+        booked = self.compiled if self.compiled and self.compiled[0] == epoch else None
+        if booked is not None:
+            epoch_time, trained = epoch_time - booked[1], trained - booked[2]
+        record = {
             "epoch": epoch + 1, "steps": steps,
             "train_loss": loss_sum / seen if seen else math.nan,
             "test_loss": None, "test_acc": None, "epoch_time": epoch_time, "eval_time": 0.0,
             "samples_per_s": trained / epoch_time if epoch_time > 0 else math.nan,
             "world_size": self.replicas.world_size, "resumed": self.first > 0,
         }  # fmt: skip
+        if self.config.compile:
+            record["compile_time"] = booked[1] if booked is not None else 0.0
+        return record
 
     def evaluate(self, test_iter: Iterable) -> tuple[float, float, float]:
         """Test loss, accuracy (over every rank's shard: a collective) and seconds taken."""

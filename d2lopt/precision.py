@@ -95,7 +95,8 @@ def set_tf32(enabled: bool) -> None:
     machines without TF32 (the flags are only read by CUDA kernels). Taught in
     ``08_gpu_compute``.
 
-    Example:
+    Example (``fp32_precision``, the new API, exists from torch 2.9 on; the legacy pair this
+    sets exists on every torch the course supports):
         >>> set_tf32(False)
         >>> torch.backends.cuda.matmul.fp32_precision, torch.get_float32_matmul_precision()
         ('ieee', 'highest')

@@ -212,7 +212,10 @@ def fit(
         "eval_time", "samples_per_s", "world_size", "resumed"}, ...]``; ``test_*`` are
         ``None`` for epochs without evaluation. Losses cover every rank's samples.
         ``epoch_time`` and ``samples_per_s`` measure the steps this run trained: after a
-        mid-epoch resume, the rest of that epoch (the loss still covers all of it).
+        mid-epoch resume, the rest of that epoch (the loss still covers all of it). With
+        ``config.compile`` the records also hold ``compile_time``: the run's first step
+        (compilation, lazy CUDA initialisation), left out of ``epoch_time`` and
+        ``samples_per_s`` (0.0 in later epochs).
 
     Raises:
         TrainingInterrupted: a signal arrived; the checkpoint holds every finished step.

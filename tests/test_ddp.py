@@ -440,3 +440,34 @@ def test_fsdp_needs_torchrun_and_a_matching_checkpoint(runs: Path, fsdp_two_rank
     proc = _run([*base, "--out", "fsdp", "--resume"], runs)  # a ddp run on fsdp shards
     assert proc.returncode == 2
     assert "--strategy: the checkpoint was written with --strategy fsdp" in proc.stderr
+
+
+def test_fully_shard_gets_a_cpu_mesh_when_the_ranks_use_cpu(tmp_path, monkeypatch) -> None:
+    """Issue 24.1: ``fully_shard``'s default mesh follows ``torch._C._get_accelerator()``
+    (CUDA on any GPU machine, even over gloo); shard_model must build the ranks' own mesh."""
+    import torch.distributed as dist
+    import torch.distributed.fsdp as fsdp
+
+    from d2lopt.dist.sharding import shard_model
+
+    real = fsdp.fully_shard
+    meshes = []
+
+    def recording(module, **kwargs):
+        meshes.append(kwargs.get("mesh"))
+        return real(module, **kwargs)
+
+    monkeypatch.setattr(fsdp, "fully_shard", recording)
+    # what a one-GPU machine answers: the default mesh would be a CUDA one
+    monkeypatch.setattr(torch._C, "_get_accelerator", lambda: torch.device("cuda"))
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        net = shard_model(mlp())
+        assert meshes and all(m is not None and m.device_type == "cpu" for m in meshes)
+        assert all(p.device.type == "cpu" for p in net.parameters())
+        out = net(torch.randn(4, 1, 28, 28))  # inputs stay on the CPU with the labels
+        assert out.device.type == "cpu"
+    finally:
+        dist.destroy_process_group()

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -29,17 +31,26 @@ _spec.loader.exec_module(gpu_check)
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
 def script_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The script's environment: results under tmp_path, no GPU unless a test fakes one."""
+    """The script's environment: results under tmp_path, no GPU unless a test fakes one, and
+    no network: any download would go to a proxy that does not answer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_CHECK_")}
     env.update(OUT=str(tmp_path / "out"), NVIDIA_SMI=str(tmp_path / "no-such-nvidia-smi"))
+    env.update(GPU_CHECK_WORK=str(tmp_path / "work"), GPU_CHECK_WHEELS=str(tmp_path / "wheels"))
+    env.update(GPU_CHECK_SITE=str(tmp_path / "site"), PYTHON=str(VENV_PYTHON))
+    dead = "http://127.0.0.1:9"  # the discard port: nothing answers there
+    env.update(http_proxy=dead, https_proxy=dead, HTTP_PROXY=dead, HTTPS_PROXY=dead)
+    env.update(PIP_NO_INDEX="1")
     env.update(extra)
     return env
 
 
-def run_script(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
+def run_script(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(SCRIPT)],
+        ["bash", str(SCRIPT), *args],
         env=script_env(tmp_path, **extra),
         capture_output=True,
         text=True,
@@ -51,7 +62,8 @@ def run_script(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
 def run_sourced(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     """Run ``body`` in bash after sourcing the script (its functions, without main)."""
     prelude = (
-        f"source {SCRIPT}\ncd {ROOT}\nDIR={tmp_path}\nmkdir -p $DIR/logs\n: > $DIR/steps.tsv\n"
+        f"source {SCRIPT}\ncd {ROOT}\nDIR={tmp_path}\nDEST={tmp_path}/dest\n"
+        "mkdir -p $DIR/logs\n: > $DIR/steps.tsv\n"
     )
     return subprocess.run(
         ["bash", "-c", prelude + body],
@@ -84,46 +96,161 @@ def test_without_a_gpu_it_exits_2_with_one_message_and_writes_nothing(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "no NVIDIA GPU" in lines[0] and "nothing was measured" in lines[0]
-    assert "GPU_CHECK_DRY_RUN=1" in lines[0]
-    assert not (tmp_path / "out").exists()
+    assert "--plan" in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def _fake_nvidia_smi(tmp_path: Path) -> str:
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\necho "NVIDIA H200"\n')
+    fake.chmod(0o755)
+    return str(fake)
 
 
 @needs_bash
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine's torch does use CUDA")
-@pytest.mark.skipif(
-    not (ROOT / ".venv" / ".d2lopt-installed").exists(),
-    reason="needs the set-up .venv (otherwise the script would run make setup)",
-)
 def test_a_gpu_torch_cannot_use_is_not_a_gpu_result(tmp_path):
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text('#!/bin/sh\necho "NVIDIA H200"\n')
-    fake.chmod(0o755)
-    done = run_script(tmp_path, NVIDIA_SMI=str(fake))
+    done = run_script(tmp_path, NVIDIA_SMI=_fake_nvidia_smi(tmp_path))
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
-    assert "cannot use the GPU 'NVIDIA H200'" in done.stderr
-    out = tmp_path / "out" / "gpu-nvidia-h200"
-    summary = json.loads((out / "summary.json").read_text())
+    assert f"the torch of PYTHON={VENV_PYTHON} cannot use the GPU 'NVIDIA H200'" in done.stderr
+    assert "torch.cuda.is_available() is False" in done.stderr  # said plainly, with versions
+    work = tmp_path / "work" / "gpu-nvidia-h200"
+    summary = json.loads((work / "summary.json").read_text())
     assert summary["all_ok"] is False and "not a GPU result" in summary["note"]
+    assert summary["python"] == str(VENV_PYTHON)
     assert [s["name"] for s in summary["steps"]] == ["cuda-check"]  # nothing was measured
+    # the results: one folder deep, summary.md beside the packed work folder
+    dest = tmp_path / "out" / "gpu-nvidia-h200"
+    assert sorted(p.name for p in dest.iterdir()) == ["results.tar.gz", "summary.md"]
+    with tarfile.open(dest / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert "gpu-nvidia-h200/summary.json" in names and "gpu-nvidia-h200/steps.tsv" in names
+    assert not (tmp_path / "site").exists()  # nothing installed before the CUDA check
+
+
+def _wheel(folder: Path, name: str, version: str, module: str) -> Path:
+    """A minimal pure-Python wheel (PEP 427) holding ``module``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{name.replace('-', '_')}-{version}"
+    path = folder / f"{dist}-py3-none-any.whl"
+    files = {
+        f"{module}.py": "VALUE = 1\n",
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{k},,\n" for k in files) + f"{dist}.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+        z.writestr(f"{dist}.dist-info/RECORD", record)
+    return path
 
 
 @needs_bash
-def test_dry_run_prints_every_step_and_runs_nothing(tmp_path):
-    done = run_script(tmp_path, GPU_CHECK_DRY_RUN="1")
+def test_plan_names_the_python_the_wheels_the_budgets_and_the_files_offline(tmp_path):
+    _wheel(tmp_path / "wheels", "pytest", "1.0", "pytest_stub")  # the image has pytest
+    _wheel(tmp_path / "wheels", "no-such-dist-d2lopt", "2.0", "no_such_module_d2lopt")
+    done = run_script(tmp_path, "--plan")
     assert done.returncode == 0, done.stderr
-    steps = [line.split()[2] for line in done.stdout.splitlines() if line.startswith("step ")]
-    assert steps == ["setup", *STEPS]
     text = done.stdout
-    assert "-m pytest" in text and "--junitxml" in text and "cuda-tests" in text
+    steps = [line.split()[2] for line in text.splitlines() if line.startswith("step ")]
+    assert steps == ["wheels", *STEPS]
+    budgets = {line.split()[2]: line.split()[4] for line in text.splitlines()
+               if line.startswith("step ")}  # fmt: skip
+    assert budgets["ladder"] == "80s" and budgets["nb08"] == "90s"
+    assert f"python: PYTHON={VENV_PYTHON} -> {VENV_PYTHON}" in text  # the image's Python
+    assert "torch.cuda.is_available()" in text
+    assert f"PYTHONPATH={ROOT}:{tmp_path}/site" in text  # the checkout's package, no install
+    assert "install no-such-dist-d2lopt 2.0 (no_such_dist_d2lopt-2.0-py3-none-any.whl)" in text
+    assert "skip    pytest 1.0: this Python has" in text  # the image's own copy is kept
+    assert f"install-wheels {tmp_path}/wheels {tmp_path}/site" in text
+    assert "--no-index" in text and "make setup" not in text and ".venv/bin/d2lopt" not in text
+    assert "-m pytest -p no:cacheprovider" in text and "--junitxml" in text
     assert "gpu_check.py bandwidth" in text
-    assert "torchrun --standalone --nproc-per-node 1 -m d2lopt.ddp --device cuda" in text
+    assert (f"{VENV_PYTHON} -m torch.distributed.run --standalone --nproc-per-node 1 "
+            "-m d2lopt.ddp --device cuda") in text  # fmt: skip
     assert "--backend nccl" in text and "--epochs 1" in text
     assert "07_cpu_to_gpu.ipynb" in text and "08_gpu_compute.ipynb" in text
     assert text.count("-p SIZE gpu") == 2
-    assert "d2lopt ladder --quick --device cuda --decide-seconds 5 --max-seconds 25 --out" in text
-    assert f"{tmp_path}/out/gpu-SLUG/" in text
-    assert not (tmp_path / "out").exists()
+    assert text.count("needs: papermill nbclient ipykernel matplotlib_inline") == 2
+    assert (f"{VENV_PYTHON} -m d2lopt.cli ladder --quick --device cuda --decide-seconds 5 "
+            "--max-seconds 25 --out") in text  # fmt: skip
+    assert f"{tmp_path}/work/gpu-SLUG/" in text
+    assert (f"results: {tmp_path}/out/gpu-SLUG/summary.md and "
+            f"{tmp_path}/out/gpu-SLUG/results.tar.gz") in text  # fmt: skip
+    for path in ("out", "work", "site"):
+        assert not (tmp_path / path).exists()  # nothing written, nothing installed
+
+
+@needs_bash
+def test_plan_without_a_wheels_folder_says_what_will_be_skipped(tmp_path):
+    done = run_script(tmp_path, "--plan", PYTHON="no-such-python-d2lopt")
+    assert done.returncode == 0, done.stderr
+    assert "PYTHON=no-such-python-d2lopt is not found here" in done.stdout
+    assert "make gpu-wheels on a networked machine" in done.stdout
+    assert run_script(tmp_path, "--bogus").returncode == 2
+
+
+@needs_bash
+def test_the_old_dry_run_variable_still_prints_the_plan(tmp_path):
+    done = run_script(tmp_path, GPU_CHECK_DRY_RUN="1")
+    assert done.returncode == 0 and "gpu_check.sh plan (dry run" in done.stdout
+
+
+def test_the_wheels_go_offline_into_the_site_folder_never_over_the_images(tmp_path):
+    _wheel(tmp_path / "wheels", "pytest", "1.0", "pytest_stub")
+    _wheel(tmp_path / "wheels", "no-such-dist-d2lopt", "2.0", "no_such_module_d2lopt")
+    done = subprocess.run(
+        [str(VENV_PYTHON), str(HELPER), "install-wheels", str(tmp_path / "wheels"),
+         str(tmp_path / "site")],
+        env=script_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "site" / "no_such_module_d2lopt.py").is_file()
+    assert not (tmp_path / "site" / "pytest_stub.py").exists()  # the image's pytest stays
+
+
+@needs_bash
+def test_a_step_whose_package_is_missing_says_so_and_the_next_runs(tmp_path):
+    done = run_sourced(
+        tmp_path,
+        "MIN_STEP_S=1 RESERVE_S=0\n"
+        "run_step 5a nb07 30 'echo ran' 'json no_such_module_d2lopt'\n"
+        "run_step 6 after 30 'echo still running'\n",
+    )
+    assert done.returncode == 0, done.stderr
+    skipped, after = gpu_check.read_steps(tmp_path / "steps.tsv")
+    assert skipped["status"] == "skipped" and "no_such_module_d2lopt" in skipped["note"]
+    assert "json" not in skipped["note"]  # only the missing one is named
+    assert "make gpu-wheels" in skipped["note"]
+    assert after["status"] == "ok"
+
+
+def test_make_gpu_wheels_downloads_the_pinned_list_for_the_gpu_images_python():
+    reqs = gpu_check.wheel_requirements()
+    names = {r.split("==")[0] for r in reqs}
+    assert {"papermill", "nbclient", "ipykernel", "matplotlib-inline", "d2l"} <= names
+    assert not names & {"torch", "torchvision", "numpy", "pytest", "matplotlib", "pandas"}
+    assert len(names) == len(reqs)  # one version of each
+    done = subprocess.run(
+        ["python3", str(HELPER), "wheels", "--plan", "--dest", "W"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cmd = done.stdout.split()
+    assert cmd[1:6] == ["-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    assert "--python-version 3.12 --implementation cp" in done.stdout
+    assert "--platform manylinux_2_28_x86_64" in done.stdout and "--dest W" in done.stdout
+    assert cmd[-len(reqs) :] == reqs
+
+
+def test_wheel_names_are_read_as_pep_427_says():
+    name = gpu_check.wheel_dist("nest_asyncio2-1.7.4-py3-none-any.whl")
+    assert name == ("nest-asyncio2", "1.7.4")
+    assert gpu_check.wheel_dist("pyzmq-27.3.0-cp312-abi3-manylinux_2_28_x86_64.whl")[0] == "pyzmq"
+    with pytest.raises(ValueError, match="not a wheel file name"):
+        gpu_check.wheel_dist("papermill.whl")
 
 
 @needs_bash
@@ -134,7 +261,7 @@ def test_ladder_and_ddp_arguments_can_be_set_without_editing(tmp_path):
         GPU_CHECK_LADDER_ARGS="--device cuda --rounds 2",
         GPU_CHECK_DDP_ARGS="--device cuda --epochs 2",
     )
-    assert "d2lopt ladder --device cuda --rounds 2 --out" in done.stdout
+    assert "-m d2lopt.cli ladder --device cuda --rounds 2 --out" in done.stdout
     assert "-m d2lopt.ddp --device cuda --epochs 2 --out" in done.stdout
 
 
@@ -176,6 +303,12 @@ def test_run_step_records_each_outcome_and_keeps_going(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["device"] == "NVIDIA H200" and summary["all_ok"] is False
     assert "| 3 slow | timeout | 124 |" in (tmp_path / "summary.md").read_text()
+    assert "what it wrote so far is kept" in rows[2]["note"]
+    dest = tmp_path / "dest"  # the results: summary.md beside the packed work folder
+    assert sorted(p.name for p in dest.iterdir()) == ["results.tar.gz", "summary.md"]
+    with tarfile.open(dest / "results.tar.gz") as tar:
+        packed = tar.getnames()
+    assert f"{tmp_path.name}/logs/3-slow.log" in packed  # the stopped step's partial log
 
 
 @needs_bash
@@ -201,7 +334,8 @@ def test_budgets_fit_in_eight_minutes():
         line for line in SCRIPT.read_text().splitlines() if line.startswith("DEADLINE_S=")
     )
     assert deadline == "DEADLINE_S=${GPU_CHECK_DEADLINE_S:-480}"
-    steps = sum(v for k, v in values.items() if k not in ("BUDGET_SETUP", "RESERVE_S"))
+    steps = sum(v for k, v in values.items() if k != "RESERVE_S")
+    assert len(values) == len(STEPS) + 2  # every step, the wheels and the reserve
     assert steps + values["RESERVE_S"] <= 480
 
 

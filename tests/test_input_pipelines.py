@@ -6,11 +6,13 @@ import threading
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt.data import EpochRandomSampler
 from d2lopt.lab.input_pipelines import (
     DeviceAugmentLoader,
+    EncodedImages,
     GpuDecodeLoader,
     ThreadLoader,
     decode_images,
@@ -120,3 +122,91 @@ def test_decode_rejects_mixed_sizes_and_empty_input(tmp_path) -> None:
         decode_images([])
     with pytest.raises(ValueError, match="images"):
         DeviceAugmentLoader(torch.zeros(2, 3, 4, 4), torch.arange(2), batch_size=1, size=4)
+
+
+# ---------------------------------------------------- what the GPU paths ask torch to do
+class _HostToDevice(TorchDispatchMode):
+    """Record every copy whose tensors sit on two devices (host -> device), no GPU needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copies = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            tensors = [a for a in (*args, out) if isinstance(a, torch.Tensor)]
+            self.copies += len({t.device.type for t in tensors}) > 1
+        return out
+
+
+def _decode_loader_on(device: str, monkeypatch, events: list[str], **kwargs) -> GpuDecodeLoader:
+    """A GpuDecodeLoader whose decoder is a stand-in returning images on ``device``."""
+    import torchvision.io
+
+    data = [torch.zeros(4, dtype=torch.uint8) for _ in range(10)]
+    enc = EncodedImages(data, torch.arange(10), 0.0)
+    loader = GpuDecodeLoader(enc, batch_size=4, size=8, device="cpu", **kwargs)
+
+    def decode_jpeg(files, mode, device):
+        events.append("decode")
+        return [torch.zeros(3, 8, 8, dtype=torch.uint8, device="meta") for _ in files]
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", decode_jpeg)
+    loader.device, loader.labels = torch.device(device), loader.labels.to("meta")
+    return loader
+
+
+def test_gpu_decode_copies_the_order_once_per_epoch_not_per_batch(monkeypatch) -> None:
+    """Issue 24.4: a per-batch blocking copy of the indices waits for the queued step."""
+    events: list[str] = []
+    loader = _decode_loader_on("meta", monkeypatch, events, train=False)
+    with _HostToDevice() as mode:
+        batches = list(loader)
+    assert len(batches) == 3 and all(y.device.type == "meta" for _, y in batches)
+    assert mode.copies == 1  # the epoch's order, once
+
+
+def test_gpu_decode_drains_the_callers_stream_before_each_cuda_decode(monkeypatch) -> None:
+    """Issue 24.2: torchvision's nvJPEG path writes through its own stream without waiting
+    for the caller's: the loader synchronizes the current stream before every decode."""
+    import d2lopt.lab.input_pipelines as pipelines
+
+    events: list[str] = []
+    loader = _decode_loader_on("cuda", monkeypatch, events, train=False)
+    wait_for_queued_work = pipelines.wait_for_queued_work
+    monkeypatch.setattr(pipelines, "wait_for_queued_work", lambda dev: events.append("wait"))
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):  # "cuda" lands on meta: the test machine has no GPU
+        args = tuple("meta" if str(a).startswith("cuda") else a for a in args)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    assert len(list(loader)) == 3
+    assert events == ["wait", "decode"] * 3
+
+    synced = []
+
+    class Stream:
+        def synchronize(self) -> None:
+            synced.append(True)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    wait_for_queued_work(torch.device("cuda", 0))
+    assert synced == [True]
+
+
+def test_device_augmentation_draws_on_the_device_no_copy_per_batch() -> None:
+    """Issue 24.4: crops drawn on the images' device; a generator of another device is refused."""
+    from d2lopt.lab.loading import batched_augment
+
+    images = torch.zeros(6, 3, 8, 8, dtype=torch.uint8, device="meta")
+    with _HostToDevice() as mode:
+        out = batched_augment(images, 8)
+    assert out.device.type == "meta" and mode.copies == 0
+    with pytest.raises(ValueError, match="generator: a cpu generator cannot draw"):
+        batched_augment(images, 8, generator=torch.Generator())
+    loader = DeviceAugmentLoader(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4),
+                                 batch_size=2, size=8)  # fmt: skip
+    assert loader._augment_generator(torch.device("cpu")) is loader.generator  # CPU: unchanged

@@ -33,6 +33,7 @@ from d2lopt.lab.ladder import (
     load_user_model,
     run_ladder,
 )
+from d2lopt.lab.ladder_measures import PeakMemory, Timed
 from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
 from d2lopt.lab.tuning import default_workers
 
@@ -498,3 +499,131 @@ def test_prose_about_the_run_is_computed_from_its_rounds() -> None:
     assert "waits for its next batch in 10% of its training loop" in text
     report["rungs"] = report["rungs"][:2]
     assert where_the_time_goes(report).startswith("No rung beat the baseline")
+
+
+class _SimulatedGpu:
+    """A host clock and one stream: an event completes when the stream reaches it."""
+
+    def __init__(self) -> None:
+        self.host, self.free = 0.0, 0.0
+
+    def event(self):
+        gpu = self
+
+        class Event:
+            def record(self) -> None:
+                self.t = max(gpu.host, gpu.free)
+
+            def elapsed_time(self, end) -> float:
+                return (end.t - self.t) * 1e3  # ms, as torch.cuda.Event
+
+        return Event()
+
+    def queue_step(self, seconds: float) -> None:  # the host queues, the GPU runs later
+        self.free = max(self.free, self.host) + seconds
+        self.host += 0.01
+
+    def batches(self, n: int, *, sync: bool, host_seconds: float = 0.0):
+        for _ in range(n):
+            self.host += host_seconds
+            if sync:  # a blocking copy from pageable memory waits for the queued step
+                self.host = max(self.host, self.free)
+            yield torch.zeros(1), torch.zeros(4)
+
+
+def _timed_epoch(gpu: _SimulatedGpu, monkeypatch, **batches) -> RunStats:
+    import d2lopt.lab.ladder_measures as measures
+
+    monkeypatch.setattr(measures.time, "perf_counter", lambda: gpu.host)
+    timed = Timed(gpu.batches(6, **batches), 0.0, torch.device("cuda"), event=gpu.event)
+    for _ in timed:
+        gpu.queue_step(1.0)
+    return timed.stats(gpu.free)
+
+
+def test_a_hidden_sync_in_the_loader_is_not_booked_as_a_data_stall(monkeypatch) -> None:
+    """Issue 24.4: on CUDA the host time inside next() includes the queued step a blocking
+    copy waits for; the events see a device that never idled."""
+    gpu = _SimulatedGpu()
+    stats = _timed_epoch(gpu, monkeypatch, sync=True)
+    host_fraction = 4.95 / (4.95 + 0.05)  # what the host clock alone would have said
+    assert host_fraction > 0.9
+    assert stats.stall_fraction == pytest.approx(0.0)
+    assert stats.stepped == pytest.approx(5 * 1.0)  # five steady steps of GPU time
+
+
+def test_a_slow_loader_is_a_stall_on_the_device_clock_too(monkeypatch) -> None:
+    gpu = _SimulatedGpu()
+    stats = _timed_epoch(gpu, monkeypatch, sync=False, host_seconds=3.0)
+    # each batch comes 3 s after the last was asked for; the step queued before it ran 1 s
+    assert stats.waited == pytest.approx(5 * (3.0 - 0.99))
+    assert stats.stall_fraction == pytest.approx(5 * 2.01 / (5 * 2.01 + 5 * 1.0))
+
+
+def test_peak_memory_on_cuda_is_the_runs_own_peak(monkeypatch) -> None:
+    """Issue 24.5: reset_peak_memory_stats sets the peak to what is allocated now; the run's
+    own peak is the rise above that, not the absolute max_memory_allocated."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: 900 * 2**20)  # left by others
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 1000 * 2**20)
+    with PeakMemory(torch.device("cuda")) as mem:
+        pass
+    assert calls == ["reset"] and mem.mib == pytest.approx(100.0)
+
+
+def test_the_ceilings_data_leaves_the_device_with_its_run() -> None:
+    """Issue 24.5: the ceiling's batches are kept on the host and copied per ceiling run,
+    so later rungs do not carry the data set on the GPU."""
+    from d2lopt.lab.ladder_workload import Workload
+
+    wl = Workload.__new__(Workload)  # the cache alone, without building a workload
+    wl.device, wl._device_batches = torch.device("meta"), {}
+    wl.train_set = torch.utils.data.TensorDataset(torch.zeros(10, 3), torch.arange(10))
+    wl.s = LadderSettings(batch_size=4)
+    first = wl.device_batches(train=True)
+    assert [X.device.type for X, _ in first] == ["meta"] * 3
+    assert all(X.device.type == "cpu" for X, _ in wl._device_batches["train"])  # kept: host
+    again = wl.device_batches(train=True, limit=1)
+    assert len(again) == 1 and again[0][0] is not first[0][0]  # a fresh copy per call
+
+
+def test_the_pinned_rung_is_measured_with_its_own_copies_and_step(monkeypatch) -> None:
+    """Issue 24.3: the candidate's batches are copied non_blocking and trained by a step
+    built from the candidate's config (pinned labels copied asynchronously); the reference
+    runs as the previous config does; the config kept is the one measured."""
+    import types
+
+    import d2lopt.lab.ladder_climb as ladder_climb
+    from d2lopt import TrainConfig
+    from d2lopt.lab.ladder import _Climb
+    from d2lopt.lab.ladder_runs import Rung
+
+    built, seen = [], {}
+
+    def train_step(net, config):
+        built.append(config)
+        return f"step{len(built)}"
+
+    def measure_loaders(makers, **kwargs):
+        seen.update(kwargs, labels=list(makers))
+        run = types.SimpleNamespace(vs_reference=_comparison(1.5, 1.2, 1.8, "holds"),
+                                    to_dict=lambda: {})  # fmt: skip
+        return types.SimpleNamespace(runs={label: run for label in makers})
+
+    monkeypatch.setattr(ladder_climb, "train_step", train_step)
+    monkeypatch.setattr(ladder_climb, "measure_loaders", measure_loaders)
+    climb = _Climb.__new__(_Climb)
+    climb.wl = types.SimpleNamespace(device=torch.device("cuda"), net=lambda: None,
+                                     loader=lambda *a, **k: None)  # fmt: skip
+    climb.s = LadderSettings()
+    climb.best = Rung("baseline", "", TrainConfig(device="cpu", num_epochs=1))
+    climb.rungs, climb.log = [climb.best], lambda line: None
+    climb.pinned()
+    reference, candidate = seen["labels"]
+    assert seen["non_blocking"] == {reference: False, candidate: True}
+    assert [c.non_blocking for c in built] == [False, True]  # one step per config
+    assert seen["step"] == {reference: "step1", candidate: "step2"}
+    kept = climb.best
+    assert kept.name == "+ pin_memory/non_blocking" and kept.config == built[1]
+    assert kept.config.pin_memory and kept.config.non_blocking

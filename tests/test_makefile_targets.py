@@ -102,3 +102,13 @@ def test_nbval_runs_get_the_emulated_hardware_and_ci_settings(tmp_path):
         ["avx2", "AVX2", "2", "1"],
     ]
     assert all(c[4].startswith(f"-m pytest {nb} --nbval ") for c in calls)
+
+
+def test_make_gpu_wheels_needs_no_venv_and_names_the_gpu_images_python():
+    lines = dry_run("gpu-wheels")
+    text = " ".join(lines)
+    assert "benchmarks/gpu_check.py wheels --dest .gpu-wheels" in text
+    assert "--python-version 3.12" in text
+    assert ".venv" not in text  # made on any networked machine, for the GPU image
+    other = " ".join(dry_run("gpu-wheels", "GPU_PYTHON_VERSION=3.11", "GPU_WHEELS=w"))
+    assert "--dest w" in other and "--python-version 3.11" in other

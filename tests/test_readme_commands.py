@@ -131,6 +131,14 @@ def test_readme_command_parses(line: str) -> None:
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert proc.returncode == 0, f"{line!r}: {proc.stderr}"
+    elif program == "bash" and argv[1:2] == ["benchmarks/gpu_check.sh"]:
+        assert set(argv[2:]) <= {"--plan"}, f"{line!r}: gpu_check.sh takes --plan only"
+        proc = subprocess.run(  # the plan of the same command: offline, runs nothing
+            ["bash", "benchmarks/gpu_check.sh", "--plan"], cwd=ROOT,
+            env={**_make_env(), "GPU_CHECK_WORK": "/nonexistent-d2lopt"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0 and "gpu_check.sh plan" in proc.stdout, proc.stderr
     else:
         pytest.fail(f"{line!r}: unknown program {program!r}; teach this test to parse it")
 

@@ -291,6 +291,57 @@ def test_rng_state_round_trip() -> None:
         set_rng_state({"torch": saved["torch"]})
 
 
+def _fake_cuda(monkeypatch, gpus: int, current: int) -> dict[str, list]:
+    """A CUDA machine of ``gpus`` GPUs as far as rng_state/set_rng_state ask (no GPU needed)."""
+    calls: dict[str, list] = {"set": [], "got": []}
+    states = [torch.full((16,), i, dtype=torch.uint8) for i in range(gpus)]
+
+    def get_rng_state(device="cuda"):
+        calls["got"].append(device)
+        return states[device]
+
+    def set_rng_state(state, device="cuda"):
+        if device >= gpus:  # what torch.cuda.default_generators[idx] raises
+            raise IndexError("list index out of range")
+        calls["set"].append((device, state.clone()))
+
+    def set_rng_state_all(new_states):
+        for i, s in enumerate(new_states):
+            set_rng_state(s, i)
+
+    def get_rng_state_all():
+        return list(states)
+
+    for name, value in [("is_available", lambda: True), ("is_initialized", lambda: True),
+                        ("current_device", lambda: current), ("get_rng_state", get_rng_state),
+                        ("set_rng_state", set_rng_state), ("get_rng_state_all", get_rng_state_all),
+                        ("set_rng_state_all", set_rng_state_all)]:  # fmt: skip
+        monkeypatch.setattr(torch.cuda, name, value)
+    return calls
+
+
+def test_rng_state_saves_only_this_ranks_device_generator(monkeypatch) -> None:
+    """Issue 24.7: one state (this rank's GPU), restored into this rank's GPU on a node
+    with fewer GPUs; get_rng_state_all/set_rng_state_all would raise IndexError there."""
+    calls = _fake_cuda(monkeypatch, gpus=4, current=3)
+    saved = rng_state()
+    assert isinstance(saved["cuda"], torch.Tensor) and saved["cuda"].shape == (16,)
+    assert calls["got"] == [3] and int(saved["cuda"][0]) == 3  # rank 3's generator, alone
+    calls = _fake_cuda(monkeypatch, gpus=1, current=0)  # the job moved to a one-GPU node
+    set_rng_state(saved)
+    assert [(d, int(s[0])) for d, s in calls["set"]] == [(0, 3)]
+
+
+def test_an_older_checkpoints_list_of_generators_restores_the_current_one(monkeypatch) -> None:
+    calls = _fake_cuda(monkeypatch, gpus=1, current=0)
+    old = rng_state() | {"cuda": [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]}
+    set_rng_state(old)
+    assert [(d, int(s[0])) for d, s in calls["set"]] == [(0, 0)]
+    calls = _fake_cuda(monkeypatch, gpus=8, current=5)
+    set_rng_state(old)  # more GPUs than were saved: this one's generator stays as it is
+    assert calls["set"] == []
+
+
 def test_the_loader_generator_state_is_saved(small, tmp_path) -> None:
     config = TrainConfig(num_epochs=1, batch_size=100, device="cpu", seed=2)
     from d2lopt import make_loader

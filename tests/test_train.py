@@ -158,3 +158,37 @@ def test_accumulating_two_micro_batches_equals_one_batch_of_both(datasets) -> No
         torch.testing.assert_close(acc[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
     assert [r["steps"] for r in acc_history] == [r["steps"] for r in one_history] == [4, 4]
     assert acc_history[-1]["train_loss"] == pytest.approx(one_history[-1]["train_loss"])
+
+
+def test_compile_books_the_first_step_apart_from_the_epoch(datasets, monkeypatch) -> None:
+    """Issue 24.8: with --compile the first step (compilation, lazy CUDA start) is timed
+    apart: epoch 1's samples/s covers the other steps only. A simulated clock: the first
+    forward takes 10 s (compiling), every later one 1 s."""
+    import types
+
+    import d2lopt.timing as timing
+
+    clock = {"now": 0.0, "forwards": 0}
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    class Slow(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, X: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                clock["now"] += 10.0 if clock["forwards"] == 0 else 1.0
+                clock["forwards"] += 1
+            return self.net(X)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Slow(model))
+    config = TrainConfig(num_epochs=2, batch_size=50, device="cpu", seed=0, compile=True)
+    _, (first, second) = _run(datasets, config)
+    steps = first["steps"]
+    assert first["compile_time"] == 10.0 and second["compile_time"] == 0.0
+    assert first["epoch_time"] == steps - 1.0  # the other steps, 1 s each
+    assert first["samples_per_s"] == pytest.approx(50.0)  # (N - 50) samples in (steps - 1) s
+    assert second["epoch_time"] == steps and second["samples_per_s"] == pytest.approx(50.0)
+    _, plain = _run(datasets, TrainConfig(num_epochs=1, batch_size=50, device="cpu", seed=0))
+    assert "compile_time" not in plain[0]  # the records without --compile are unchanged

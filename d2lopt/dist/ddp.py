@@ -264,8 +264,9 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     def log_epoch(r: dict[str, Any]) -> None:
         test = "" if r["test_loss"] is None else (
             f" test_loss {r['test_loss']:.4f} test_acc {r['test_acc']:.4f}")  # fmt: skip
+        compiled = f", first step {r['compile_time']:.1f} s apart" if r.get("compile_time") else ""
         replicas.log(f"epoch {r['epoch']}/{config.num_epochs} train_loss {r['train_loss']:.4f}"
-                     f"{test} ({r['samples_per_s']:.0f} samples/s)")  # fmt: skip
+                     f"{test} ({r['samples_per_s']:.0f} samples/s{compiled})")  # fmt: skip
 
     try:
         history = fit(net, train_loader, test_loader, config, out_dir=out, resume=resume,

@@ -118,7 +118,7 @@ class Replicas:
     def wrap(self, net: nn.Module) -> nn.Module:
         """What the loop calls: the net itself, a DDP wrapper, or the net sharded in place."""
         if self.strategy == "fsdp":  # every parameter becomes this rank's shard
-            return shard_model(net)
+            return shard_model(net, self.device)
         if not self.distributed:
             return net
         from torch.nn.parallel import DistributedDataParallel as DDP

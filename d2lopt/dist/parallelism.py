@@ -82,7 +82,7 @@ class _Lab:
         self.criterion = nn.CrossEntropyLoss()
         ids = [device.index] if device.type == "cuda" else None
         self.ddp = DDP(self.fresh(), device_ids=ids)
-        self.fsdp = shard_model(self.fresh())
+        self.fsdp = shard_model(self.fresh(), device)
         self.stage = split_stages(self.fresh(), world)[rank]
         self.opt = {name: self.sgd(m) for name, m in
                     (("ddp", self.ddp), ("fsdp", self.fsdp), ("pipeline", self.stage))}  # fmt: skip

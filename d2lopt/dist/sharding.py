@@ -38,19 +38,34 @@ __all__ = [
 STRATEGIES = ("ddp", "fsdp")
 
 
-def shard_model(net: nn.Module) -> nn.Module:
+def shard_model(net: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """Shard ``net`` in place with ``fully_shard``: each layer with weights, then the whole.
 
     Per-layer units are what lets FSDP free one layer's gathered weights before the next
     layer runs; the outer call covers what is left (none here) and drives the schedule.
     Needs an initialized process group (torchrun).
+
+    The mesh is built for the device the ranks train on (``device``, else the device of
+    ``net``'s parameters), never left to ``fully_shard``'s default: that default
+    (``_init_default_mesh`` in pytorch/pytorch ``torch/distributed/fsdp/_fully_shard/
+    _fsdp_init.py``) builds the mesh on ``torch._C._get_accelerator()``, i.e. CUDA on any
+    machine with a GPU, even over gloo with CPU ranks; ``_get_device_from_mesh`` then moves
+    the parameters (and ``FSDPModule``'s root moves the inputs) to ``cuda:current_device()``
+    while the labels stay on the CPU. Notebook 13 runs its FSDP ranks on the CPU on a
+    one-GPU machine.
     """
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    if device is None:
+        first = next(net.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    dev = torch.device(device)
+    mesh = init_device_mesh(dev.type, (torch.distributed.get_world_size(),))
     for layer in net.children():
         if any(p.requires_grad for p in layer.parameters(recurse=False)):
-            fully_shard(layer)
-    fully_shard(net)
+            fully_shard(layer, mesh=mesh)
+    fully_shard(net, mesh=mesh)
     return net
 
 

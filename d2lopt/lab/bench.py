@@ -198,8 +198,8 @@ def measure_loaders(
     epochs: int = 1,
     max_batches: int | None = None,
     device: torch.device | str | None = None,
-    non_blocking: bool = False,
-    step: Step | None = None,
+    non_blocking: bool | Mapping[str, bool] = False,
+    step: Step | Mapping[str, Step] | None = None,
     max_seconds: float = 30.0,
     warmup: int = 1,
     min_effect: float = 0.05,
@@ -210,7 +210,9 @@ def measure_loaders(
 
     A round runs one pass (see :func:`run_pass`) of every loader in a rotating order, so a
     burst of load hits all of them alike. Each non-reference setting gets a
-    :class:`~d2lopt.compare.Comparison` against ``reference``.
+    :class:`~d2lopt.compare.Comparison` against ``reference``. ``step`` and
+    ``non_blocking`` may be one value for every loader or a mapping by loader name, when
+    the settings differ in how a batch is copied and trained (the ladder's pinned rung).
 
     Example:
         >>> from torch.utils.data import DataLoader, TensorDataset
@@ -223,8 +225,12 @@ def measure_loaders(
     """
     _check_passes(epochs, max_batches)
     stats: dict[str, list[PassStats]] = {name: [] for name in loaders}
-    pass_options = dict(epochs=epochs, max_batches=max_batches, device=device,
-                        non_blocking=non_blocking, step=step)  # fmt: skip
+
+    def pass_options(name: str) -> dict[str, Any]:
+        nb = non_blocking[name] if isinstance(non_blocking, Mapping) else non_blocking
+        st = step[name] if isinstance(step, Mapping) else step
+        return dict(epochs=epochs, max_batches=max_batches, device=device, non_blocking=nb,
+                    step=st)  # fmt: skip
 
     def timed(name: str) -> Callable[[], None]:
         make = loaders[name]
@@ -234,8 +240,10 @@ def measure_loaders(
                 "pass lambda: DataLoader(...)"
             )
 
+        options = pass_options(name)
+
         def one_pass() -> None:
-            stats[name].append(run_pass(make, **pass_options))
+            stats[name].append(run_pass(make, **options))
 
         return one_pass
 

@@ -192,6 +192,21 @@ class _BatchedImages:
         self.n, self.batch_size, self.size, self.train = n, batch_size, size, train
         # one generator for the whole run: a new order and new crops every epoch, reproducible
         self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self._device_generators: dict[torch.device, torch.Generator] = {}
+
+    def _augment_generator(self, device: torch.device) -> torch.Generator:
+        """The generator the crops are drawn from, on the batch's own device.
+
+        On the CPU it is :attr:`generator` itself (the order and the crops from one stream,
+        as before); on a GPU a generator on that device, so the random numbers are drawn
+        there and no per-batch host-to-device copy waits for the queued step.
+        """
+        if device.type == "cpu":
+            return self.generator
+        if device not in self._device_generators:
+            self._device_generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._device_generators[device]
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
@@ -204,7 +219,8 @@ class _BatchedImages:
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """``uint8 [B, C, H, W]`` -> normalized float32 batch (augmented when training)."""
         if self.train:  # each sample its own crop and flip, in one kernel (06_cpu_compute)
-            return batched_augment(x, self.size, mean=MEAN, std=STD, generator=self.generator)
+            gen = self._augment_generator(x.device)
+            return batched_augment(x, self.size, mean=MEAN, std=STD, generator=gen)
         out = x.float().div_(255)
         if out.shape[-2:] != (self.size, self.size):
             out = F.interpolate(out, size=(self.size, self.size), mode="bilinear", antialias=True)
@@ -299,9 +315,16 @@ class GpuDecodeLoader(_BatchedImages):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         order = self._order()
+        # the epoch's order goes to the device once, not once per batch: a blocking copy from
+        # pageable memory is cudaMemcpyAsync + cudaStreamSynchronize (pytorch/pytorch
+        # aten/src/ATen/native/cuda/Copy.cu, copy_kernel_cuda -> memcpy_and_sync), so a
+        # per-batch copy would wait for the training step queued before it
+        order_on_device = order.to(self.device)
         for i in range(0, self.n, self.batch_size):
             idx = order[i : i + self.batch_size]
             files = [self.encoded.data[j] for j in idx.tolist()]
+            if self.device.type == "cuda":
+                wait_for_queued_work(self.device)
             with warnings.catch_warnings():
                 # torchvision 0.29 deprecates its decoders for TorchCodec's; decode_jpeg is
                 # still the batched nvJPEG entry point, and the one this lesson measures
@@ -309,4 +332,23 @@ class GpuDecodeLoader(_BatchedImages):
                                         module="torchvision")  # fmt: skip
                 # one call for the whole batch: nvJPEG decodes the images together
                 x = torch.stack(decode_jpeg(files, mode=ImageReadMode.RGB, device=self.device))
-            yield self.transform(x), self.labels[idx.to(self.device)]
+            yield self.transform(x), self.labels[order_on_device[i : i + self.batch_size]]
+
+
+def wait_for_queued_work(device: torch.device) -> None:
+    """Block the host until the work queued on ``device``'s current stream has run.
+
+    A sync point, on purpose, before every CUDA ``decode_jpeg``. torchvision's decoder
+    (pytorch/vision ``torchvision/csrc/io/image/cuda/decode_jpegs_cuda.cpp``, read at
+    torchvision 0.29: ``CUDAJpegDecoder::decode_images``) allocates its outputs from the
+    caching allocator on the caller's stream, then decodes on its *own* pool stream after
+    synchronizing only that one; nvJPEG's hardware path writes the outputs without waiting
+    for the caller's queued kernels. A block the previous training step freed while its
+    kernels are still queued can be handed to the decoder and overwritten under them
+    (pytorch/vision PR 9606, reproduced on H100, not on A100; meta-pytorch/torchcodec
+    PR 1634 adds the same barrier). Until a torchvision release carries that fix, the
+    caller drains its stream first. The decoder already blocks the host until its own
+    stream is done, so the decode gives up no overlap it had; the wait for the queued step
+    shows up in the loader's time (a stall, see :class:`~d2lopt.lab.ladder_measures.Timed`).
+    """
+    torch.cuda.current_stream(device).synchronize()

@@ -66,6 +66,12 @@ def pair(seconds: dict[str, list[float]], slow: str, fast: str, confidence: floa
     }
 
 
+def _step_settings(config: TrainConfig) -> tuple:
+    """What a training step (``TrainStep`` via ``train_step``) reads from its config."""
+    return (config.non_blocking, config.amp, config.channels_last, config.compile,
+            config.lr, config.momentum, config.device)  # fmt: skip
+
+
 class _Climb:
     """Decide the rungs in order; each is kept only when compare says it holds."""
 
@@ -120,10 +126,25 @@ class _Climb:
             max_rounds=s.max_rounds,
         )
 
-    def loader_passes(self, loaders: dict[str, tuple[dict, TrainConfig]], **kw: Any):
-        """Loader candidates vs the previous best's loader, each pass training every batch."""
+    def loader_passes(self, loaders: dict[str, tuple[dict, TrainConfig]]):
+        """Loader candidates vs the previous best's loader, each pass training every batch.
+
+        Each loader is measured the way its own config runs: its batches copied with its
+        ``non_blocking`` and trained by a step built from its config (one step per distinct
+        step setting). A step built from the previous config would copy a pinned rung's
+        labels blocking (``TrainStep``: ``y.to(device, non_blocking=False)`` is
+        ``cudaMemcpyAsync`` + ``cudaStreamSynchronize``, pytorch/pytorch
+        ``aten/src/ATen/native/cuda/Copy.cu``), so the rung would be measured without the
+        overlap it claims, and the kept config would not be the one measured.
+        """
         wl, s, prev = self.wl, self.s, self.best
-        step = train_step(wl.net(), prev.config)
+        steps: dict[tuple, Step] = {}
+        by_label: dict[str, Step] = {}
+        for label, (_, config) in loaders.items():
+            key = _step_settings(config)
+            if key not in steps:
+                steps[key] = train_step(wl.net(), config)
+            by_label[label] = steps[key]
         makers = {
             label: functools.partial(wl.loader, spec, config, train=True)
             for label, (spec, config) in loaders.items()
@@ -133,8 +154,8 @@ class _Climb:
             reference=loader_label(prev.loader, prev.config),
             epochs=s.epochs,
             max_batches=s.decide_batches,
-            step=step,
-            non_blocking=kw.get("non_blocking", prev.config.non_blocking),
+            step=by_label,
+            non_blocking={label: config.non_blocking for label, (_, config) in loaders.items()},
             **self._budget(len(makers)),
         )
 
@@ -145,7 +166,7 @@ class _Climb:
         before, after = train_step(wl.net(), prev.config), train_step(wl.net(), candidate)
         extra: dict[str, Any] = {}
         if candidate.compile:  # first-call compilation: a fixed cost, timed apart
-            X, y = wl.device_batches(train=True)[0]
+            X, y = wl.device_batches(train=True, limit=1)[0]
             t0 = time.perf_counter()
             after(X, y)
             synchronize(wl.device)
@@ -238,10 +259,9 @@ class _Climb:
             return
         config = replace(prev.config, pin_memory=True, non_blocking=True)
         label = loader_label(prev.loader, config)
-        sweep = self.loader_passes(
+        sweep = self.loader_passes(  # each measured with its own copies and step
             {loader_label(prev.loader, prev.config): (prev.loader, prev.config),
              label: (prev.loader, config)},
-            non_blocking=True,  # pageable memory copies synchronously all the same
         )  # fmt: skip
         cand = Rung(name, adds, config, loader=prev.loader, loop=prev.loop)
         self.judge(cand, sweep.runs[label].vs_reference, "loader passes, training every batch",

@@ -218,7 +218,7 @@ def run_rung(wl: Workload, rung: Rung) -> RunStats:
     def body(start: float) -> Timed:
         train = wl.loader(rung.loader, config, train=True)
         test = wl.loader(rung.loader, config, train=False)
-        timed = Timed(train, start)
+        timed = Timed(train, start, wl.device)
         if rung.loop == "fit":
             fit(wl.net(), timed, test, config, progress=False)
         else:
@@ -234,7 +234,7 @@ def run_ceiling(wl: Workload, top: Rung) -> RunStats:
     train, test = wl.device_batches(train=True), wl.device_batches(train=False)
 
     def body(start: float) -> Timed:
-        timed = Timed(train, start)
+        timed = Timed(train, start, wl.device)
         if top.loop == "fit":
             fit(wl.net(), timed, test, top.config, progress=False)
         else:
@@ -258,7 +258,7 @@ def _run_d2l(wl: Workload, top: Rung) -> RunStats:
     amp = autocast_ctx(wl.device, config.amp) if config.amp == "bf16" else contextlib.nullcontext()
 
     def body(start: float) -> Timed:
-        train = Timed(wl.loader(top.loader, config, train=True), start)
+        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
         test = wl.loader(top.loader, config, train=False)
         with amp:
             net = _peer_net(wl, config)
@@ -277,7 +277,7 @@ def _run_lightning(wl: Workload, top: Rung) -> RunStats:
     assert config is not None
 
     def body(start: float) -> Timed:
-        train = Timed(wl.loader(top.loader, config, train=True), start)
+        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
         test = wl.loader(top.loader, config, train=False)
         with _quiet_lightning():
             trainer = L.Trainer(

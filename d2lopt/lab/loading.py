@@ -368,6 +368,12 @@ def batched_augment(
     ``F.grid_sample`` does all of them at once. (A ``torchvision`` v2 transform applied to
     a batch draws one crop for the whole batch.) Taught in ``06_cpu_compute``.
 
+    The random numbers are drawn on ``images.device`` (``generator``, if given, must be a
+    generator of that device): drawn on the CPU, they would cross to the GPU as a blocking
+    copy from pageable memory every batch, which waits for the training step queued before
+    it (pytorch/pytorch ``aten/src/ATen/native/cuda/Copy.cu``, ``copy_kernel_cuda``:
+    ``cudaMemcpyAsync`` then ``cudaStreamSynchronize``): a hidden sync, booked as a data stall.
+
     Returns:
         ``float32 [B, C, size, size]``, normalized with ``mean`` and ``std``.
     """
@@ -380,21 +386,28 @@ def batched_augment(
     if not 0 <= flip_p <= 1:
         raise ValueError(f"flip_p: must be in [0, 1], got {flip_p}")
     B, C = images.shape[:2]
+    dev = images.device
+    if generator is not None and generator.device.type != dev.type:
+        raise ValueError(
+            f"generator: a {generator.device.type} generator cannot draw the crops of images "
+            f"on {dev}; pass torch.Generator(device=images.device) (or None)"
+        )
+
+    def rand() -> torch.Tensor:  # on the images' device: no per-batch copy, no sync
+        return torch.rand(B, generator=generator, device=dev)
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(B, generator=generator)
+        return lo + (hi - lo) * rand()
 
     area = uniform(*scale)  # fraction of the image area kept
     r = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))  # aspect ratio w/h
     w = torch.sqrt(area * r).clamp(max=1.0)  # crop width, as a fraction of the image width
     h = torch.sqrt(area / r).clamp(max=1.0)
-    cx = (2 * torch.rand(B, generator=generator) - 1) * (1 - w)  # crop centre, in [-1, 1]
-    cy = (2 * torch.rand(B, generator=generator) - 1) * (1 - h)
-    flip = torch.where(torch.rand(B, generator=generator) < flip_p, -1.0, 1.0)
-    zero = torch.zeros(B)
-    theta = torch.stack(
-        [torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1
-    ).to(images.device)
+    cx = (2 * rand() - 1) * (1 - w)  # crop centre, in [-1, 1]
+    cy = (2 * rand() - 1) * (1 - h)
+    flip = torch.where(rand() < flip_p, -1.0, 1.0)
+    zero = torch.zeros(B, device=dev)
+    theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
     grid = F.affine_grid(theta, [B, C, size, size], align_corners=False)
     x = images.float().div_(255)  # the uint8 -> float conversion happens here, once
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -11,18 +11,17 @@ whole, in the final rounds (:mod:`d2lopt.lab.ladder_final`).
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..compare import Comparison, compare, ratio_interval
+from ..compare import Comparison, compare
 from ..config import TrainConfig
 from ..devices import synchronize
+from ..sweep import Sweep
 from ..verdict import HOLDS
 from .bench import measure_loaders, run_pass, sweep_loaders
 from .ladder_runs import (
@@ -49,21 +48,14 @@ def _amp_candidate(device: torch.device) -> str:
     return "fp16" if device.type == "mps" else "bf16"
 
 
-def _fmt_ci(est: float, lo: float, hi: float, rounds: int) -> str:
-    interval = "[no interval]" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
-    return f"{est:.2f}x {interval}, {rounds} rounds"
+def pair(sweep: Sweep, slow: str, fast: str) -> dict:
+    """How many times faster ``fast`` ran than ``slow`` in the same paired rounds.
 
-
-def pair(seconds: dict[str, list[float]], slow: str, fast: str, confidence: float) -> dict:
-    """How many times faster ``fast`` ran than ``slow`` in the same paired rounds."""
-    ratios = np.asarray(seconds[slow]) / np.asarray(seconds[fast])
-    est, lo, hi = ratio_interval(ratios, confidence)
-    return {
-        "ratio": est,
-        "ci": [lo, hi],
-        "rounds": len(ratios),
-        "text": _fmt_ci(est, lo, hi, len(ratios)),
-    }
+    Judged with the sweep's own planned looks (:meth:`d2lopt.sweep.Sweep.between`): its
+    rounds stopped at one of them, so a fresh 95 % interval on them would peek.
+    """
+    c = sweep.between(fast, slow)
+    return {"ratio": c.speedup, "ci": list(c.ci), "rounds": c.rounds, "text": str(c)}
 
 
 def _step_settings(config: TrainConfig) -> tuple:
@@ -231,7 +223,7 @@ class _Climb:
             loaders[proc_label] = ({"kind": "dataloader"}, processes)
         self.log(f"{name}: {label} against {', '.join(k for k in loaders if k != label)}")
         sweep = self.loader_passes(loaders)
-        vs_processes = pair(sweep.sweep.seconds, proc_label, label, self.s.confidence)
+        vs_processes = pair(sweep.sweep, proc_label, label)
         cand = Rung(
             name,
             f"{n} threads build the batches in the main process, instead of worker processes",

@@ -94,7 +94,7 @@ def final_rounds(
     return sweep, {n: v[-sweep.rounds :] for n, v in records.items()}, missing
 
 
-def _row(name: str, sweep: Sweep, recs: list[RunStats], confidence: float) -> dict[str, Any]:
+def _row(name: str, sweep: Sweep, recs: list[RunStats]) -> dict[str, Any]:
     med = statistics.median
     memory = [r.peak_memory_mib for r in recs if r.peak_memory_mib is not None]
     row: dict[str, Any] = {
@@ -115,7 +115,7 @@ def _row(name: str, sweep: Sweep, recs: list[RunStats], confidence: float) -> di
     if name == "ceiling":
         row |= {"fraction_of_ceiling": 1.0, "fraction_ci": [1.0, 1.0]}
     else:
-        f = pair(sweep.seconds, name, "ceiling", confidence)  # entry time / ceiling time
+        f = pair(sweep, name, "ceiling")  # entry time / ceiling time
         row |= {
             "fraction_of_ceiling": 1 / f["ratio"],
             "fraction_ci": [1 / f["ci"][1], 1 / f["ci"][0]],
@@ -185,13 +185,13 @@ def _rung_row(r: Rung, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _peers(
-    rows: dict[str, dict[str, Any]], missing: dict[str, str], sweep: Sweep, top: Rung, conf: float
+    rows: dict[str, dict[str, Any]], missing: dict[str, str], sweep: Sweep, top: Rung
 ) -> dict[str, Any]:
     """Each peer against the best rung (``vs_best``), or why it was skipped."""
     peers: dict[str, Any] = {}
     for key, label in PEERS.items():
         if label in rows:
-            vs = pair(sweep.seconds, label, top.name, conf)  # peer time / best time
+            vs = pair(sweep, label, top.name)  # peer time / best time
             peers[key] = {"name": label, "status": MEASURED, "vs_best": vs} | rows[label]
         else:
             peers[key] = {"name": label, "status": SKIPPED, "reason": missing[key]}
@@ -209,12 +209,11 @@ def report(
 ) -> dict[str, Any]:
     """The ``ladder.json`` content, less its targets, load average and elapsed time."""
     s = wl.s
-    conf = s.confidence
-    rows = {name: _row(name, sweep, recs, conf) for name, recs in records.items()}
+    rows = {name: _row(name, sweep, recs) for name, recs in records.items()}
 
     top = [r for r in rungs if r.status == KEPT][-1]
     rung_rows = [_rung_row(r, rows) for r in rungs]
-    peers = _peers(rows, missing, sweep, top, conf)
+    peers = _peers(rows, missing, sweep, top)
     best = rows[top.name]
     result: dict[str, Any] = {
         "schema": 2,
@@ -248,5 +247,6 @@ def report(
         },  # fmt: skip
         "loader_sweep": loader_sweep,  # LoaderRun.to_dict() rows, as tune-loader's
         "final_rounds": sweep.rounds,
+        "final_looks": sweep.looks,  # the intervals of the final rounds are split over these
     }
     return result

@@ -34,7 +34,7 @@ from .devices import synchronize
 
 __all__ = [
     "MemoryUse",
-    "PeakMemory",
+    "PeakBytes",
     "WorkerMemory",
     "measure_memory",
     "peak_memory",
@@ -51,14 +51,15 @@ __all__ = [
 ]
 
 MiB = 1 << 20
-# The CUDA caching allocator hands out blocks in multiples of 512 bytes, and its counters
-# (memory_allocated, max_memory_allocated) report those blocks: a 4-byte tensor costs 512.
+# The CUDA caching allocator hands out blocks in multiples of 512 bytes (kMinBlockSize in
+# torch 2.14's c10/core/AllocatorConfig.h; CUDACachingAllocator's round_size), and its counters
+# (memory_allocated, max_memory_allocated) count those blocks: a 4-byte tensor costs 512.
 CUDA_BLOCK = 512
 CPU_METHOD = "torch.profiler allocation events (CPU allocator)"
 CUDA_METHOD = "torch.cuda.max_memory_allocated"
 
 
-class PeakMemory(NamedTuple):
+class PeakBytes(NamedTuple):
     """``(bytes, method)``: a run's own peak, and how it was measured (``None``: no counter)."""
 
     bytes: int | None
@@ -142,7 +143,7 @@ def measure_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") ->
     return MemoryUse(peak, current, CPU_METHOD, result)
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> PeakMemory:
+def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> PeakBytes:
     """Peak bytes ``fn()`` allocated *on top of* what was live before it, and how measured.
 
     The run's own peak: tensors allocated before the call are not counted, so the same
@@ -154,10 +155,10 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") ->
     Example:
         >>> big = torch.zeros(1 << 20)  # 4 MiB already allocated: not in the peak
         >>> peak_memory(lambda: torch.zeros(1024).exp_())
-        PeakMemory(bytes=4096, method='torch.profiler allocation events (CPU allocator)')
+        PeakBytes(bytes=4096, method='torch.profiler allocation events (CPU allocator)')
     """
     use = measure_memory(fn, device)
-    return PeakMemory(use.peak, use.method)
+    return PeakBytes(use.peak, use.method)
 
 
 def allocator_bytes(nbytes: int, device: torch.device | str = "cpu") -> int:

@@ -164,8 +164,8 @@ def _print_memory(memory: dict[str, Any]) -> None:
     """The memory table: what each setting's workers hold, and the batches in flight."""
     from ..memory import MiB
 
-    print(f"memory each setting costs (one untimed pass; MiB): {'USS':>8} {'PSS':>8} "
-          f"{'growth':>7} {'prefetch':>8} {'pinned':>7}")  # fmt: skip
+    title = "memory each setting costs (MiB, one untimed pass)"
+    print(f"{title:<60} {'USS':>8} {'PSS':>8} {'growth':>7} {'prefetch':>8} {'pinned':>7}")
     for label, m in memory.items():  # indented: the speed rows start with the label
         print(f"  {label:<58} {m.uss / MiB:>8.1f} {m.pss / MiB:>8.1f} {m.growth / MiB:>+7.1f} "
               f"{m.prefetched / MiB:>8.1f} {m.pinned / MiB:>7.1f}")  # fmt: skip

@@ -300,6 +300,8 @@ def _batch_bytes(batch: Any) -> int:
 def _worker_pids(it: Any, before: set[int]) -> list[int]:
     # the iterator's own worker processes (a private attribute, stable since PyTorch 1.0);
     # failing that, the children this process gained since the loader started
+    if getattr(it, "_num_workers", None) == 0:
+        return []  # the main process loads: no worker to sample
     workers = getattr(it, "_workers", None)
     if workers:
         return [w.pid for w in workers]

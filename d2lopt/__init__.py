@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "evaluate_accuracy",
         "evaluate_loss",
     ),
+    "memory": ("measure_memory", "peak_memory", "worker_memory"),
     "models": ("cnn", "count_parameters", "init_weights", "mlp"),
     "precision": ("autocast_ctx", "grad_scaler"),
     "timing": ("BenchResult", "Timer", "benchmark", "count_host_syncs"),
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see
         try_all_gpus,
         try_gpu,
     )
+    from .memory import measure_memory, peak_memory, worker_memory  # noqa: F401
     from .metrics import (  # noqa: F401
         Accumulator,
         DeviceAccumulator,
@@ -140,7 +142,9 @@ __all__ = [
     "load_checkpoint",
     "load_fashion_mnist",
     "make_loader",
+    "measure_memory",
     "mlp",
+    "peak_memory",
     "resolve_device",
     "save_checkpoint",
     "seed_worker",
@@ -149,5 +153,6 @@ __all__ = [
     "synthetic_fashion_mnist",
     "try_all_gpus",
     "try_gpu",
+    "worker_memory",
     "write_image_folder",
 ]

@@ -4,8 +4,9 @@ Taught in ``09_the_loop`` (hidden syncs) and ``08_gpu_compute`` (AMP: time *and*
 Timing verdicts go through :func:`d2lopt.compare`, never through this module.
 ``torch.profiler`` sees what Python cannot: every ``aten::_local_scalar_dense`` is a tensor
 read back to the host (``.item()``, ``float(t)``, ``print(t)``, ``if t:``), and on CUDA the
-runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory comes from
-the CUDA caching allocator on GPU and from the profiler's allocation events on CPU.
+runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory
+(:func:`peak_memory`) lives in :mod:`d2lopt.memory` and reads the profiler's allocation
+events on a CPU; it is importable from here too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .devices import synchronize
+from .memory import peak_memory  # noqa: F401  (its home since 14_memory; imported from here too)
 
 __all__ = [
     "SyncProfile",
@@ -121,35 +123,6 @@ def profile_host_syncs(
     scalar = sum(names[k] for k in SCALAR_READ_OPS)
     runtime = sum(names[k] for k in CUDA_SYNC_CALLS)
     return SyncProfile(scalar, runtime, by_op)
-
-
-def peak_memory(fn: Callable[[], object], device: torch.device | str) -> tuple[int | None, str]:
-    """Peak bytes ``fn()`` allocated *on top of* what was live before it, and how measured.
-
-    * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``;
-    * CPU: the running sum of ``torch.profiler`` allocation/free events (tensors made by
-      PyTorch's CPU allocator; library scratch buffers such as oneDNN's are not seen);
-    * other devices: ``(None, reason)``, there is no peak counter to read.
-    """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        fn()
-        synchronize(dev)
-        return torch.cuda.max_memory_allocated(dev) - base, "torch.cuda.max_memory_allocated"
-    if dev.type != "cpu":
-        return None, f"skipped: no peak-memory counter for {dev.type} in torch"
-    with _filtered_native_stderr():
-        with torch.profiler.profile(activities=_activities(dev), profile_memory=True) as prof:
-            fn()
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        current += e.nbytes()  # > 0 allocation, < 0 free
-        peak = max(peak, current)
-    return peak, "torch.profiler allocation events (CPU allocator)"
 
 
 def quiet_cpp_extension() -> None:

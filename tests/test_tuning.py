@@ -220,6 +220,12 @@ def test_cli_sweeps_a_user_dataset_and_saves_json_and_heatmap(
         "num_workers=1, prefetch_factor=2, persistent_workers=True",
     ]
     assert report["reference"] == "num_workers=0" and report["max_seconds"] == 2.0
+    memory = report["memory"]  # what each setting costs, measured in untimed passes
+    assert list(memory) == labels
+    assert memory["num_workers=0"]["workers"] == 0 and memory["num_workers=0"]["prefetched"] == 0
+    one = memory["num_workers=1, prefetch_factor=2, persistent_workers=False"]
+    assert one["workers"] == 1 and one["uss"] > 0 and one["prefetched"] > 0
+    assert "memory each setting costs" in captured.out
     rows = captured.out.splitlines()
     for r in report["results"]:  # one printed row per setting, with its interval and verdict
         (row,) = [line for line in rows if line.startswith(r["label"] + " ")]

@@ -65,7 +65,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         description="Measure every DataLoader setting on this machine for your Dataset "
         "(--dataset module:attr) or the course's standard image folder, in paired rounds "
         "within a time budget; print each setting's interval against PyTorch's defaults "
-        "and the best setting, save a heatmap.",
+        "and the best setting, then what each setting costs in memory, save a heatmap.",
     )
     add_dataset_flag(p)
     # the positional form of earlier versions: still accepted, with a note (see run)
@@ -160,6 +160,22 @@ def _print_results(sweep: LoaderSweep, cores: int, device: torch.device) -> dict
     return {"best": best, "note": note}
 
 
+def _print_memory(memory: dict[str, Any]) -> None:
+    """The memory table: what each setting's workers hold, and the batches in flight."""
+    from ..memory import MiB
+
+    title = "memory each setting costs (MiB, one untimed pass)"
+    print(f"{title:<60} {'USS':>8} {'PSS':>8} {'growth':>7} {'prefetch':>8} {'pinned':>7}")
+    for label, m in memory.items():  # indented: the speed rows start with the label
+        print(f"  {label:<58} {m.uss / MiB:>8.1f} {m.pss / MiB:>8.1f} {m.growth / MiB:>+7.1f} "
+              f"{m.prefetched / MiB:>8.1f} {m.pinned / MiB:>7.1f}")  # fmt: skip
+    print(
+        "  (USS/PSS: the workers' own / proportional memory, summed; growth: USS gained "
+        "during the pass, copy-on-read if it keeps growing; prefetch: num_workers x "
+        "prefetch_factor batches held ready; pinned: page-locked bytes at most)"
+    )
+
+
 def _min_effect(sweep: LoaderSweep) -> float:
     return next((r.vs_reference.min_effect for r in sweep.runs.values() if r.vs_reference), 0.05)
 
@@ -175,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_from_flag,
         default_workers,
         fit_batches,
+        loader_memory,
         plot_heatmap,
         standard_dataset,
         sweep_grid,
@@ -230,11 +247,14 @@ def run(args: argparse.Namespace) -> int:
             device=device, max_seconds=args.max_seconds, max_rounds=args.rounds or 200,
             seed=args.seed,
         )  # fmt: skip
+        memory = loader_memory(dataset, grid, batch_size=args.batch_size, max_batches=batches,
+                               seed=args.seed)  # fmt: skip
     except (TypeError, ValueError, RuntimeError) as exc:  # e.g. samples default_collate rejects
         raise UsageError(
             f"--dataset: loading batches failed ({type(exc).__name__}: {exc})"
         ) from None
     out = writable_dir(out)
+    _print_memory(memory)
     shown = _print_results(sweep, cores, device)
     best = shown["best"]
     c = best.vs_reference
@@ -252,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         "speedup_vs_default": 1.0 if c is None else c.speedup,
         "speedup_ci": None if c is None else [None if math.isnan(x) else x for x in c.ci],
         "note": shown["note"],
+        "memory": {label: m.to_dict() for label, m in memory.items()},
     }
     (out / "tune-loader.json").write_text(json.dumps(report, indent=2))
     ax = plot_heatmap(sweep)

@@ -1,6 +1,7 @@
 """Find the DataLoader settings that feed *your* data set fastest here (``d2lopt tune-loader``).
 
-Taught in ``12_putting_it_together`` (its sweep is the worker rung of ``d2lopt ladder``);
+Taught in ``12_putting_it_together`` (its sweep is the worker rung of ``d2lopt ladder``;
+what each setting costs in memory, :func:`loader_memory`, in ``14_memory``);
 the knobs themselves are the lessons of ``05_disk_to_memory`` and ``07_cpu_to_gpu``. The
 article gives rules of thumb (workers: half the cores; prefetch: "more until it plateaus");
 this module measures them on one machine and one data set with
@@ -18,6 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from ..errors import ParamError, ParamTypeError
+from ..memory import worker_memory
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
 from .loading import build_loader
 from .specs import call_factory, resolve
@@ -38,6 +41,8 @@ __all__ = [
     "dataset_from_flag",
     "standard_dataset",
     "plot_heatmap",
+    "LoaderMemory",
+    "loader_memory",
 ]
 
 DEFAULT: dict[str, Any] = {"num_workers": 0}  # PyTorch's defaults: the reference setting
@@ -321,3 +326,72 @@ def standard_dataset(
     ds.targets = [t for _, t in ds.samples]
     ds.classes, ds.class_to_idx = names, {c: i for i, c in enumerate(names)}
     return ds
+
+
+@dataclass(frozen=True)
+class LoaderMemory:
+    """What one loader setting costs in memory (``d2lopt tune-loader``'s memory table).
+
+    Attributes:
+        label: the setting, as in the speed table.
+        workers: worker processes sampled.
+        uss, pss: the workers' summed unique / proportional set size after the pass, in
+            bytes (psutil; see :func:`d2lopt.memory.worker_memory`). USS is what the
+            workers alone hold (copy-on-read shows here); PSS adds their share of what they
+            share with the main process.
+        growth: the workers' summed USS growth over the pass: it keeps growing with the
+            epoch when a data set's Python objects are copied on read (``14_memory``).
+        prefetched: bytes of the batches the workers hold ready
+            (``num_workers × prefetch_factor × batch bytes``).
+        pinned: page-locked bytes the pinning thread can hold at most (every batch in
+            flight, or one without workers); 0 without ``pin_memory``.
+    """
+
+    label: str
+    workers: int
+    uss: int
+    pss: int
+    growth: int
+    prefetched: int
+    pinned: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def loader_memory(
+    dataset: Dataset,
+    grid: Sequence[dict[str, Any]],
+    *,
+    batch_size: int = 64,
+    max_batches: int | None = None,
+    seed: int = 0,
+) -> dict[str, LoaderMemory]:
+    """One untimed pass per setting with :func:`d2lopt.memory.worker_memory`, after the sweep.
+
+    Memory is read in passes of its own, so reading ``/proc`` never slows a timed pass.
+    ``persistent_workers`` changes when workers start, not what they hold: settings that
+    differ only in it share one measurement.
+    """
+    measured: dict[tuple, LoaderMemory] = {}
+    out: dict[str, LoaderMemory] = {}
+    for setting in grid:
+        key = tuple(sorted((k, v) for k, v in setting.items() if k != "persistent_workers"))
+        if key not in measured:
+            args = {k: v for k, v in setting.items() if k != "persistent_workers"}
+            loader = build_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, **args)
+            usage = worker_memory(loader, every=4, max_batches=max_batches)
+            workers = setting.get("num_workers", 0)
+            in_flight = workers * (setting.get("prefetch_factor") or 2)  # PyTorch's default: 2
+            growth = usage.growth()
+            measured[key] = LoaderMemory(
+                label="",
+                workers=len(usage.uss),
+                uss=usage.total("uss"),
+                pss=usage.total("pss"),
+                growth=sum(growth.values()),
+                prefetched=in_flight * usage.batch_bytes,
+                pinned=max(in_flight, 1) * usage.batch_bytes if loader.pin_memory else 0,
+            )
+        out[setting_label(setting)] = replace(measured[key], label=setting_label(setting))
+    return out

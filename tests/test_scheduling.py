@@ -15,7 +15,14 @@ import torch.distributed as dist
 
 from d2lopt.compare import Comparison, Sweep
 from d2lopt.lab.balance import delay_name, straggler_compare
-from d2lopt.lab.cluster import Job, amdahl_fraction, simulate, speedup_curve
+from d2lopt.lab.cluster import (
+    Job,
+    amdahl_fraction,
+    describe_curve,
+    overhead_share,
+    simulate,
+    speedup_curve,
+)
 from d2lopt.lab.comm import comm_compare
 from d2lopt.lab.ranks import RankPool, lockstep_compare_many
 from d2lopt.lab.scaling import compare_scaling, data_parallel_step, scaling_verdict
@@ -156,10 +163,25 @@ def test_speedup_curve_keeps_measured_points_and_follows_amdahl() -> None:
     assert amdahl_fraction({1: 1.0, 2: 0.5}) == 0.0  # a slowdown: nothing to gain
     curve = speedup_curve({1: 1.0, 2: 1.9})
     assert curve(2) == 1.9 and curve(8) == pytest.approx(5.85, abs=0.01)
-    slow = speedup_curve({1: 1.0, 2: 0.5})
-    assert slow(8) == pytest.approx(0.5)  # a measured slowdown stays a slowdown
     with pytest.raises(ValueError, match="speedups"):
         speedup_curve({2: 1.5})
+
+
+def test_a_measured_slowdown_is_a_curve_that_slows_down_not_amdahls_flat_line() -> None:
+    # 11_scheduling measured 0.45x on 2 ranks; Amdahl's p = 0 would extrapolate 0.45 forever
+    # (and gives 1.0, not 0.45, at any n): the overhead model keeps slowing down towards 1/k
+    slow = speedup_curve({1: 1.0, 2: 0.45})
+    k = overhead_share({1: 1.0, 2: 0.45})
+    assert k == pytest.approx(2 / 0.45 - 1)
+    assert slow(2) == 0.45 and slow(4) == pytest.approx(4 / (1 + 3 * k))
+    assert 1 / k < slow(8) < slow(4) < slow(2) < 1
+    assert "slowdown" in describe_curve({1: 1.0, 2: 0.45})
+    # where Amdahl's law fits, the model is Amdahl's law: the same p and the same curve
+    assert overhead_share({1: 1.0, 2: 1.9}) == pytest.approx(1 - amdahl_fraction({1: 1.0, 2: 1.9}))
+    assert describe_curve({1: 1.0, 2: 1.9}) == "Amdahl's law, parallel fraction p = 0.947"
+    assert speedup_curve({1: 1.0, 2: 1.0})(8) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="speedups: .*efficiency above 100"):
+        speedup_curve({1: 1.0, 2: 2.2})  # superlinear: no curve fits an invalid measurement
 
 
 def test_simulated_schedules_of_the_notebook() -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch.distributed as dist
 
 from d2lopt.compare import Comparison, Sweep
+from d2lopt.lab import scaling as scaling_mod
 from d2lopt.lab.balance import delay_name, straggler_compare
 from d2lopt.lab.cluster import (
     Job,
@@ -25,7 +26,14 @@ from d2lopt.lab.cluster import (
 )
 from d2lopt.lab.comm import comm_compare
 from d2lopt.lab.ranks import RankPool, lockstep_compare_many
-from d2lopt.lab.scaling import compare_scaling, data_parallel_step, scaling_verdict
+from d2lopt.lab.scaling import (
+    compare_scaling,
+    data_parallel_step,
+    load_scaling,
+    reuse_or_measure,
+    save_scaling,
+    scaling_verdict,
+)
 from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
@@ -140,6 +148,37 @@ def test_an_efficiency_above_100_percent_is_an_invalid_measurement() -> None:
     row = scaling_verdict(_comparison(2.6, (1.7, 3.8), HOLDS), 2, "B1", "2 processes are faster")
     assert row.verdict == INCONCLUSIVE and row.condition == "invalid measurement"
     assert "130%" in row.evidence and "[1.70, 3.80], 12 rounds" in row.evidence
+
+
+class _Pool:  # what the record reads from a RankPool: no process is started
+    world, device = 2, "cpu"
+
+
+def test_b1_is_measured_once_and_reused_by_the_next_notebook(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "runs" / "b1.json"
+    calls = []
+
+    def measure(pool, **kwargs):
+        calls.append(kwargs)
+        return _comparison(0.45, (0.41, 0.50), DOES_NOT_HOLD)
+
+    monkeypatch.setattr(scaling_mod, "compare_scaling", measure)
+    # 11_scheduling run alone: nothing recorded yet, so it measures, records, and says so
+    first, source = reuse_or_measure(_Pool(), path, batch=64, by="11_scheduling", max_seconds=6)
+    assert len(calls) == 1 and calls[0]["max_seconds"] == 6
+    assert source.startswith("measured here (11_scheduling)")
+    # 10_ddp records its own measurement; 11 then reuses it: one answer, no second run
+    saved = _comparison(0.29, (0.26, 0.32), DOES_NOT_HOLD)
+    save_scaling(saved, _Pool(), path, batch=64, by="10_ddp")
+    again, source = reuse_or_measure(_Pool(), path, batch=64, by="11_scheduling")
+    assert len(calls) == 1 and again == saved and source.startswith("measured by 10_ddp at ")
+    # another set-up (batch, or another machine's cores) is not the same measurement
+    assert load_scaling(_Pool(), path, batch=32) is None
+    monkeypatch.setattr(scaling_mod, "_cores", lambda: 96)
+    assert load_scaling(_Pool(), path, batch=64) is None
+    path.write_text("{not json")
+    assert load_scaling(_Pool(), path, batch=64) is None
+    assert first.speedup == 0.45
 
 
 def test_a_valid_scaling_verdict_keeps_the_interval_and_adds_the_efficiency() -> None:

@@ -270,3 +270,24 @@ def test_lesson_datasets_work_with_spawned_workers(context):
         seqs, batch_size=2, num_workers=1, collate_fn=pad_collate, multiprocessing_context=context
     )
     assert [labels.shape[0] for _, _, labels in loader] == [2, 2]
+
+
+def test_float_collate_converts_the_batch_like_the_per_sample_transform() -> None:
+    import pickle
+
+    from torchvision.transforms import v2
+
+    from d2lopt.lab.datasets import FloatCollate
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=g)
+    scale = v2.ToDtype(torch.float32, scale=True)
+    per_sample = v2.Compose([scale, v2.Normalize([0.5] * 3, [0.25] * 3)])
+    collate = pickle.loads(pickle.dumps(FloatCollate()))  # a worker under spawn gets a copy
+    X, y = collate([(img, i) for i, img in enumerate(images)])
+    assert X.dtype == torch.float32 and y.tolist() == [0, 1, 2, 3]
+    assert torch.allclose(X, torch.stack([per_sample(img) for img in images]), atol=1e-6)
+    with pytest.raises(TypeError, match="uint8"):
+        collate([(img.float(), 0) for img in images])
+    with pytest.raises(ValueError, match="std"):
+        FloatCollate(std=0)

@@ -627,3 +627,58 @@ def test_the_pinned_rung_is_measured_with_its_own_copies_and_step(monkeypatch) -
     kept = climb.best
     assert kept.name == "+ pin_memory/non_blocking" and kept.config == built[1]
     assert kept.config.pin_memory and kept.config.non_blocking
+
+
+def _two_step_report(second_step: list[float]) -> dict:
+    """A baseline, a rung that is exactly 2x faster every round, then a second step."""
+
+    def rung(name, seconds):
+        return {"name": name, "status": "measured", "seconds": seconds}
+
+    base = [4.0, 4.4, 3.6, 4.2, 3.8, 4.0, 4.1, 3.9]
+    first = [s / 2 for s in base]
+    return {
+        "settings": {"confidence": 0.95, "min_effect": 0.05},
+        "rungs": [rung("baseline", base), rung("+ decode once", first),
+                  rung("+ AMP", [s / f for s, f in zip(first, second_step, strict=True)])],
+        "best": {"name": "+ AMP", "speedup": 3.0, "speedup_ci": [2.8, 3.2],
+                 "fraction_of_ceiling": 0.86, "fraction_ci": [0.80, 1.03],
+                 "stall_fraction": 0.1, "fixed_s": 0.2, "steady_samples_per_s": 900.0},
+        "ceiling": {"stall_fraction": 0.0, "fixed_s": 0.05, "steady_samples_per_s": 1100.0},
+    }  # fmt: skip
+
+
+def test_only_steps_the_intervals_separate_are_ranked() -> None:
+    from d2lopt.lab.ladder_report import steps_not_separated, where_the_time_goes
+
+    # 12's committed run: "+ AMP 1.52x [1.35, 1.66]" was called the largest step while
+    # "+ decode once 1.43x [1.33, 1.76]" overlaps it: a second step that is sometimes
+    # larger, sometimes smaller than 2x cannot be ranked against the first
+    report = _two_step_report([2.6, 1.5, 2.4, 1.6, 2.5, 1.7, 2.3, 1.8])
+    assert steps_not_separated(report, "+ AMP") == ["+ decode once"]
+    text = where_the_time_goes(report)
+    assert "largest single step" not in text
+    assert "do not rank the largest steps" in text and "cannot say which bought more" in text
+    # a second step clearly smaller every round: the first one is named, and ranked
+    report = _two_step_report([1.3, 1.25, 1.35, 1.3, 1.28, 1.32, 1.3, 1.27])
+    assert steps_not_separated(report, "+ decode once") == []
+    assert "largest single step in the final rounds was **+ decode once**" in (
+        where_the_time_goes(report)
+    )
+    with pytest.raises(ValueError, match="name"):
+        steps_not_separated(report, "baseline")
+
+
+def test_a_fraction_of_the_ceiling_is_clipped_at_one_and_says_why() -> None:
+    from d2lopt.lab.ladder_report import where_the_time_goes
+
+    report = _two_step_report([1.3, 1.25, 1.35, 1.3, 1.28, 1.32, 1.3, 1.27])
+    text = where_the_time_goes(report)
+    assert "0.86 [0.80, 1.00] of the ceiling (clipped at 1: no pipeline beats its ceiling)" in text
+    report["ceiling"]["seconds"] = [1.0] * 8  # the best rung's runs: 0.77 s; one slow ceiling
+    report["ceiling"]["seconds"][3] = 0.5
+    report["rungs"][-1]["seconds"] = [0.9] * 8
+    text = where_the_time_goes(report)
+    assert "the ceiling's own run was the slower one in 7 of 8 rounds" in text
+    target = check_targets(report | {"device_type": "cpu", "peers": {}})[1]
+    assert target["ci"] == [0.80, 1.0] and target["text"] == "0.86 [0.80, 1.00]"

@@ -117,3 +117,19 @@ def test_the_program_refuses_to_run_without_torchrun():
     proc = subprocess.run([sys.executable, "-m", "d2lopt.parallelism", "--json", "x.json"],
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert proc.returncode != 0 and "launch with torchrun" in proc.stderr
+
+
+def test_idle_shares_are_clipped_to_what_is_possible_and_count_the_rounds_that_crossed() -> None:
+    from d2lopt.dist.pipeline import idle_share
+
+    # 13's committed "1f1b m=2 stage 0: idle 10% [-8%, 26%]": in some rounds the compute
+    # alone took longer than the whole step, so the interval reached below 0 %
+    step = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    compute = [0.8, 1.1, 0.7, 1.05, 0.9, 0.75]
+    share = idle_share(step, compute)
+    assert share.low == 0.0 and share.clipped and share.noisy_rounds == 2 and share.rounds == 6
+    assert 0.0 < share.estimate < share.high < 1.0
+    assert str(share).endswith("(clipped at 0 %: in 2 of 6 rounds the compute alone took "
+                               "longer than the whole step, which is noise)")  # fmt: skip
+    calm = idle_share(step, [0.5, 0.52, 0.48, 0.5, 0.51, 0.49])
+    assert not calm.clipped and str(calm) == "50% [48%, 52%], 6 rounds"

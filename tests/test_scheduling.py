@@ -14,11 +14,26 @@ import pytest
 import torch.distributed as dist
 
 from d2lopt.compare import Comparison, Sweep
+from d2lopt.lab import scaling as scaling_mod
 from d2lopt.lab.balance import delay_name, straggler_compare
-from d2lopt.lab.cluster import Job, amdahl_fraction, simulate, speedup_curve
+from d2lopt.lab.cluster import (
+    Job,
+    amdahl_fraction,
+    describe_curve,
+    overhead_share,
+    simulate,
+    speedup_curve,
+)
 from d2lopt.lab.comm import comm_compare
 from d2lopt.lab.ranks import RankPool, lockstep_compare_many
-from d2lopt.lab.scaling import compare_scaling, data_parallel_step, scaling_verdict
+from d2lopt.lab.scaling import (
+    compare_scaling,
+    data_parallel_step,
+    load_scaling,
+    reuse_or_measure,
+    save_scaling,
+    scaling_verdict,
+)
 from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
@@ -135,6 +150,37 @@ def test_an_efficiency_above_100_percent_is_an_invalid_measurement() -> None:
     assert "130%" in row.evidence and "[1.70, 3.80], 12 rounds" in row.evidence
 
 
+class _Pool:  # what the record reads from a RankPool: no process is started
+    world, device = 2, "cpu"
+
+
+def test_b1_is_measured_once_and_reused_by_the_next_notebook(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "runs" / "b1.json"
+    calls = []
+
+    def measure(pool, **kwargs):
+        calls.append(kwargs)
+        return _comparison(0.45, (0.41, 0.50), DOES_NOT_HOLD)
+
+    monkeypatch.setattr(scaling_mod, "compare_scaling", measure)
+    # 11_scheduling run alone: nothing recorded yet, so it measures, records, and says so
+    first, source = reuse_or_measure(_Pool(), path, batch=64, by="11_scheduling", max_seconds=6)
+    assert len(calls) == 1 and calls[0]["max_seconds"] == 6
+    assert source.startswith("measured here (11_scheduling)")
+    # 10_ddp records its own measurement; 11 then reuses it: one answer, no second run
+    saved = _comparison(0.29, (0.26, 0.32), DOES_NOT_HOLD)
+    save_scaling(saved, _Pool(), path, batch=64, by="10_ddp")
+    again, source = reuse_or_measure(_Pool(), path, batch=64, by="11_scheduling")
+    assert len(calls) == 1 and again == saved and source.startswith("measured by 10_ddp at ")
+    # another set-up (batch, or another machine's cores) is not the same measurement
+    assert load_scaling(_Pool(), path, batch=32) is None
+    monkeypatch.setattr(scaling_mod, "_cores", lambda: 96)
+    assert load_scaling(_Pool(), path, batch=64) is None
+    path.write_text("{not json")
+    assert load_scaling(_Pool(), path, batch=64) is None
+    assert first.speedup == 0.45
+
+
 def test_a_valid_scaling_verdict_keeps_the_interval_and_adds_the_efficiency() -> None:
     row = scaling_verdict(_comparison(0.8, (0.7, 0.9), DOES_NOT_HOLD), 2, "B1", "faster")
     assert row.verdict == DOES_NOT_HOLD
@@ -156,10 +202,25 @@ def test_speedup_curve_keeps_measured_points_and_follows_amdahl() -> None:
     assert amdahl_fraction({1: 1.0, 2: 0.5}) == 0.0  # a slowdown: nothing to gain
     curve = speedup_curve({1: 1.0, 2: 1.9})
     assert curve(2) == 1.9 and curve(8) == pytest.approx(5.85, abs=0.01)
-    slow = speedup_curve({1: 1.0, 2: 0.5})
-    assert slow(8) == pytest.approx(0.5)  # a measured slowdown stays a slowdown
     with pytest.raises(ValueError, match="speedups"):
         speedup_curve({2: 1.5})
+
+
+def test_a_measured_slowdown_is_a_curve_that_slows_down_not_amdahls_flat_line() -> None:
+    # 11_scheduling measured 0.45x on 2 ranks; Amdahl's p = 0 would extrapolate 0.45 forever
+    # (and gives 1.0, not 0.45, at any n): the overhead model keeps slowing down towards 1/k
+    slow = speedup_curve({1: 1.0, 2: 0.45})
+    k = overhead_share({1: 1.0, 2: 0.45})
+    assert k == pytest.approx(2 / 0.45 - 1)
+    assert slow(2) == 0.45 and slow(4) == pytest.approx(4 / (1 + 3 * k))
+    assert 1 / k < slow(8) < slow(4) < slow(2) < 1
+    assert "slowdown" in describe_curve({1: 1.0, 2: 0.45})
+    # where Amdahl's law fits, the model is Amdahl's law: the same p and the same curve
+    assert overhead_share({1: 1.0, 2: 1.9}) == pytest.approx(1 - amdahl_fraction({1: 1.0, 2: 1.9}))
+    assert describe_curve({1: 1.0, 2: 1.9}) == "Amdahl's law, parallel fraction p = 0.947"
+    assert speedup_curve({1: 1.0, 2: 1.0})(8) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="speedups: .*efficiency above 100"):
+        speedup_curve({1: 1.0, 2: 2.2})  # superlinear: no curve fits an invalid measurement
 
 
 def test_simulated_schedules_of_the_notebook() -> None:

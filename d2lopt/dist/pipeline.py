@@ -17,15 +17,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from ..stats import ratio_interval
+from ..verdict import clip_interval
+
 __all__ = [
     "SCHEDULES",
+    "IdleShare",
     "bubble_fraction",
     "build_schedule",
+    "idle_share",
     "peak_activations",
     "split_stages",
     "stage_sizes",
@@ -85,6 +90,44 @@ def bubble_fraction(stages: int, microbatches: int) -> float:
     _check_count("stages", stages)
     _check_count("microbatches", microbatches)
     return (stages - 1) / (microbatches + stages - 1)
+
+
+class IdleShare(NamedTuple):
+    """A stage's measured idle share of a step, its interval, and what clipping it took."""
+
+    estimate: float
+    low: float
+    high: float
+    clipped: bool  # an end fell outside [0, 1] and was clipped
+    noisy_rounds: int  # rounds whose compute alone took longer than the whole step
+    rounds: int
+
+    def __str__(self) -> str:
+        band = "no interval" if self.low != self.low else f"[{self.low:.0%}, {self.high:.0%}]"
+        text = f"{self.estimate:.0%} {band}, {self.rounds} rounds"
+        if self.clipped:
+            text += (f" (clipped at 0 %: in {self.noisy_rounds} of {self.rounds} rounds the "
+                     "compute alone took longer than the whole step, which is noise)")  # fmt: skip
+        return text
+
+
+def idle_share(
+    step_seconds: Sequence[float], compute_seconds: Sequence[float], confidence: float = 0.95
+) -> IdleShare:
+    """Idle share of a stage, ``1 - compute / step``, from paired rounds, clipped to [0, 1].
+
+    Each round timed the whole step and the stage's compute alone; the interval comes from
+    the per-round ratios step / compute (:func:`d2lopt.stats.ratio_interval`). A share of
+    time lies in [0, 1], but in a round where the compute-alone run is the slower one (a
+    burst of load hit it) the ratio falls below 1 and the interval can reach below 0 %:
+    the interval is clipped to what is possible, and the rounds that crossed are counted so
+    the notebook can say why (``13_beyond_data_parallelism``).
+    """
+    ratios = [s / c for s, c in zip(step_seconds, compute_seconds, strict=True)]
+    est, lo, hi = ratio_interval(ratios, confidence)
+    share, low, high, clipped = clip_interval(1 - 1 / est, 1 - 1 / lo, 1 - 1 / hi,
+                                              lowest=0.0, highest=1.0)  # fmt: skip
+    return IdleShare(share, low, high, clipped, sum(r < 1 for r in ratios), len(ratios))
 
 
 def peak_activations(schedule: str, stages: int, microbatches: int, stage: int = 0) -> int:

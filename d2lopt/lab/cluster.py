@@ -1,7 +1,8 @@
 """Scheduling jobs on a cluster: FIFO, priority and elastic, simulated (B6 in ``11_scheduling``).
 
 :func:`simulate` is a small event-driven job-queue simulation driven by a scaling curve
-(:func:`speedup_curve`: measured points, Amdahl's law elsewhere). It is a simulation, fed by
+(:func:`speedup_curve`: measured points; elsewhere Amdahl's law, or a cost per added
+worker where the measurement is a slowdown). It is a simulation, fed by
 whatever speedup it is given; ``11_scheduling`` feeds it both an assumed curve and the
 speedup it measured (:func:`d2lopt.lab.scaling.compare_scaling`).
 """
@@ -11,14 +12,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Job", "SimResult", "amdahl_fraction", "simulate", "speedup_curve"]
+__all__ = [
+    "Job",
+    "SimResult",
+    "amdahl_fraction",
+    "describe_curve",
+    "overhead_share",
+    "simulate",
+    "speedup_curve",
+]
 
 
 def amdahl_fraction(speedups: dict[int, float]) -> float:
     """The parallel fraction ``p`` of Amdahl's law fitted to measured speedups.
 
     ``speedup(n) = 1 / ((1 - p) + p / n)``; ``p`` is fitted to the largest measured ``n``
-    and clipped to [0, 1] (a measured slowdown means ``p = 0``: nothing to gain).
+    and clipped to [0, 1]. A measured slowdown gives ``p = 0``, i.e. a speedup of 1 at any
+    ``n``: Amdahl's law cannot express a slowdown (:func:`overhead_share` can).
     """
     n = max(speedups)
     if n < 2:
@@ -27,25 +37,57 @@ def amdahl_fraction(speedups: dict[int, float]) -> float:
     return min(1.0, max(0.0, p))
 
 
-def speedup_curve(speedups: dict[int, float]) -> Callable[[int], float]:
-    """Speedup for any worker count: the measured points, Amdahl's law elsewhere.
+def overhead_share(speedups: dict[int, float]) -> float:
+    """``k`` of ``speedup(n) = n / (1 + k (n - 1))`` through the largest measured ``n``.
 
-    Unmeasured counts follow Amdahl's law through the largest measured point, so a measured
-    slowdown stays a slowdown (more workers never look better than measured).
+    Time on ``n`` workers, as a share of one worker's: ``1/n`` of the work, plus an overhead
+    of ``k (n - 1) / n`` -- the share of the gradients a rank of a ring all-reduce sends grows
+    as ``(n - 1) / n``. For ``0 <= k <= 1`` this is Amdahl's law with ``p = 1 - k``; ``k > 1``
+    is a cost of adding workers larger than what they save: a *slowdown*, which Amdahl's
+    law (``speedup >= 1`` for any ``p`` in [0, 1]) cannot express. ``k < 0`` would be more
+    than ``n`` times faster on ``n`` workers: no valid curve (an invalid measurement).
+    Taught in ``11_scheduling``.
+    """
+    n = max(speedups)
+    if n < 2:
+        return 0.0
+    return (n / speedups[n] - 1) / (n - 1)
+
+
+def speedup_curve(speedups: dict[int, float]) -> Callable[[int], float]:
+    """Speedup for any worker count: the measured points, :func:`overhead_share`'s model elsewhere.
+
+    Unmeasured counts follow ``n / (1 + k (n - 1))`` through the largest measured point: a
+    curve that scales follows Amdahl's law, and a measured slowdown keeps slowing down as
+    the overhead grows with every worker, towards ``1 / k``. A speedup above ``n`` on ``n``
+    workers (efficiency above 100 %) fits no curve: ``ValueError``.
     """
     if 1 not in speedups or any(n < 1 or s <= 0 for n, s in speedups.items()):
         raise ValueError(f"speedups: need {{1: 1.0, n: speedup, ...}} with n >= 1, got {speedups}")
-    p, m = amdahl_fraction(speedups), max(speedups)
-
-    def amdahl(n: int) -> float:
-        return 1 / ((1 - p) + p / n)
+    k = overhead_share(speedups)
+    if k < 0:
+        raise ValueError(
+            f"speedups: {speedups} is faster than linear (efficiency above 100 %): no scaling "
+            "curve fits an invalid measurement; re-measure on an idle machine"
+        )
 
     def curve(n: int) -> float:
         if n in speedups:
             return speedups[n]
-        return amdahl(n) * speedups[m] / amdahl(m) if n > 0 else 0.0
+        return n / (1 + k * (n - 1)) if n > 0 else 0.0
 
     return curve
+
+
+def describe_curve(speedups: dict[int, float]) -> str:
+    """One line naming the model :func:`speedup_curve` fitted, and its parameter."""
+    k = overhead_share(speedups)
+    if k <= 1:
+        return f"Amdahl's law, parallel fraction p = {1 - k:.3f}"
+    return (
+        f"a slowdown, which Amdahl's law cannot express: the work divided by n plus an overhead "
+        f"of {k:.2f} x (n-1)/n of one worker's time (ring all-reduce's growth)"
+    )
 
 
 @dataclass

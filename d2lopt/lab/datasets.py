@@ -38,6 +38,7 @@ __all__ = [
     "LazyImageFiles",
     "VariableLengthSequences",
     "pad_collate",
+    "FloatCollate",
     "SlowDataset",
     "WorkerProbe",
     "NumberStream",
@@ -124,6 +125,31 @@ class LazyImageFiles(Dataset):
 
 
 # ----------------------------------------------------------------------------- collate_fn
+class FloatCollate:
+    """``collate_fn``: stack ``uint8`` image samples, then convert the *batch* to float, normalized.
+
+    It runs where the collate runs, i.e. in the loader worker: the conversion is once per
+    batch, as in the main process, but before the batch crosses to the main process. It
+    separates two changes ``06_cpu_compute`` measures one at a time: converting per sample
+    vs per batch (both in the worker), and converting before vs after the worker-to-main
+    trip (``float32`` or ``uint8`` crosses). ``(x / 255 - mean) / std``, like
+    ``image_transform``'s ``ToDtype`` + ``Normalize``.
+    """
+
+    def __init__(self, mean: float = 0.5, std: float = 0.25) -> None:
+        if not std > 0:
+            raise ValueError(f"std: must be > 0, got {std!r}")
+        self.mean, self.std = float(mean), float(std)
+
+    def __call__(self, samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch.utils.data import default_collate
+
+        X, y = default_collate(samples)
+        if X.dtype != torch.uint8:
+            raise TypeError(f"samples: FloatCollate converts uint8 images, got {X.dtype}")
+        return X.float().div_(255).sub_(self.mean).div_(self.std), y
+
+
 class VariableLengthSequences(Dataset):
     """``n`` token sequences of different lengths, each with a binary label.
 

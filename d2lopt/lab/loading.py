@@ -116,6 +116,7 @@ def build_loader(
     pin_memory: bool = False,
     shuffle: bool = False,
     seed: int = 0,
+    collate_fn: Callable[[list], Any] | None = None,
 ) -> DataLoader:
     """A ``DataLoader`` with the article's knobs, checked first and quiet where it should be.
 
@@ -147,6 +148,7 @@ def build_loader(
             persistent_workers=persistent_workers,
             pin_memory=pin,
             generator=torch.Generator().manual_seed(seed),
+            collate_fn=collate_fn,  # None: PyTorch's default_collate
         )
 
 

@@ -4,13 +4,24 @@
 :func:`compare_scaling` times both ways in paired rounds, and :func:`scaling_verdict` turns
 the result into a verdict row with its parallel efficiency. ``11_scheduling`` feeds the
 measured speedup to its cluster simulation (:mod:`d2lopt.lab.cluster`).
+
+B1 is one claim, so it is measured once: an interval covers the noise inside one run, not
+another run minutes later under another load (the same comparison gave "0.29x [0.26, 0.32]"
+in one notebook and "0.45x [0.41, 0.50]" in the next), so two notebooks that measured it
+separately would state two answers. ``10_ddp`` records its measurement
+(:func:`save_scaling`); ``11_scheduling`` reuses it when it matches the machine and the
+settings (:func:`reuse_or_measure`), and measures, and says so, only when there is none.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +35,18 @@ from ..models import cnn, init_weights, mlp
 from ..verdict import INCONCLUSIVE, Verdict
 from .ranks import RankPool, _cores
 
-__all__ = ["compare_scaling", "data_parallel_step", "scaling_verdict"]
+__all__ = [
+    "B1_RECORD",
+    "compare_scaling",
+    "data_parallel_step",
+    "load_scaling",
+    "reuse_or_measure",
+    "save_scaling",
+    "scaling_verdict",
+]
+
+# relative to the notebooks' folder (their working directory), next to each notebook's runs/
+B1_RECORD = Path("runs") / "b1_scaling.json"
 
 
 _STATE: dict[tuple, dict[str, Any]] = {}  # per rank process: what the first call built
@@ -113,3 +135,68 @@ def scaling_verdict(
                        INCONCLUSIVE, "invalid measurement")  # fmt: skip
     row = result.to_verdict(claim, statement, condition=condition)
     return replace(row, evidence=f"{row.evidence}; efficiency {efficiency:.0%}")
+
+
+def _setup(pool: RankPool, batch: int, steps: int, model: str) -> dict[str, Any]:
+    """What a recorded measurement must match to stand for a new one: same machine, same work."""
+    return {"world": pool.world, "device": str(pool.device), "cores": _cores(), "batch": batch,
+            "steps": steps, "model": model, "torch": torch.__version__}  # fmt: skip
+
+
+def save_scaling(
+    result: Comparison, pool: RankPool, path: str | Path = B1_RECORD, *, batch: int,
+    steps: int = 4, model: str = "mlp", by: str = "",
+) -> Path:  # fmt: skip
+    """Record a :func:`compare_scaling` result so that another notebook reuses it (JSON).
+
+    Written atomically (a reader never sees half a file), with the set-up it was measured
+    with, who measured it (``by``, e.g. ``"10_ddp"``) and when.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"setup": _setup(pool, batch, steps, model), "by": by,
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "result": result.to_dict()}  # fmt: skip
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_scaling(
+    pool: RankPool, path: str | Path = B1_RECORD, *, batch: int, steps: int = 4,
+    model: str = "mlp",
+) -> tuple[Comparison, str] | None:  # fmt: skip
+    """The recorded result and who measured it when, or ``None``: absent, unreadable, or
+    measured with another set-up (machine cores, device, world, batch, torch version)."""
+    try:
+        record = json.loads(Path(path).read_text())
+        if record["setup"] != _setup(pool, batch, steps, model):
+            return None
+        names = {f.name for f in fields(Comparison)}
+        d = {k: v for k, v in record["result"].items() if k in names}
+        d["ci"] = tuple(d["ci"])
+        for k in ("baseline_seconds", "candidate_seconds"):
+            d[k] = tuple(d[k])
+        return Comparison(**d), f"measured by {record['by'] or '?'} at {record['measured_at']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def reuse_or_measure(
+    pool: RankPool, path: str | Path = B1_RECORD, *, batch: int, steps: int = 4,
+    model: str = "mlp", by: str = "", **compare_kwargs: Any,
+) -> tuple[Comparison, str]:  # fmt: skip
+    """The recorded B1 measurement if one matches this set-up, else a new one (recorded).
+
+    Returns the comparison and where it comes from: ``"measured by 10_ddp at ..."``, or
+    ``"measured here: no matching record of 10_ddp's measurement"``. A notebook that needs
+    B1's number (``11_scheduling``) then states the same answer as the notebook that judges
+    it, and still runs on its own, in any order.
+    """
+    found = load_scaling(pool, path, batch=batch, steps=steps, model=model)
+    if found is not None:
+        return found
+    result = compare_scaling(pool, batch=batch, steps=steps, model=model, **compare_kwargs)
+    save_scaling(result, pool, path, batch=batch, steps=steps, model=model, by=by)
+    return result, f"measured here ({by}): no matching record of 10_ddp's measurement"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..compare import ratio_interval
+from ..stats import format_interval, look_confidence, ratio_interval
 from ..verdict import clip_interval
 
 __all__ = [
@@ -44,10 +44,19 @@ def _interval(ci: Any) -> tuple[float, float]:
     return float(ci[0]), float(ci[1])
 
 
-def _ci_text(value: float, ci: Any, unit: str = "x") -> str:
+def _ci_text(value: float, ci: Any, unit: str = "x", bar: float | None = None) -> str:
+    """``1.42x [1.31, 1.55]``; an end within 1 % of ``bar`` (the line it is judged
+    against) gets a third decimal (:func:`d2lopt.stats.format_interval`)."""
     lo, hi = _interval(ci)
-    interval = "no interval" if math.isnan(lo) else f"[{lo:.2f}, {hi:.2f}]"
+    if math.isnan(lo):
+        return f"{value:.2f}{unit} no interval"
+    interval = f"[{lo:.2f}, {hi:.2f}]" if bar is None else format_interval(lo, hi, bar)
     return f"{value:.2f}{unit} {interval}"
+
+
+def _line(result: dict[str, Any]) -> float:
+    """The line a speedup is judged against: ``1 + min_effect``."""
+    return 1 + result["settings"]["min_effect"]
 
 
 def _fraction(row: dict[str, Any]) -> tuple[float, list[float], bool]:
@@ -96,7 +105,7 @@ def _target(
         "status": status,
         "met": status == MET,
         "short_by": max(0.0, goal - value),
-        "text": _ci_text(value, ci, unit),
+        "text": _ci_text(value, ci, unit, bar=goal),
     }
 
 
@@ -159,13 +168,13 @@ def _entries(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | No
     return out
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def _cells(row: dict[str, Any], bar: float) -> list[str]:
     mem = row.get("peak_memory_mib")
     stall = row.get("stall_fraction")
     vs = row.get("vs_baseline", True) is None  # the baseline itself
     return [
         f"{row['samples_per_s']:.0f}",
-        "1.00x (reference)" if vs else _ci_text(row["speedup"], row.get("speedup_ci")),
+        "1.00x (reference)" if vs else _ci_text(row["speedup"], row.get("speedup_ci"), bar=bar),
         f"{_fraction(row)[0]:.2f}",
         f"{row['fixed_s']:.2f} s",
         "-" if stall is None else f"{stall:.0%}",
@@ -184,7 +193,7 @@ def format_table(result: dict[str, Any]) -> str:
         if row is None:
             lines.append(f"{name:<28} {note}")
         else:
-            c = _cells(row)
+            c = _cells(row, _line(result))
             lines.append(f"{name:<28} {c[0]:>9} {c[1]:>22} {c[2]:>10} {c[3]:>11} {c[4]:>11} "
                          f"{c[5]:>11}")  # fmt: skip
     return "\n".join(lines)
@@ -197,7 +206,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         "|---|---|" + "---:|" * len(HEADER),
     ]
     for name, adds, row, note in _entries(result):
-        cells = _cells(row) if row is not None else [note] + [""] * (len(HEADER) - 1)
+        cells = _cells(row, _line(result)) if row is not None else [note] + [""] * (len(HEADER) - 1)
         out.append(f"| {name} | {adds} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -303,17 +312,28 @@ def decisions_table(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _final_confidence(result: dict[str, Any]) -> float:
+    """The confidence of one interval on the final rounds, which stopped at a planned look.
+
+    Those rounds' intervals are split over ``final_looks`` (:func:`d2lopt.stats.planned_looks`):
+    a fresh 95 % interval on them would peek. Reports written before looks were planned
+    have no ``final_looks`` and count as one look.
+    """
+    return look_confidence(result["settings"]["confidence"], result.get("final_looks", 1))
+
+
 def step_ups(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Each kept rung against the kept rung below it, from the final rounds' paired times."""
     kept = [r for r in result["rungs"] if r["status"] == "measured"]
-    confidence = result["settings"]["confidence"]
+    confidence = _final_confidence(result)
     out = []
     for below, above in zip(kept, kept[1:], strict=False):
         ratios = np.asarray(below["seconds"]) / np.asarray(above["seconds"])
         est, lo, hi = ratio_interval(ratios, confidence)
         ci = [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi]
+        text = f"{_ci_text(est, ci, bar=_line(result))}, {len(ratios)} rounds"
         out.append({"name": above["name"], "below": below["name"], "ratio": est, "ci": ci,
-                    "text": f"{_ci_text(est, ci)}, {len(ratios)} rounds"})  # fmt: skip
+                    "text": text})  # fmt: skip
     return out
 
 
@@ -336,7 +356,7 @@ def steps_not_separated(result: dict[str, Any], name: str) -> list[str]:
     ratios = _step_ratios(result)
     if name not in ratios:
         raise ValueError(f"name: {name!r} is not a kept rung above the baseline: {list(ratios)}")
-    confidence = result["settings"]["confidence"]
+    confidence = _final_confidence(result)
     tied = []
     for other, r in ratios.items():
         if other == name:
@@ -364,8 +384,8 @@ def where_the_time_goes(result: dict[str, Any]) -> str:
     else:
         biggest = max(steps, key=lambda s: s["ratio"])
         tied = steps_not_separated(result, biggest["name"])
-        text = (f"The kept rungs take the run to {_ci_text(best['speedup'], best['speedup_ci'])} "
-                "the baseline's speed. ")  # fmt: skip
+        overall = _ci_text(best["speedup"], best["speedup_ci"], bar=_line(result))
+        text = f"The kept rungs take the run to {overall} the baseline's speed. "
         if len(steps) == 1:
             text += f"The one step was **{biggest['name']}**: {biggest['text']}"
         elif not tied:
@@ -440,7 +460,7 @@ def plot_ladder(result: dict[str, Any], ax: Any = None) -> Any:
                     max(0.0, hi * base - row["samples_per_s"]),
                 )
             )
-        notes.append(f"{_ci_text(row['speedup'], row.get('speedup_ci'))}, "
+        notes.append(f"{_ci_text(row['speedup'], row.get('speedup_ci'), bar=_line(result))}, "
                      f"stalls {row['stall_fraction']:.0%}")  # fmt: skip
     y = list(range(len(labels)))[::-1]
     xerr = [[e[0] for e in errors], [e[1] for e in errors]]

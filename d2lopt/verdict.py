@@ -65,6 +65,20 @@ def fact(claim: str, statement: str, evidence: str, holds: bool, *, condition: s
     )
 
 
+def observed(
+    claim: str, statement: str, evidence: str, holds: bool, *, condition: str = ""
+) -> Verdict:
+    """A verdict on a quantity the OS samples (a worker's USS, shared memory: ``14_memory``).
+
+    Such a reading varies a little from run to run, so it is not *exact* like :func:`fact`,
+    and one reading has no interval: the rule that judges it must leave a margin wide
+    enough for that variation (say, growth above four times the control's).
+    """
+    if not isinstance(holds, bool):
+        raise TypeError(f"holds: must be True or False (computed from the evidence), got {holds!r}")
+    return Verdict(claim, statement, evidence, HOLDS if holds else DOES_NOT_HOLD, condition)
+
+
 def verdict_table(verdicts: Sequence[Verdict]) -> str:
     """A Markdown table of verdicts (render with ``IPython.display.Markdown``)."""
     rows = ["| claim | statement | measured here | verdict |", "|---|---|---|---|"]

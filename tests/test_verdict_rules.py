@@ -83,3 +83,14 @@ def test_clip_interval_keeps_what_is_possible_and_says_so() -> None:
     assert est == 0.5 and math.isnan(lo) and math.isnan(hi) and not moved
     with pytest.raises(ValueError, match="lowest, highest"):
         clip_interval(0.5, 0.4, 0.6, lowest=1.0, highest=0.0)
+
+
+def test_an_observed_reading_is_judged_but_not_called_exact():
+    from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, observed, verdict_table
+
+    grows = observed("A2", "a worker grows", "USS +33.9 MiB", True, condition="fork")
+    flat = observed("A2", "a worker grows", "USS +0.1 MiB", False)
+    assert (grows.verdict, flat.verdict) == (HOLDS, DOES_NOT_HOLD)
+    assert not grows.deterministic and "exact" not in verdict_table([grows, flat])
+    with pytest.raises(TypeError, match="holds"):
+        observed("A2", "s", "e", 1)

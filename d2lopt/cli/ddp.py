@@ -5,15 +5,27 @@ other argument is the program's (:func:`d2lopt.flags.add_program_flags`). They a
 here, with the program's own parser and :func:`d2lopt.dist.ddp.validate`, so a bad flag fails
 before any process starts; then torchrun (``python -m torch.distributed.run``) runs
 ``-m d2lopt.ddp`` with the user's own program arguments, exactly as typed.
+
+Two refusals protect the machine and the learner (issue 22): more CPU processes than usable
+cores, or more estimated memory than is available, would freeze a laptop, so they are
+refused before any rank starts unless ``--oversubscribe`` says so; ``--nproc-per-node gpu``
+without CUDA is refused in one line. While the job runs, the ranks' own messages pass
+through as they come; torchrun's ``ChildFailedError`` report of a failure is withheld (shown
+with ``--torchrun-report`` or ``D2LOPT_TORCHRUN_REPORT=1``), and the ranks' first error is
+repeated last, so the line that says what to fix is the first and the last one read.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
+import signal
+import subprocess
 import sys
 from collections.abc import Sequence
+from typing import IO
 
 from ..errors import ParamError, UsageError
 from ..flags import PROGRAM_FLAGS, add_program_flags, non_negative_int, positive_int
@@ -50,6 +62,12 @@ def _add_launch_flags(p: argparse.ArgumentParser) -> None:
     add("--max-restarts", type=non_negative_int, default=0,
         help="restarts of the worker group after a failure (default: 0)")
     add("--print-command", action="store_true", help="print the torchrun command, run nothing")
+    add("--oversubscribe", action="store_true",
+        help="start the CPU processes even when they exceed this machine's usable cores or "
+        "its available memory (refused by default: the machine would freeze)")
+    add("--torchrun-report", action="store_true",
+        help="on a failure, also show torchrun's own ChildFailedError report (also: "
+        "D2LOPT_TORCHRUN_REPORT=1)")
     # fmt: on
 
 
@@ -100,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rdzv-endpoint: several nodes need HOST:PORT of the rendezvous")
     if args.rdzv_endpoint is not None and ":" not in args.rdzv_endpoint:
         raise UsageError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
+    if args.nproc_per_node == "gpu" and not torch.cuda.is_available():
+        raise UsageError(
+            "--nproc-per-node: gpu starts one process per CUDA GPU, and this machine has none; "
+            "use --nproc-per-node N --device cpu (N at most its cores)"
+        )
     if args.device == "cuda" and args.nproc_per_node.isdigit():
         gpus = torch.cuda.device_count()  # counts devices without initialising CUDA
         if int(args.nproc_per_node) > gpus:
@@ -107,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
                 f"--nproc-per-node: {args.nproc_per_node} processes but {gpus} GPU(s); "
                 f"use --nproc-per-node {max(gpus, 1)} or --device cpu"
             )
+    if not (args.print_command or args.oversubscribe):
+        check_capacity(args.nproc_per_node, args.device, args.n_train, args.n_test)
     validate(args)  # the last check: it creates --out once everything else holds
     try:  # this process execs torchrun next: initialising CUDA here costs nothing
         check_amp(rank_device(0, args.device), args.amp)
@@ -126,4 +151,190 @@ def run(args: argparse.Namespace) -> int:
         print(shlex.join(cmd))
         return 0
     sys.stdout.flush()
-    os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process: signals, exit code
+    if args.torchrun_report or os.environ.get("D2LOPT_TORCHRUN_REPORT", "") not in ("", "0"):
+        os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process, all its output
+    return supervise(cmd, torchrun_env())
+
+
+# ------------------------------------------------------------------------------ capacity
+FASHION_MNIST_SAMPLES = (60_000, 10_000)  # the program's data when --n-train/--n-test are unset
+
+
+def cpu_ranks(nproc: str, device: str) -> int | None:
+    """How many CPU processes torchrun would start on this node; None for GPU ranks.
+
+    ``cpu`` means ``os.cpu_count()`` and ``auto`` the GPUs, or else the CPUs, as torchrun
+    reads them (``torch.distributed.run.determine_local_world_size``).
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if nproc == "gpu" or device == "cuda" or (device == "auto" and cuda):
+        return None
+    if nproc == "cpu" or (nproc == "auto" and not cuda):
+        return os.cpu_count() or 1
+    return torch.cuda.device_count() if nproc == "auto" else int(nproc)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not all of the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def rank_memory(n_train: int | None, n_test: int | None) -> int:
+    """Bytes one CPU rank of the DDP program needs, at least: an interpreter with PyTorch
+    imported (this process's own pages, measured now: the shared libraries are loaded once
+    for all ranks) plus its FashionMNIST splits as uint8 and float32 (about 0.55 GB in all
+    for the full data set, where issue 22 measured about 0.6 GB per rank).
+    """
+    import psutil
+
+    samples = (n_train or FASHION_MNIST_SAMPLES[0]) + (n_test or FASHION_MNIST_SAMPLES[1])
+    return psutil.Process().memory_full_info().uss + samples * 28 * 28 * (1 + 4)
+
+
+def check_capacity(nproc: str, device: str, n_train: int | None, n_test: int | None) -> None:
+    """Refuse, naming ``--nproc-per-node``, CPU ranks this machine cannot hold.
+
+    N CPU processes on fewer cores only wait for each other, and N processes whose memory
+    exceeds what is available swap the machine to a standstill (64 ranks of ~0.6 GB on a
+    24 GB laptop froze it: issue 22). Both are decided here, before any rank starts.
+    """
+    import psutil
+
+    n = cpu_ranks(nproc, device)
+    if n is None:
+        return
+    cores, per_rank = usable_cores(), rank_memory(n_train, n_test)
+    available = psutil.virtual_memory().available
+    if n <= cores and n * per_rank <= available:
+        return
+    fits = max(1, min(cores, available // per_rank))
+    gb = 1024**3
+    raise UsageError(
+        f"--nproc-per-node: {n} CPU processes need {n} cores and about "
+        f"{n * per_rank / gb:.1f} GB; this machine has {cores} usable core(s) and "
+        f"{available / gb:.1f} GB available, so it would freeze; use --nproc-per-node {fits} "
+        "(or add --oversubscribe to start them anyway)"
+    )
+
+
+# ------------------------------------------------------------------------------ supervision
+class RankOutput:
+    """The job's stderr with the ranks' own words in front: torchrun's failure report withheld.
+
+    torchrun's agent ends a failed job with its own traceback and a ``ChildFailedError``
+    report (about 40 lines), and logs each failed worker (``E... failed (exitcode: 2)``);
+    after a rank's one-line error, that buries the line that says what to fix. Those lines
+    and the agent's start-up banner are withheld; every other line passes through as it
+    comes. :meth:`finish` then says what was withheld and repeats
+    the ranks' first error, so it is also the last line.
+    """
+
+    # the agent's own log lines ("E1203 12:00:00.000 123 .../torch/distributed/...] ...") and
+    # the OMP_NUM_THREADS banner it prints at start-up
+    AGENT_LOG = re.compile(
+        r"^[EWI]\d{4} .*torch/distributed/|^\*{10,}\s*$|^Setting OMP_NUM_THREADS"
+    )
+    AGENT_FRAMES = ("torch/distributed/run.py", "torch/distributed/launcher/")
+
+    def __init__(self, sink: IO[str]) -> None:
+        self.sink = sink
+        self.withheld: list[str] = []
+        self.traceback: list[str] | None = None  # a traceback being read, not yet attributed
+        self.report_rules = 0  # "=====" lines of the ChildFailedError report still to come
+        self.first_error: str | None = None
+
+    def feed(self, line: str) -> None:
+        if self.report_rules:
+            self.withheld.append(line)
+            if line.startswith("====="):
+                self.report_rules -= 1
+            return
+        if self.traceback is not None:
+            self.traceback.append(line)
+            if line[:1] in (" ", "\t") or not line.strip():
+                return  # a frame, or its source line
+            self._end_traceback(line)
+            return
+        if line.startswith("Traceback (most recent call last):"):
+            self.traceback = [line]
+        elif self.AGENT_LOG.match(line):
+            self.withheld.append(line)
+        else:
+            if self.first_error is None and line.startswith("d2lopt ddp: error:"):
+                self.first_error = line
+            self._write(line)
+
+    def _end_traceback(self, last: str) -> None:
+        block, self.traceback = self.traceback or [], None
+        if any(frame in text for text in block for frame in self.AGENT_FRAMES):
+            self.withheld += block
+            if "ChildFailedError" in last:
+                self.report_rules = 2  # the report is framed by two rules of "="
+            return
+        if self.first_error is None:
+            self.first_error = last  # a rank's uncaught exception: its last line says what
+        for text in block:
+            self._write(text)
+
+    def _write(self, line: str) -> None:
+        self.sink.write(line)
+        self.sink.flush()
+
+    def finish(self, code: int) -> None:
+        """After torchrun exits: flush a half-read traceback, then the closing lines."""
+        if self.traceback:
+            for text in self.traceback:
+                self._write(text)
+            self.traceback = None
+        if code == 0:
+            return
+        ranks = self._failed_ranks()
+        if self.withheld:
+            self._write(
+                f"d2lopt ddp: torchrun's own report ({len(self.withheld)} lines{ranks}) is not "
+                "shown; add --torchrun-report (or D2LOPT_TORCHRUN_REPORT=1) to see it\n"
+            )
+        if self.first_error is not None:
+            self._write(self.first_error if self.first_error.endswith("\n") else
+                        self.first_error + "\n")  # fmt: skip
+
+    def _failed_ranks(self) -> str:
+        """``: rank 1 exit code -9`` from the withheld report (what a SIGKILL leaves)."""
+        text = "".join(self.withheld)
+        ranks = re.findall(r"rank\s*:\s*(\d+)", text)
+        codes = re.findall(r"exitcode\s*:\s*(-?\d+)", text)
+        pairs = dict.fromkeys(f"rank {r} exit code {c}" for r, c in zip(ranks, codes, strict=False))
+        return f": {', '.join(sorted(pairs))}" if pairs else ""  # the root cause is listed twice
+
+
+def supervise(cmd: list[str], env: dict[str, str]) -> int:
+    """Run torchrun, its stderr through :class:`RankOutput`; return its exit code.
+
+    Ctrl-C in a terminal reaches torchrun and the ranks directly (one process group), so this
+    process ignores SIGINT and waits for them to save and stop; a SIGTERM or SIGHUP sent to
+    it alone (a scheduler's) is passed on to torchrun, which stops the ranks.
+    """
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1,
+                            errors="replace")  # fmt: skip
+    handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        handlers[sig] = signal.signal(sig, lambda signum, _: proc.send_signal(signum))
+    out = RankOutput(sys.stderr)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            out.feed(line)
+        code = proc.wait()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out.finish(code)
+    if code < 0:
+        return 128 - code  # killed by signal N: the shell's 128 + N
+    if code and (out.first_error or "").startswith("d2lopt ddp: error:"):
+        return 2  # a bad flag found by the ranks: the exit code of one found here
+    return code

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from ..checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
 from ..data import fashion_mnist, seed_worker, synthetic_fashion_mnist
 from ..errors import ParamError, UsageError
 from ..flags import (
@@ -255,8 +255,12 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     train_loader, test_loader = _loaders(args, config, env)
     net = _model(args, config, env)
     out = Path(args.out) if args.out else None
-    resume = _resume_state(args, config, out) is not None  # --resume, or this job restarted
+    state = _resume_state(args, config, out)  # --resume, or this job restarted
+    resume = state is not None
     world, B, K = env.world_size, config.batch_size, args.accumulate
+    change = batch_change(state, config, world_size=world, accumulate=K) if resume else None
+    if change and env.is_main:  # allowed (elastic restarts continue), but never silently
+        print(f"d2lopt ddp: note: {change}", file=sys.stderr, flush=True)
     replicas.log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
                  f"device={env.device.type} batch={B}/rank global_batch={world * B * K} "
                  f"amp={config.amp}")  # fmt: skip

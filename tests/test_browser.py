@@ -845,6 +845,38 @@ EXPLORER_CHART_JS = f"""(index) => {{
   if (!img || !img.complete || !img.naturalWidth) return null;
   return {{hash: hash(img.src), height: img.naturalHeight}};
 }}"""
+# The layout of the explorer's chart, read from its pixels (it is a PNG): the horizontal
+# extent of the bars (matplotlib's tab:blue and tab:orange), the axes' right spine (the
+# column with the most dark pixels right of the bars, over the bars' rows) and the dark
+# (text) pixels beyond it, where a value label written past the axes would be (issue 22).
+CHART_LAYOUT_JS = f"""(index) => {{
+  const img = {CELL_JS}[index].querySelector('.d2lopt-explorer .widget-output img');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const W = img.naturalWidth, H = img.naturalHeight;
+  const canvas = document.createElement('canvas');
+  canvas.width = W; canvas.height = H;
+  const g = canvas.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, W, H).data;
+  const at = (x, y) => [d[4 * (y * W + x)], d[4 * (y * W + x) + 1], d[4 * (y * W + x) + 2]];
+  const near = (p, c) => Math.abs(p[0] - c[0]) + Math.abs(p[1] - c[1]) + Math.abs(p[2] - c[2]) < 40;
+  const bar = p => near(p, [31, 119, 180]) || near(p, [255, 127, 14]);
+  let left = W, right = -1, top = H, bottom = -1;
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) if (bar(at(x, y))) {{
+    left = Math.min(left, x); right = Math.max(right, x);
+    top = Math.min(top, y); bottom = Math.max(bottom, y);
+  }}
+  if (right < 0) return {{width: W, bars: false}};
+  const dark = [];
+  for (let x = right + 1; x < W; x++) {{
+    let n = 0;
+    for (let y = top; y <= bottom; y++) if (Math.max(...at(x, y)) < 100) n++;
+    dark.push(n);
+  }}
+  const spine = dark.indexOf(Math.max(...dark));
+  const beyond = dark.slice(spine + 2).reduce((a, b) => a + b, 0);
+  return {{width: W, bars: true, share: (right - left + 1) / W, beyond}};
+}}"""
 # Labels of the explorer's controls whose text does not fit ("num_work…").
 CUT_LABELS_JS = f"""(index) => [...{CELL_JS}[index].querySelectorAll(
   '.d2lopt-explorer .widget-label, .d2lopt-explorer .widget-label-basic')]
@@ -989,6 +1021,12 @@ def test_loader_explorer_measures_the_chosen_setting(browser: Browser, stem: str
     assert status.locator("code").inner_text() == expected  # the new bar's label
     after = browser.page.evaluate(EXPLORER_CHART_JS, target)
     assert after["height"] > before["height"], "the chart did not grow by one bar"
+    # issue 22: the bars get most of the width (the setting labels took 70 % of it, the
+    # bars ~150 px of 800) and every value label stays inside the axes
+    layout = browser.page.evaluate(CHART_LAYOUT_JS, target)
+    assert layout["bars"], f"{path.name}: no bars found in the chart: {layout}"
+    assert layout["share"] >= 0.35, f"{path.name}: the longest bar spans {layout}"
+    assert layout["beyond"] == 0, f"{path.name}: text right of the axes: {layout}"
     states = browser.page.evaluate("() => window.__d2loptButton")
     assert "disabled: measuring…" in states, f"no busy state while measuring: {states}"
     assert states[-1] == "enabled: measure", f"button not back after measuring: {states}"

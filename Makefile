@@ -47,6 +47,9 @@ ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 # learner's working copy $(WORK)/: made from notebooks/ on first run; later runs add the
 # notebooks that are new in notebooks/ and never overwrite one the learner has.
 # The course's own notebooks are trusted so their stored widgets render on first open.
+# jupyterlab-settings/overrides.json turns on ipywidgets' "save widget state": a notebook
+# saved with a progress bar or an explorer reopens, with a new kernel, showing them as they
+# were instead of "Error: widget model not found" (issue 22).
 lab: $(STAMP)
 	@if [ ! -d $(WORK) ]; then \
 	  mkdir -p $(WORK) && cp notebooks/*.ipynb notebooks/*.py $(WORK)/ 2>/dev/null; \
@@ -60,7 +63,8 @@ lab: $(STAMP)
 	       "there to get the course's version back on the next make lab)"; \
 	fi
 	$(BIN)/jupyter trust $(WORK)/*.ipynb
-	$(BIN)/jupyter lab --ServerApp.root_dir=$(WORK) --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT)
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(WORK) --ServerApp.ip=127.0.0.1 \
+	  --LabApp.app_settings_dir=$(CURDIR)/jupyterlab-settings $(ALLOW_ROOT)
 
 # Command 2: every check CI runs: lint, the unit tests, strict nbval natively and on
 # emulated hardware (other kernels, 1 then 2 threads). One recipe line each, so they run

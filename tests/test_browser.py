@@ -62,8 +62,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",  # containers' 64 MB /dev/shm crashes renderers; use /tmp
 ]
-# Settings JupyterLab reads from ``overrides.json`` of its application settings folder.
+# Settings JupyterLab reads from ``overrides.json`` of its application settings folder:
+# the course's own (what `make lab` gives the learner), then the test's.
+COURSE_LAB_SETTINGS = REPO / "jupyterlab-settings" / "overrides.json"
 LAB_OVERRIDES = {
+    **json.loads(COURSE_LAB_SETTINGS.read_text()),
     # JupyterLab 4 attaches only the cells near the viewport by default; a test that checks
     # every cell needs them all in the DOM.
     "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
@@ -1070,6 +1073,58 @@ def test_live_loss_plot_updates_while_training(browser: Browser) -> None:
     assert not errors, f"{path.name}: kernel errors: {errors}"
     assert not browser.lab.kernel_problems(path.name), browser.lab.kernel_problems(path.name)
     assert not browser.errors, f"JavaScript errors in {path.name}:\n" + "\n".join(browser.errors)
+
+
+# A notebook of one cell that displays a widget, as a progress bar in a notebook does.
+WIDGET_NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "bar", "metadata": {},
+               "outputs": [], "source": "import ipywidgets\nipywidgets.IntProgress(value=3)"}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}  # fmt: skip
+SHOWN_WIDGET = f"{PANEL} .jp-Cell-outputArea .jupyter-widgets"
+SAVE_JS = "async () => { await window.jupyterapp.commands.execute('docmanager:save'); }"
+RESTART_JS = """async () => {
+  await window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart();
+}"""
+
+
+def test_a_saved_widget_reopens_after_a_kernel_restart(browser: Browser) -> None:
+    """Issue 22: a notebook saved with a widget (a progress bar of ``fit``, an explorer)
+    reopens with a new kernel showing it, with no "Error: widget model not found" in the
+    console: `make lab`'s settings (``jupyterlab-settings/overrides.json``) save the widget
+    state with the notebook, as this server's do."""
+    name = "zz_widget_state.ipynb"
+    path = browser.lab.root / name
+    path.write_text(json.dumps(WIDGET_NOTEBOOK))
+    try:
+        browser.open(name)
+        problems = browser.wait_until(lambda: browser.lab.kernel_problems(name), KERNEL_TIMEOUT_S)
+        assert not problems, problems
+        browser.run_cell(0, "widget-state-1-run")
+        browser.page.wait_for_selector(SHOWN_WIDGET)
+        browser.page.evaluate(SAVE_JS)
+        saved = browser.wait_until(
+            lambda: [] if WIDGET_STATE in json.loads(path.read_text())["metadata"].get(
+                "widgets", {}) else ["no widget state saved"],
+            RENDER_TIMEOUT_S,
+        )  # fmt: skip
+        assert not saved, f"{name}: JupyterLab saved no widget state: {saved}"
+        browser.page.evaluate(RESTART_JS)  # the models of the old kernel are gone
+        browser.errors.clear()
+        browser.page.reload()
+        shown = browser.wait_until(
+            lambda: [] if browser.page.locator(SHOWN_WIDGET).count()
+            else ["no widget"], RENDER_TIMEOUT_S,
+        )  # fmt: skip
+        browser.page.wait_for_timeout(3000)  # get_model gives up after 2 s: let it try
+        browser.screenshot("widget-state-2-reopened")
+        assert not shown, f"{name}: the saved widget is not shown after a restart"
+        assert not browser.errors, "JavaScript errors:\n" + "\n".join(browser.errors)
+    finally:
+        browser.lab.stop_kernels()
+        path.unlink(missing_ok=True)
 
 
 def test_server_logged_no_errors(lab: Lab, browser: Browser) -> None:

@@ -23,6 +23,7 @@ import d2lopt
 from d2lopt import TrainConfig, fit, mlp, synthetic_fashion_mnist
 from d2lopt.cli import ddp as ddp_cli
 from d2lopt.cli import main
+from d2lopt.cli.torchrun_output import RankOutput
 from d2lopt.cli.train import resume_command
 from d2lopt.errors import ParamError
 
@@ -72,10 +73,12 @@ def test_capacity_counts_memory_too_and_oversubscribe_goes_ahead(monkeypatch, tm
     ddp_cli.check_capacity("1", "cpu", 256, 64)  # a small run fits
     ddp_cli.check_capacity("4", "cuda", None, None)  # GPU ranks: not this check's business
     launched = []
-    monkeypatch.setattr(ddp_cli, "supervise", lambda cmd, env: launched.append(cmd) or 0)
+    monkeypatch.setattr(ddp_cli.os, "execve", lambda path, argv, env: launched.append(argv))
     code = main(["ddp", "--nproc-per-node", "4", "--device", "cpu", "--oversubscribe",
                  "--epochs", "1", "--out", str(tmp_path / "o")])  # fmt: skip
     assert code == 0 and len(launched) == 1
+    supervisor = [sys.executable, "-m", "d2lopt.cli.torchrun_output", sys.executable]
+    assert launched[0][:4] == supervisor  # torchrun runs under a PyTorch-free supervisor
     assert "--oversubscribe" not in launched[0]  # a launch flag: not the program's
 
 
@@ -131,7 +134,7 @@ Root Cause (first observed failure):
 
 def test_rank_output_puts_the_ranks_error_first_and_last() -> None:
     sink = io.StringIO()
-    out = ddp_cli.RankOutput(sink)
+    out = RankOutput(sink)
     for line in TORCHRUN_FAILURE.splitlines(keepends=True):
         out.feed(line)
     out.finish(1)
@@ -145,7 +148,7 @@ def test_rank_output_puts_the_ranks_error_first_and_last() -> None:
 
 def test_rank_output_passes_a_ranks_traceback_through() -> None:
     sink = io.StringIO()
-    out = ddp_cli.RankOutput(sink)
+    out = RankOutput(sink)
     rank = (
         'Traceback (most recent call last):\n  File "/x/d2lopt/loop.py", line 3\nValueError: bad\n'
     )
@@ -440,7 +443,10 @@ def test_make_lab_opens_a_git_ignored_working_copy(tmp_path) -> None:
     work = tmp_path / "my-notebooks"
     assert "made my-notebooks/, your working copy of notebooks/ (git-ignored)" in said
     assert (work / "01_a.ipynb").read_text() == "course 1"
-    assert "--ServerApp.root_dir=my-notebooks" in (bin_dir / "jupyter.log").read_text()
+    call = (bin_dir / "jupyter.log").read_text()
+    assert "--ServerApp.root_dir=my-notebooks" in call
+    # the settings that save widget state with a notebook (test_browser.py checks their effect)
+    assert f"--LabApp.app_settings_dir={tmp_path}/jupyterlab-settings" in call
     (work / "01_a.ipynb").write_text("my run")  # the learner's outputs
     (nbs / "02_b.ipynb").write_text("course 2")  # git pull brought a new notebook
     said = lab()

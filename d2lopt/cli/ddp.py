@@ -9,9 +9,10 @@ before any process starts; then torchrun (``python -m torch.distributed.run``) r
 Two refusals protect the machine and the learner (issue 22): more CPU processes than usable
 cores, or more estimated memory than is available, would freeze a laptop, so they are
 refused before any rank starts unless ``--oversubscribe`` says so; ``--nproc-per-node gpu``
-without CUDA is refused in one line. While the job runs, the ranks' own messages pass
-through as they come; torchrun's ``ChildFailedError`` report of a failure is withheld (shown
-with ``--torchrun-report`` or ``D2LOPT_TORCHRUN_REPORT=1``), and the ranks' first error is
+without CUDA is refused in one line. torchrun then runs under
+:mod:`d2lopt.cli.torchrun_output`: the ranks' own messages pass through as they come;
+torchrun's ``ChildFailedError`` report of a failure is withheld (shown with
+``--torchrun-report`` or ``D2LOPT_TORCHRUN_REPORT=1``), and the ranks' first error is
 repeated last, so the line that says what to fix is the first and the last one read.
 """
 
@@ -19,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
-from typing import IO
 
 from ..errors import ParamError, UsageError
 from ..flags import PROGRAM_FLAGS, add_program_flags, non_negative_int, positive_int
@@ -133,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.print_command or args.oversubscribe):
         check_capacity(args.nproc_per_node, args.device, args.n_train, args.n_test)
     validate(args)  # the last check: it creates --out once everything else holds
-    try:  # this process execs torchrun next: initialising CUDA here costs nothing
+    try:  # this process execs another next: initialising CUDA here costs nothing
         check_amp(rank_device(0, args.device), args.amp)
     except ParamError as exc:
         raise exc.usage(PROGRAM_FLAGS) from None
@@ -153,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.torchrun_report or os.environ.get("D2LOPT_TORCHRUN_REPORT", "") not in ("", "0"):
         os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process, all its output
-    return supervise(cmd, torchrun_env())
+    # a fresh interpreter that imports no PyTorch (this one may hold a CUDA context from
+    # check_amp) runs torchrun and filters its stderr: see d2lopt.cli.torchrun_output
+    supervisor = [sys.executable, "-m", "d2lopt.cli.torchrun_output", *cmd]
+    os.execve(supervisor[0], supervisor, torchrun_env())
 
 
 # ------------------------------------------------------------------------------ capacity
@@ -219,122 +219,3 @@ def check_capacity(nproc: str, device: str, n_train: int | None, n_test: int | N
         f"{available / gb:.1f} GB available, so it would freeze; use --nproc-per-node {fits} "
         "(or add --oversubscribe to start them anyway)"
     )
-
-
-# ------------------------------------------------------------------------------ supervision
-class RankOutput:
-    """The job's stderr with the ranks' own words in front: torchrun's failure report withheld.
-
-    torchrun's agent ends a failed job with its own traceback and a ``ChildFailedError``
-    report (about 40 lines), and logs each failed worker (``E... failed (exitcode: 2)``);
-    after a rank's one-line error, that buries the line that says what to fix. Those lines
-    and the agent's start-up banner are withheld; every other line passes through as it
-    comes. :meth:`finish` then says what was withheld and repeats
-    the ranks' first error, so it is also the last line.
-    """
-
-    # the agent's own log lines ("E1203 12:00:00.000 123 .../torch/distributed/...] ...") and
-    # the OMP_NUM_THREADS banner it prints at start-up
-    AGENT_LOG = re.compile(
-        r"^[EWI]\d{4} .*torch/distributed/|^\*{10,}\s*$|^Setting OMP_NUM_THREADS"
-    )
-    AGENT_FRAMES = ("torch/distributed/run.py", "torch/distributed/launcher/")
-
-    def __init__(self, sink: IO[str]) -> None:
-        self.sink = sink
-        self.withheld: list[str] = []
-        self.traceback: list[str] | None = None  # a traceback being read, not yet attributed
-        self.report_rules = 0  # "=====" lines of the ChildFailedError report still to come
-        self.first_error: str | None = None
-
-    def feed(self, line: str) -> None:
-        if self.report_rules:
-            self.withheld.append(line)
-            if line.startswith("====="):
-                self.report_rules -= 1
-            return
-        if self.traceback is not None:
-            self.traceback.append(line)
-            if line[:1] in (" ", "\t") or not line.strip():
-                return  # a frame, or its source line
-            self._end_traceback(line)
-            return
-        if line.startswith("Traceback (most recent call last):"):
-            self.traceback = [line]
-        elif self.AGENT_LOG.match(line):
-            self.withheld.append(line)
-        else:
-            if self.first_error is None and line.startswith("d2lopt ddp: error:"):
-                self.first_error = line
-            self._write(line)
-
-    def _end_traceback(self, last: str) -> None:
-        block, self.traceback = self.traceback or [], None
-        if any(frame in text for text in block for frame in self.AGENT_FRAMES):
-            self.withheld += block
-            if "ChildFailedError" in last:
-                self.report_rules = 2  # the report is framed by two rules of "="
-            return
-        if self.first_error is None:
-            self.first_error = last  # a rank's uncaught exception: its last line says what
-        for text in block:
-            self._write(text)
-
-    def _write(self, line: str) -> None:
-        self.sink.write(line)
-        self.sink.flush()
-
-    def finish(self, code: int) -> None:
-        """After torchrun exits: flush a half-read traceback, then the closing lines."""
-        if self.traceback:
-            for text in self.traceback:
-                self._write(text)
-            self.traceback = None
-        if code == 0:
-            return
-        ranks = self._failed_ranks()
-        if self.withheld:
-            self._write(
-                f"d2lopt ddp: torchrun's own report ({len(self.withheld)} lines{ranks}) is not "
-                "shown; add --torchrun-report (or D2LOPT_TORCHRUN_REPORT=1) to see it\n"
-            )
-        if self.first_error is not None:
-            self._write(self.first_error if self.first_error.endswith("\n") else
-                        self.first_error + "\n")  # fmt: skip
-
-    def _failed_ranks(self) -> str:
-        """``: rank 1 exit code -9`` from the withheld report (what a SIGKILL leaves)."""
-        text = "".join(self.withheld)
-        ranks = re.findall(r"rank\s*:\s*(\d+)", text)
-        codes = re.findall(r"exitcode\s*:\s*(-?\d+)", text)
-        pairs = dict.fromkeys(f"rank {r} exit code {c}" for r, c in zip(ranks, codes, strict=False))
-        return f": {', '.join(sorted(pairs))}" if pairs else ""  # the root cause is listed twice
-
-
-def supervise(cmd: list[str], env: dict[str, str]) -> int:
-    """Run torchrun, its stderr through :class:`RankOutput`; return its exit code.
-
-    Ctrl-C in a terminal reaches torchrun and the ranks directly (one process group), so this
-    process ignores SIGINT and waits for them to save and stop; a SIGTERM or SIGHUP sent to
-    it alone (a scheduler's) is passed on to torchrun, which stops the ranks.
-    """
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, bufsize=1,
-                            errors="replace")  # fmt: skip
-    handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        handlers[sig] = signal.signal(sig, lambda signum, _: proc.send_signal(signum))
-    out = RankOutput(sys.stderr)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            out.feed(line)
-        code = proc.wait()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    out.finish(code)
-    if code < 0:
-        return 128 - code  # killed by signal N: the shell's 128 + N
-    if code and (out.first_error or "").startswith("d2lopt ddp: error:"):
-        return 2  # a bad flag found by the ranks: the exit code of one found here
-    return code

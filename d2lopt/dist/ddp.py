@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
-from ..data import fashion_mnist, seed_worker, synthetic_fashion_mnist
+from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
 from ..errors import ParamError, UsageError
 from ..flags import (
     PROGRAM_FLAGS,
@@ -216,6 +216,12 @@ def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
                      strategy=args.strategy)  # fmt: skip
     except ParamError as exc:
         raise exc.usage(_resume_flags(args)) from None
+    if args.resume and "WORLD_SIZE" in os.environ:  # a rank: it knows the new world size
+        # allowed, but never silent (issue 22); an elastic restart changes the world by
+        # design (notebook 11), so only a resume the learner asked for says it
+        change = batch_change(state, config, world_size=world, accumulate=args.accumulate)
+        if change:
+            notice_once("batch-change", change)  # rank 0 only, once per process
     return state
 
 
@@ -255,12 +261,8 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     train_loader, test_loader = _loaders(args, config, env)
     net = _model(args, config, env)
     out = Path(args.out) if args.out else None
-    state = _resume_state(args, config, out)  # --resume, or this job restarted
-    resume = state is not None
+    resume = _resume_state(args, config, out) is not None  # --resume, or this job restarted
     world, B, K = env.world_size, config.batch_size, args.accumulate
-    change = batch_change(state, config, world_size=world, accumulate=K) if resume else None
-    if change and env.is_main:  # allowed (elastic restarts continue), but never silently
-        print(f"d2lopt ddp: note: {change}", file=sys.stderr, flush=True)
     replicas.log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
                  f"device={env.device.type} batch={B}/rank global_batch={world * B * K} "
                  f"amp={config.amp}")  # fmt: skip

@@ -462,3 +462,19 @@ def test_readme_says_how_the_commands_now_behave() -> None:
     for text in ("--oversubscribe", "--torchrun-report", "my-notebooks/", "samples/s and the",
                  "--accumulate` that keeps"):  # fmt: skip
         assert text in textwrap.dedent(readme).replace("\n", " ") or text in readme, text
+
+
+def test_the_ddp_program_alone_prints_its_exact_resume_command(monkeypatch, tmp_path, capsys):
+    import signal
+
+    from d2lopt.dist import ddp
+    from d2lopt.train import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted(signal.SIGTERM, tmp_path / "checkpoint.pt")
+
+    monkeypatch.setattr(ddp, "train", interrupted)
+    argv = ["--device", "cpu", "--data", "synthetic", "--n-train", "64", "--out", str(tmp_path)]
+    assert ddp.main(argv) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"continue with: python -m d2lopt.ddp {' '.join(argv)} --resume")

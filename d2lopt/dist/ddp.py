@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -316,8 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingInterrupted as exc:  # one process without torchrun: fit saved, then stopped
         name = signal.Signals(exc.signum).name
-        print(f"d2lopt ddp: {name} received; checkpoint saved to {exc.path}; continue with "
-              "the same flags and --resume", file=sys.stderr)  # fmt: skip
+        typed = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+        again = shlex.join(["python", "-m", "d2lopt.ddp", *typed, "--resume"])  # issue 22
+        print(f"d2lopt ddp: {name} received; checkpoint saved to {exc.path}; continue with: "
+              f"{again}", file=sys.stderr)  # fmt: skip
         return 128 + exc.signum
     finally:
         teardown()

@@ -7,6 +7,15 @@ STAMP  := $(VENV)/.d2lopt-installed
 # d2l 1.0.3 pins numpy==1.23.5 & co. (breaks Python >= 3.12): install it without its pins;
 # pyproject's dev extra provides what it imports.
 D2L    := d2l==1.0.3
+# Where pip finds PyTorch. Empty: PyPI, whose Linux wheels bundle the CUDA libraries
+# (several GB). Without an NVIDIA GPU, take PyTorch's CPU-only wheels instead:
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (in an existing .venv: `make clean` first, or pip keeps the torch it has).
+TORCH_INDEX ?=
+# The learner's copy of notebooks/ that `make lab` opens (git-ignored): JupyterLab saves
+# outputs into the notebooks it runs, and the committed ones must stay as they are, so
+# that `git pull` never conflicts with a learner's own runs.
+WORK   ?= my-notebooks
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
           --nbval-cell-timeout 900 --nbval-kernel-startup-timeout 120
 # CI-sized, deterministic runs for the targets that test or record notebooks: no progress
@@ -26,6 +35,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "d2lopt needs Python >= 3.10"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX) torch torchvision)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(D2L)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
@@ -34,11 +44,28 @@ $(STAMP): pyproject.toml
 # Containers and CI machines often run as root, which Jupyter refuses without this flag.
 ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-# Command 1: the course in JupyterLab (localhost only, token authentication on).
+# Command 1: the course in JupyterLab (localhost only, token authentication on), in the
+# learner's working copy $(WORK)/: made from notebooks/ on first run; later runs add the
+# notebooks that are new in notebooks/ and never overwrite one the learner has.
 # The course's own notebooks are trusted so their stored widgets render on first open.
+# jupyterlab-settings/overrides.json turns on ipywidgets' "save widget state": a notebook
+# saved with a progress bar or an explorer reopens, with a new kernel, showing them as they
+# were instead of "Error: widget model not found" (issue 22).
 lab: $(STAMP)
-	$(BIN)/jupyter trust notebooks/*.ipynb
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 $(ALLOW_ROOT)
+	@if [ ! -d $(WORK) ]; then \
+	  mkdir -p $(WORK) && cp notebooks/*.ipynb notebooks/*.py $(WORK)/ 2>/dev/null; \
+	  echo "make lab: made $(WORK)/, your working copy of notebooks/ (git-ignored): run" \
+	       "and edit it freely; git pull updates notebooks/ only"; \
+	else \
+	  for nb in notebooks/*.ipynb; do \
+	    [ -e "$(WORK)/$${nb##*/}" ] || { cp "$$nb" $(WORK)/ && echo "make lab: new: $(WORK)/$${nb##*/}"; }; \
+	  done; \
+	  echo "make lab: opening $(WORK)/, your working copy of notebooks/ (delete a notebook" \
+	       "there to get the course's version back on the next make lab)"; \
+	fi
+	$(BIN)/jupyter trust $(WORK)/*.ipynb
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(WORK) --ServerApp.ip=127.0.0.1 \
+	  --LabApp.app_settings_dir=$(CURDIR)/jupyterlab-settings $(ALLOW_ROOT)
 
 # Command 2: every check CI runs: lint, the unit tests, strict nbval natively and on
 # emulated hardware (other kernels, 1 then 2 threads). One recipe line each, so they run

@@ -92,7 +92,13 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The API and the submodules loaded so far: not this file's own imports (``sys``...)."""
+    loaded = [
+        name
+        for name, value in globals().items()
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}"
+    ]
+    return sorted({*__all__, *loaded, "__version__"})
 
 
 class _Package(types.ModuleType):

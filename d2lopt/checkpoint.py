@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "batch_change",
     "check_resume",
     "load_checkpoint",
     "rng_state",
@@ -248,6 +249,37 @@ def check_resume(
             f"use --epochs {needed} or more to continue it",
             owner="TrainConfig",
         )
+
+
+def batch_change(
+    state: dict[str, Any], config: TrainConfig, *, world_size: int = 1, accumulate: int = 1
+) -> str | None:
+    """What a resume on another number of ranks does to the global batch, and how to keep it.
+
+    The batch is per rank, so resuming an N-rank run on N/2 ranks halves the samples per
+    optimizer step (128 -> 64): a different trajectory, which :func:`check_resume` allows
+    (an elastic restart must continue) but the learner should hear about, with the
+    ``--accumulate`` (or ``--batch-size``) that keeps the old step. ``None``: unchanged.
+    """
+    old = state["config"]
+    old_step = state.get("global_batch", old["batch_size"])
+    new_step = world_size * config.batch_size * accumulate
+    if new_step == old_step:
+        return None
+    was = (f"{state.get('world_size', 1)} rank(s) x batch {old['batch_size']} x accumulate "
+           f"{state.get('accumulate', 1)}")  # fmt: skip
+    text = (
+        f"the checkpoint trained {old_step} samples per optimizer step ({was}); this run "
+        f"takes {new_step} ({world_size} x {config.batch_size} x {accumulate}), so training "
+        "continues on another trajectory"
+    )
+    per_step = world_size * config.batch_size
+    if old_step % per_step == 0:
+        return text + f"; to keep {old_step}, use --accumulate {old_step // per_step}"
+    if old_step % (world_size * accumulate) == 0:
+        keep = old_step // (world_size * accumulate)
+        return text + f"; to keep {old_step}, use --batch-size {keep}"
+    return text
 
 
 def write_metrics(

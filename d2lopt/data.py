@@ -65,8 +65,11 @@ def notice_once(key: str, message: str) -> None:
     """Print ``d2lopt: message`` to stderr the first time ``key`` is seen in this process.
 
     The package's one "say it once" helper (an offline data set, pinning without CUDA, a
-    missing optional peer): a notice repeated per loader or per epoch is noise.
+    missing optional peer): a notice repeated per loader or per epoch is noise. In a
+    torchrun job only rank 0 says it: N ranks saying the same line is noise too.
     """
+    if os.environ.get("RANK", "0") != "0":  # a torchrun rank other than 0 (issue 22, item 6)
+        return
     if key not in _announced:
         _announced.add(key)
         print(f"d2lopt: {message}", file=sys.stderr)

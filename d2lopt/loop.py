@@ -118,6 +118,30 @@ def _as_many_batches(loader: Any, device: torch.device) -> Iterator:
         yield X0.new_empty((0, *X0.shape)), torch.as_tensor(y0).new_empty((0,))
 
 
+def _state_mismatch(saved: Any, net: nn.Module) -> str | None:
+    """Where a checkpoint's weights and ``net`` differ, in whole names (a message is never cut).
+
+    ``load_state_dict``'s own error lists every key; a command line needs the first few and
+    a count. ``None`` when the names and shapes agree (the optimizer is what differs).
+    """
+    if not isinstance(saved, dict):
+        return None
+    have = net.state_dict()
+
+    def names(keys: list[str]) -> str:
+        more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+        return ", ".join(keys[:3]) + more
+
+    missing = [k for k in have if k not in saved]
+    unexpected = [k for k in saved if k not in have]
+    shapes = [k for k in have if k in saved and tuple(getattr(saved[k], "shape", ())) !=
+              tuple(have[k].shape)]  # fmt: skip
+    parts = [f"this net has {names(missing)}, the checkpoint not"] if missing else []
+    parts += [f"the checkpoint has {names(unexpected)}, this net not"] if unexpected else []
+    parts += [f"{names(shapes)} differ in shape"] if shapes else []
+    return "; ".join(parts) or None
+
+
 def _num_samples(loader: Iterable) -> int | None:
     try:
         return len(loader.dataset)  # type: ignore[attr-defined]
@@ -210,7 +234,7 @@ class Loop:
                 self.net.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
             except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-                why = " ".join(str(exc).split())[:160]
+                why = _state_mismatch(state["model"], self.net) or " ".join(str(exc).split())
                 raise ParamError(
                     "resume",
                     f"the model/optimizer in {path} do not fit this net ({why}); "
@@ -260,8 +284,13 @@ class Loop:
                 self.loader_gen.set_state(state["loader_rng"])
             self.timer.start()  # the speed of this process's steps: not the replayed skip
 
-    def run_epoch(self, epoch: int, signals: list[int]) -> int:
-        """Train one epoch (after a resume: its rest); return its optimizer steps so far."""
+    def run_epoch(
+        self, epoch: int, signals: list[int], on_batch: Callable[[int], None] | None = None
+    ) -> int:
+        """Train one epoch (after a resume: its rest); return its optimizer steps so far.
+
+        ``on_batch(samples)`` is called after every micro-batch (fit's progress bar).
+        """
         self._start_epoch(epoch)
         r, K, n = self.replicas, self.replicas.accumulate, _len(self.train_iter)
         step = self.first // K
@@ -273,6 +302,8 @@ class Loop:
             if clock is not None:
                 self.compiled = (epoch, clock.stop(), y.shape[0])  # synced: compiled and run
             self.meter.add(loss.float().sum(), y.shape[0])  # on the device: no host sync
+            if on_batch is not None:
+                on_batch(y.shape[0])  # a shape: known on the host, no sync
             if not sync:
                 continue
             step += 1

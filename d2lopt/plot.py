@@ -16,6 +16,9 @@ from typing import Any
 
 __all__ = ["LiveLossPlot", "bar_chart", "explore"]
 
+# characters per line of a bar's label (wrap_label): long setting labels break after commas
+LABEL_WIDTH = 40
+
 # CSS classes of the explorer's parts: a stable handle for the browser test
 # (tests/test_browser.py) and for anyone styling the notebook.
 EXPLORER_CLASS = "d2lopt-explorer"
@@ -169,16 +172,63 @@ def bar_chart(
         colors[highlight] = "tab:orange"
     positions = list(range(len(values)))[::-1]
     ax.barh(positions, values, color=colors)
-    ax.set_yticks(positions, labels)
+    ax.set_yticks(positions, [wrap_label(str(label)) for label in labels])
     for y, v in zip(positions, values, strict=True):
         ax.annotate(" " + fmt.format(v), (v, y), va="center", ha="left", fontsize="small")
     ax.set_xlabel(xlabel)
     if ylabel:
         ax.set_ylabel(ylabel)
-    ax.margins(x=0.2)
     if title:
         ax.set_title(title)
+    keep_values_inside(ax)
     return ax
+
+
+def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
+    """A long setting label on several lines, broken after its commas.
+
+    ``"data=disk, num_workers=0, batch_size=64, prefetch_factor=2, pin_memory=False"`` on one
+    line took about 70 % of an explorer chart's width, leaving the bars 150 px (issue 22);
+    broken into lines of at most ``width`` characters it leaves them most of it.
+
+    Example:
+        >>> wrap_label("num_workers=2, prefetch_factor=4, persistent_workers=True")
+        'num_workers=2,\nprefetch_factor=4,\npersistent_workers=True'
+    """
+    lines: list[str] = []
+    for part in label.split(", "):
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += ", " + part
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def keep_values_inside(ax: Any, slack: float = 1.04) -> None:
+    """Widen the x range so that every value written at a bar's end lies inside the axes.
+
+    A value is text of a fixed size in pixels anchored at its bar's end, so a fixed margin
+    (``ax.margins``) leaves it outside when the axes are narrow. Measured with the figure's
+    renderer for the axes as they are now: call it again after ``tight_layout`` changes
+    them (:func:`explore`'s chart does).
+    """
+    texts = [t for t in ax.texts if t.get_text().strip()]
+    if not texts:
+        return
+    fig = ax.figure
+    # a closed figure (_new_figure) keeps a bare canvas; Figure._get_renderer serves both
+    get = getattr(fig.canvas, "get_renderer", None)
+    renderer = get() if get is not None else fig._get_renderer()
+    box = ax.get_window_extent(renderer)
+    lo = min(0.0, ax.get_xlim()[0])
+    hi = max(lo + 1e-12, max(t.xy[0] for t in texts))
+    for t in texts:  # value v ends at box.x0 + (v - lo) * W / (hi - lo) + w: within box.x1
+        w = t.get_window_extent(renderer).width * slack
+        if w < box.width:
+            hi = max(hi, lo + (t.xy[0] - lo) * box.width / (box.width - w))
+    ax.set_xlim(lo, hi)
 
 
 def explore(
@@ -304,21 +354,37 @@ def _set_busy(run_button: Any, busy: bool, button: str) -> None:
 
 def _results_chart(shown: list[tuple[str, float]], xlabel: str, fmt: str) -> Any:
     """:func:`explore`'s chart: one bar per measurement, newest at the bottom, best in orange."""
-    fig = _new_figure((8.0, 1.0 + 0.45 * len(shown)))
     labels, values = zip(*shown, strict=True)
+    labels, common = _split_common(labels)
+    lines = sum(wrap_label(label).count("\n") + 1 for label in labels)
+    fig = _new_figure((8.0, 1.4 + 0.2 * len(shown) + 0.2 * lines))  # room for wrapped labels
     best = max(range(len(values)), key=values.__getitem__)
-    bar_chart(
-        fig.subplots(),
-        labels,
-        values,
-        xlabel=xlabel,
-        ylabel="setting",
-        title="one bar per measurement, newest at the bottom, best in orange",
-        fmt=fmt,
-        highlight=best,
-    )
+    bar_chart(fig.subplots(), labels, values, xlabel=xlabel, ylabel="setting", fmt=fmt,
+              highlight=best)  # fmt: skip
+    # over the whole figure, not the axes: a title centred on narrow axes runs off the figure
+    title = "one bar per measurement, newest at the bottom, best in orange"
+    fig.suptitle(title + (f"\nevery bar: {common}" if common else ""), fontsize="medium")
     fig.tight_layout()
+    keep_values_inside(fig.axes[0])  # tight_layout resized the axes: measure again
     return fig
+
+
+def _split_common(labels: Sequence[str]) -> tuple[list[str], str]:
+    """Labels without the settings every bar shares, and those settings (said once).
+
+    ``"data=disk, num_workers=2, batch_size=64"`` and ``"data=disk, num_workers=4,
+    batch_size=64"`` are drawn as ``num_workers=2`` and ``num_workers=4``, with
+    ``"data=disk, batch_size=64"`` above the chart. One bar, or labels of other shapes,
+    keep their whole text.
+    """
+    parts = [label.split(", ") for label in labels]
+    if len(parts) < 2 or len({len(p) for p in parts}) != 1:
+        return list(labels), ""
+    same = [all(p[i] == parts[0][i] for p in parts) for i in range(len(parts[0]))]
+    if all(same) or not any(same):
+        return list(labels), ""
+    short = [", ".join(x for x, s in zip(p, same, strict=True) if not s) for p in parts]
+    return short, ", ".join(x for x, s in zip(parts[0], same, strict=True) if s)
 
 
 def _escape(text: str) -> str:

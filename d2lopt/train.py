@@ -15,6 +15,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,8 @@ def fit(
             ``metrics.json`` and TensorBoard events (``out_dir/tb``); on rank 0 only.
         resume: continue from ``out_dir/checkpoint.pt``.
         log_dir: TensorBoard folder (defaults to ``out_dir/tb``; ``None`` without out_dir).
-        progress: show a tqdm bar (``None``: tqdm decides, honouring ``TQDM_DISABLE``).
+        progress: show a tqdm bar of the run's batches, with samples/s and the time left
+            (``None``: shown unless ``TQDM_DISABLE`` is set).
         on_epoch_end: called with each epoch's record (live plots), on rank 0.
         replicas: this process's part in a torchrun job
             (:class:`~d2lopt.dist.distributed.Replicas`); ``None``: a world of one, where every
@@ -222,8 +224,6 @@ def fit(
         TypeError, ValueError: a bad argument, an unwritable ``out_dir``, or a checkpoint
             that would not continue this experiment (other config, data or model).
     """
-    from tqdm.auto import trange
-
     replicas = _check_fit(net, train_iter, test_iter, config, replicas, criterion=criterion,
                           optimizer=optimizer, out_dir=out_dir, log_dir=log_dir,
                           progress=progress, on_epoch_end=on_epoch_end, resume=resume,
@@ -240,13 +240,13 @@ def fit(
     writer = _writer(log_dir, out) if replicas.is_main else None
     if progress is None:  # tqdm.notebook ignores TQDM_DISABLE: read it here, for both
         progress = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+    bar = _Progress(loop, config, enabled=progress and replicas.is_main)
     try:
         # signals stop one process; N ranks stopping at different steps would deadlock
         with _stop_on_signals(out is not None and not replicas.distributed) as signals:
-            epochs = trange(loop.start_epoch, config.num_epochs, desc="epoch",
-                            disable=not (progress and replicas.is_main))  # fmt: skip
-            for epoch in epochs:
-                steps = loop.run_epoch(epoch, signals)
+            for epoch in range(loop.start_epoch, config.num_epochs):
+                bar.epoch(epoch)
+                steps = loop.run_epoch(epoch, signals, on_batch=bar.batch)
                 if signals:  # a signal arrived: save this exact point and stop
                     # no step yet: this epoch restarts from its start, with its start's RNGs
                     rng = None if steps else loop.epoch_rng
@@ -258,13 +258,65 @@ def fit(
                     loss, accuracy, seconds = loop.evaluate(test_iter)  # C11/C13
                     record.update(test_loss=loss, test_acc=accuracy, eval_time=seconds)
                 loop.publish(record, writer, on_epoch_end)
+                bar.record(record)
                 if signals and not last:  # arrived during evaluation: the epoch is saved
                     raise TrainingInterrupted(signals[0], loop.ckpt_path)
     finally:
         loop.close()
         if writer is not None:
             writer.close()
+        bar.close()
     return loop.history
+
+
+class _Progress:
+    """:func:`fit`'s bar: the batches of the whole run, with samples/s and the time left.
+
+    An epoch of the full data set takes minutes on a laptop's CPU, so a bar of epochs sat at
+    ``0/5`` with no sign of life (issue 22); this one moves with every batch, in a terminal
+    and (``tqdm.auto``) as a notebook widget, and ETA covers the whole run. Disabled, it
+    does nothing at all per batch. A resumed run starts the bar where the checkpoint was.
+    """
+
+    def __init__(self, loop: Loop, config: TrainConfig, *, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.enabled, self.num_epochs = enabled, config.num_epochs
+        n = _len(loop.train_iter)  # micro-batches per epoch (None: a plain iterable)
+        self.bar = tqdm(
+            total=n * config.num_epochs if n else None,
+            initial=n * loop.start_epoch + loop.skip if n else 0,
+            unit="batch", desc=f"epoch {loop.start_epoch + 1}/{config.num_epochs}",
+            disable=not enabled, dynamic_ncols=True,
+        )  # fmt: skip
+        self.samples, self.start, self.shown = 0, time.perf_counter(), 0.0
+
+    def epoch(self, epoch: int) -> None:
+        if self.enabled:
+            self.bar.set_description(f"epoch {epoch + 1}/{self.num_epochs}", refresh=False)
+
+    def batch(self, samples: int) -> None:
+        if not self.enabled:
+            return
+        self.samples += samples
+        now = time.perf_counter()
+        if now - self.shown >= 0.5:  # formatted twice a second, not at every batch
+            self.shown = now
+            rate = self.samples / max(now - self.start, 1e-9)
+            self.bar.set_postfix_str(f"{rate:,.0f} samples/s", refresh=False)
+        self.bar.update()
+
+    def record(self, record: dict[str, Any]) -> None:
+        """The epoch's result next to the bar (the samples/s of its steps, as recorded)."""
+        if self.enabled:
+            acc = "" if record["test_acc"] is None else f", test_acc {record['test_acc']:.3f}"
+            self.bar.set_postfix_str(
+                f"{record['samples_per_s']:,.0f} samples/s, train_loss "
+                f"{record['train_loss']:.3f}{acc}"
+            )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _check_fit(

@@ -62,8 +62,11 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",  # containers' 64 MB /dev/shm crashes renderers; use /tmp
 ]
-# Settings JupyterLab reads from ``overrides.json`` of its application settings folder.
+# Settings JupyterLab reads from ``overrides.json`` of its application settings folder:
+# the course's own (what `make lab` gives the learner), then the test's.
+COURSE_LAB_SETTINGS = REPO / "jupyterlab-settings" / "overrides.json"
 LAB_OVERRIDES = {
+    **json.loads(COURSE_LAB_SETTINGS.read_text()),
     # JupyterLab 4 attaches only the cells near the viewport by default; a test that checks
     # every cell needs them all in the DOM.
     "@jupyterlab/notebook-extension:tracker": {"windowingMode": "none"},
@@ -845,6 +848,38 @@ EXPLORER_CHART_JS = f"""(index) => {{
   if (!img || !img.complete || !img.naturalWidth) return null;
   return {{hash: hash(img.src), height: img.naturalHeight}};
 }}"""
+# The layout of the explorer's chart, read from its pixels (it is a PNG): the horizontal
+# extent of the bars (matplotlib's tab:blue and tab:orange), the axes' right spine (the
+# column with the most dark pixels right of the bars, over the bars' rows) and the dark
+# (text) pixels beyond it, where a value label written past the axes would be (issue 22).
+CHART_LAYOUT_JS = f"""(index) => {{
+  const img = {CELL_JS}[index].querySelector('.d2lopt-explorer .widget-output img');
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const W = img.naturalWidth, H = img.naturalHeight;
+  const canvas = document.createElement('canvas');
+  canvas.width = W; canvas.height = H;
+  const g = canvas.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, W, H).data;
+  const at = (x, y) => [d[4 * (y * W + x)], d[4 * (y * W + x) + 1], d[4 * (y * W + x) + 2]];
+  const near = (p, c) => Math.abs(p[0] - c[0]) + Math.abs(p[1] - c[1]) + Math.abs(p[2] - c[2]) < 40;
+  const bar = p => near(p, [31, 119, 180]) || near(p, [255, 127, 14]);
+  let left = W, right = -1, top = H, bottom = -1;
+  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) if (bar(at(x, y))) {{
+    left = Math.min(left, x); right = Math.max(right, x);
+    top = Math.min(top, y); bottom = Math.max(bottom, y);
+  }}
+  if (right < 0) return {{width: W, bars: false}};
+  const dark = [];
+  for (let x = right + 1; x < W; x++) {{
+    let n = 0;
+    for (let y = top; y <= bottom; y++) if (Math.max(...at(x, y)) < 100) n++;
+    dark.push(n);
+  }}
+  const spine = dark.indexOf(Math.max(...dark));
+  const beyond = dark.slice(spine + 2).reduce((a, b) => a + b, 0);
+  return {{width: W, bars: true, share: (right - left + 1) / W, beyond}};
+}}"""
 # Labels of the explorer's controls whose text does not fit ("num_work…").
 CUT_LABELS_JS = f"""(index) => [...{CELL_JS}[index].querySelectorAll(
   '.d2lopt-explorer .widget-label, .d2lopt-explorer .widget-label-basic')]
@@ -989,6 +1024,12 @@ def test_loader_explorer_measures_the_chosen_setting(browser: Browser, stem: str
     assert status.locator("code").inner_text() == expected  # the new bar's label
     after = browser.page.evaluate(EXPLORER_CHART_JS, target)
     assert after["height"] > before["height"], "the chart did not grow by one bar"
+    # issue 22: the bars get most of the width (the setting labels took 70 % of it, the
+    # bars ~150 px of 800) and every value label stays inside the axes
+    layout = browser.page.evaluate(CHART_LAYOUT_JS, target)
+    assert layout["bars"], f"{path.name}: no bars found in the chart: {layout}"
+    assert layout["share"] >= 0.35, f"{path.name}: the longest bar spans {layout}"
+    assert layout["beyond"] == 0, f"{path.name}: text right of the axes: {layout}"
     states = browser.page.evaluate("() => window.__d2loptButton")
     assert "disabled: measuring…" in states, f"no busy state while measuring: {states}"
     assert states[-1] == "enabled: measure", f"button not back after measuring: {states}"
@@ -1032,6 +1073,58 @@ def test_live_loss_plot_updates_while_training(browser: Browser) -> None:
     assert not errors, f"{path.name}: kernel errors: {errors}"
     assert not browser.lab.kernel_problems(path.name), browser.lab.kernel_problems(path.name)
     assert not browser.errors, f"JavaScript errors in {path.name}:\n" + "\n".join(browser.errors)
+
+
+# A notebook of one cell that displays a widget, as a progress bar in a notebook does.
+WIDGET_NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "id": "bar", "metadata": {},
+               "outputs": [], "source": "import ipywidgets\nipywidgets.IntProgress(value=3)"}],
+    "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}  # fmt: skip
+SHOWN_WIDGET = f"{PANEL} .jp-Cell-outputArea .jupyter-widgets"
+SAVE_JS = "async () => { await window.jupyterapp.commands.execute('docmanager:save'); }"
+RESTART_JS = """async () => {
+  await window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.restart();
+}"""
+
+
+def test_a_saved_widget_reopens_after_a_kernel_restart(browser: Browser) -> None:
+    """Issue 22: a notebook saved with a widget (a progress bar of ``fit``, an explorer)
+    reopens with a new kernel showing it, with no "Error: widget model not found" in the
+    console: `make lab`'s settings (``jupyterlab-settings/overrides.json``) save the widget
+    state with the notebook, as this server's do."""
+    name = "zz_widget_state.ipynb"
+    path = browser.lab.root / name
+    path.write_text(json.dumps(WIDGET_NOTEBOOK))
+    try:
+        browser.open(name)
+        problems = browser.wait_until(lambda: browser.lab.kernel_problems(name), KERNEL_TIMEOUT_S)
+        assert not problems, problems
+        browser.run_cell(0, "widget-state-1-run")
+        browser.page.wait_for_selector(SHOWN_WIDGET)
+        browser.page.evaluate(SAVE_JS)
+        saved = browser.wait_until(
+            lambda: [] if WIDGET_STATE in json.loads(path.read_text())["metadata"].get(
+                "widgets", {}) else ["no widget state saved"],
+            RENDER_TIMEOUT_S,
+        )  # fmt: skip
+        assert not saved, f"{name}: JupyterLab saved no widget state: {saved}"
+        browser.page.evaluate(RESTART_JS)  # the models of the old kernel are gone
+        browser.errors.clear()
+        browser.page.reload()
+        shown = browser.wait_until(
+            lambda: [] if browser.page.locator(SHOWN_WIDGET).count()
+            else ["no widget"], RENDER_TIMEOUT_S,
+        )  # fmt: skip
+        browser.page.wait_for_timeout(3000)  # get_model gives up after 2 s: let it try
+        browser.screenshot("widget-state-2-reopened")
+        assert not shown, f"{name}: the saved widget is not shown after a restart"
+        assert not browser.errors, "JavaScript errors:\n" + "\n".join(browser.errors)
+    finally:
+        browser.lab.stop_kernels()
+        path.unlink(missing_ok=True)
 
 
 def test_server_logged_no_errors(lab: Lab, browser: Browser) -> None:

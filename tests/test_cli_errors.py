@@ -219,7 +219,7 @@ def test_resume_refuses_a_pickled_object(tmp_path, capsys) -> None:
     [
         (["--lr", "0.1"], "--resume: checkpoint was trained with lr=0.05 but config has lr=0.1"),
         (["--batch-size", "50"], "--batch-size: the checkpoint trained 100"),
-        (["--model", "cnn"], "--resume: the model/optimizer in"),
+        (["--model", "cnn"], "was trained with --model mlp; use --model mlp"),  # issue 22
         (["--n-train", "2000"], "--resume: checkpoint was trained on 3000 samples"),
         (["--epochs", "1"], "--epochs: the checkpoint in"),
     ],

@@ -305,7 +305,7 @@ def test_user_data_is_split_with_a_seeded_tenth_held_out_unless_given_a_pair(use
         (["--dataset", "mine:missing"], "--dataset: module 'mine' has no attribute 'missing'"),
         (["--dataset", "mine:number"], "--dataset: mine:number gives a int, not a map-style"),
         (["--dataset", "mine:stream"], "--dataset: mine:stream gives a Stream, not a map-style"),
-        (["--dataset", "mine:floats"], "--dataset: labels must be integer class indices"),
+        (["--dataset", "mine:floats"], "--dataset: y of an item of mine:floats is a torch.Tensor"),
         (["--model", "mine:instance"], "--model: mine:instance is a model instance"),
         (["--model", "mine:not_a_model"], "--model: mine:not_a_model() returned a int"),
         (["--model", "mine:number"], "--model: mine:number is a int, not a function"),

@@ -72,6 +72,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.typed = list(sys.argv[1:] if argv is None else argv)  # for hints that repeat it
     if not getattr(args, "command", None):
         parser.error("missing COMMAND, e.g. 'd2lopt env' or 'd2lopt train'")
     try:

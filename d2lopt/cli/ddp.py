@@ -5,6 +5,15 @@ other argument is the program's (:func:`d2lopt.flags.add_program_flags`). They a
 here, with the program's own parser and :func:`d2lopt.dist.ddp.validate`, so a bad flag fails
 before any process starts; then torchrun (``python -m torch.distributed.run``) runs
 ``-m d2lopt.ddp`` with the user's own program arguments, exactly as typed.
+
+Two refusals protect the machine and the learner (issue 22): more CPU processes than usable
+cores, or more estimated memory than is available, would freeze a laptop, so they are
+refused before any rank starts unless ``--oversubscribe`` says so; ``--nproc-per-node gpu``
+without CUDA is refused in one line. torchrun then runs under
+:mod:`d2lopt.cli.torchrun_output`: the ranks' own messages pass through as they come;
+torchrun's ``ChildFailedError`` report of a failure is withheld (shown with
+``--torchrun-report`` or ``D2LOPT_TORCHRUN_REPORT=1``), and the ranks' first error is
+repeated last, so the line that says what to fix is the first and the last one read.
 """
 
 from __future__ import annotations
@@ -50,6 +59,12 @@ def _add_launch_flags(p: argparse.ArgumentParser) -> None:
     add("--max-restarts", type=non_negative_int, default=0,
         help="restarts of the worker group after a failure (default: 0)")
     add("--print-command", action="store_true", help="print the torchrun command, run nothing")
+    add("--oversubscribe", action="store_true",
+        help="start the CPU processes even when they exceed this machine's usable cores or "
+        "its available memory (refused by default: the machine would freeze)")
+    add("--torchrun-report", action="store_true",
+        help="on a failure, also show torchrun's own ChildFailedError report (also: "
+        "D2LOPT_TORCHRUN_REPORT=1)")
     # fmt: on
 
 
@@ -100,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rdzv-endpoint: several nodes need HOST:PORT of the rendezvous")
     if args.rdzv_endpoint is not None and ":" not in args.rdzv_endpoint:
         raise UsageError(f"--rdzv-endpoint: expected HOST:PORT, got {args.rdzv_endpoint!r}")
+    if args.nproc_per_node == "gpu" and not torch.cuda.is_available():
+        raise UsageError(
+            "--nproc-per-node: gpu starts one process per CUDA GPU, and this machine has none; "
+            "use --nproc-per-node N --device cpu (N at most its cores)"
+        )
     if args.device == "cuda" and args.nproc_per_node.isdigit():
         gpus = torch.cuda.device_count()  # counts devices without initialising CUDA
         if int(args.nproc_per_node) > gpus:
@@ -107,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
                 f"--nproc-per-node: {args.nproc_per_node} processes but {gpus} GPU(s); "
                 f"use --nproc-per-node {max(gpus, 1)} or --device cpu"
             )
+    if not (args.print_command or args.oversubscribe):
+        check_capacity(args.nproc_per_node, args.device, args.n_train, args.n_test)
     validate(args)  # the last check: it creates --out once everything else holds
-    try:  # this process execs torchrun next: initialising CUDA here costs nothing
+    try:  # this process execs another next: initialising CUDA here costs nothing
         check_amp(rank_device(0, args.device), args.amp)
     except ParamError as exc:
         raise exc.usage(PROGRAM_FLAGS) from None
@@ -126,4 +148,74 @@ def run(args: argparse.Namespace) -> int:
         print(shlex.join(cmd))
         return 0
     sys.stdout.flush()
-    os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process: signals, exit code
+    if args.torchrun_report or os.environ.get("D2LOPT_TORCHRUN_REPORT", "") not in ("", "0"):
+        os.execve(cmd[0], cmd, torchrun_env())  # torchrun replaces this process, all its output
+    # a fresh interpreter that imports no PyTorch (this one may hold a CUDA context from
+    # check_amp) runs torchrun and filters its stderr: see d2lopt.cli.torchrun_output
+    supervisor = [sys.executable, "-m", "d2lopt.cli.torchrun_output", *cmd]
+    os.execve(supervisor[0], supervisor, torchrun_env())
+
+
+# ------------------------------------------------------------------------------ capacity
+FASHION_MNIST_SAMPLES = (60_000, 10_000)  # the program's data when --n-train/--n-test are unset
+
+
+def cpu_ranks(nproc: str, device: str) -> int | None:
+    """How many CPU processes torchrun would start on this node; None for GPU ranks.
+
+    ``cpu`` means ``os.cpu_count()`` and ``auto`` the GPUs, or else the CPUs, as torchrun
+    reads them (``torch.distributed.run.determine_local_world_size``).
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if nproc == "gpu" or device == "cuda" or (device == "auto" and cuda):
+        return None
+    if nproc == "cpu" or (nproc == "auto" and not cuda):
+        return os.cpu_count() or 1
+    return torch.cuda.device_count() if nproc == "auto" else int(nproc)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not all of the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def rank_memory(n_train: int | None, n_test: int | None) -> int:
+    """Bytes one CPU rank of the DDP program needs, at least: an interpreter with PyTorch
+    imported (this process's own pages, measured now: the shared libraries are loaded once
+    for all ranks) plus its FashionMNIST splits as uint8 and float32 (about 0.55 GB in all
+    for the full data set, where issue 22 measured about 0.6 GB per rank).
+    """
+    import psutil
+
+    samples = (n_train or FASHION_MNIST_SAMPLES[0]) + (n_test or FASHION_MNIST_SAMPLES[1])
+    return psutil.Process().memory_full_info().uss + samples * 28 * 28 * (1 + 4)
+
+
+def check_capacity(nproc: str, device: str, n_train: int | None, n_test: int | None) -> None:
+    """Refuse, naming ``--nproc-per-node``, CPU ranks this machine cannot hold.
+
+    N CPU processes on fewer cores only wait for each other, and N processes whose memory
+    exceeds what is available swap the machine to a standstill (64 ranks of ~0.6 GB on a
+    24 GB laptop froze it: issue 22). Both are decided here, before any rank starts.
+    """
+    import psutil
+
+    n = cpu_ranks(nproc, device)
+    if n is None:
+        return
+    cores, per_rank = usable_cores(), rank_memory(n_train, n_test)
+    available = psutil.virtual_memory().available
+    if n <= cores and n * per_rank <= available:
+        return
+    fits = max(1, min(cores, available // per_rank))
+    gb = 1024**3
+    raise UsageError(
+        f"--nproc-per-node: {n} CPU processes need {n} cores and about "
+        f"{n * per_rank / gb:.1f} GB; this machine has {cores} usable core(s) and "
+        f"{available / gb:.1f} GB available, so it would freeze; use --nproc-per-node {fits} "
+        "(or add --oversubscribe to start them anyway)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     out = check_out_dir(args.out)
     if args.resume:
-        load_checkpoint(out / CHECKPOINT_NAME)  # missing/corrupt: ParamError("resume")
+        state = load_checkpoint(out / CHECKPOINT_NAME)  # missing/corrupt: ParamError("resume")
+        _check_model(state, args.model, out)
     elif (out / CHECKPOINT_NAME).exists():
         raise UsageError(
             f"--out: {out} already holds a checkpoint; add --resume to continue it, or "
@@ -109,12 +111,41 @@ def run(args: argparse.Namespace) -> int:
         name = signal.Signals(exc.signum).name
         print(
             f"d2lopt train: {name} received; checkpoint saved to {exc.path}. "
-            f"Continue with: d2lopt train --out {out} --resume (same flags)",
+            f"Continue with: {resume_command(getattr(args, 'typed', ['train']))}",
             file=sys.stderr,
         )
         return 128 + exc.signum
     _print_history(history, out)
     return 0
+
+
+def resume_command(typed: list[str]) -> str:
+    """The command that continues an interrupted run: the one typed, with ``--resume``.
+
+    Every flag the run was started with is repeated (the checkpoint continues only with
+    the same model, data and settings), so the hint can be copied as it is.
+
+    Example:
+        >>> resume_command(["train", "--model", "cnn", "--out", "runs/my cnn"])
+        "d2lopt train --model cnn --out 'runs/my cnn' --resume"
+    """
+    return shlex.join(["d2lopt", *(w for w in typed if w != "--resume"), "--resume"])
+
+
+def _check_model(state: dict, model: str, out: Path) -> None:
+    """Refuse, naming ``--model``, a checkpoint of the other course model (before any data)."""
+    from ..models import cnn, mlp
+
+    saved = state.get("model")
+    if not isinstance(saved, dict):  # sharded (FSDP) checkpoints hold no full model
+        return
+    keys = set(saved)
+    for name, build in (("mlp", mlp), ("cnn", cnn)):
+        if name != model and keys == set(build().state_dict()):
+            raise UsageError(
+                f"--model: the checkpoint in {out} was trained with --model {name}; "
+                f"use --model {name} to continue it, or a new --out"
+            )
 
 
 def _print_history(history: list[dict], out: Path) -> None:

@@ -138,6 +138,12 @@ def _print_results(sweep: LoaderSweep, cores: int, device: torch.device) -> dict
         rows.append(f"{label:<58} {run.samples_per_s:>9.0f} {run.startup * 1e3:>6.0f} ms "
                     f"{run.wait_fraction:>8.0%}  {vs}")  # fmt: skip
     print("\n".join(rows))
+    print(
+        "start-up: time to the first batch (workers starting, first reads); waiting: the "
+        "share of a pass spent waiting for the next batch, i.e. what the loader would make "
+        "a training step wait (near 100%: loading is the bottleneck, as in a pass that only "
+        "loads; near 0%: batches are ready before they are asked for)"
+    )
     best = sweep.best() if sweep.sweep is not None else next(iter(sweep.runs.values()))
     c = best.vs_reference
     if c is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -34,8 +35,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
-from ..checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
-from ..data import fashion_mnist, seed_worker, synthetic_fashion_mnist
+from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
+from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
 from ..errors import ParamError, UsageError
 from ..flags import (
     PROGRAM_FLAGS,
@@ -216,6 +217,12 @@ def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
                      strategy=args.strategy)  # fmt: skip
     except ParamError as exc:
         raise exc.usage(_resume_flags(args)) from None
+    if args.resume and "WORLD_SIZE" in os.environ:  # a rank: it knows the new world size
+        # allowed, but never silent (issue 22); an elastic restart changes the world by
+        # design (notebook 11), so only a resume the learner asked for says it
+        change = batch_change(state, config, world_size=world, accumulate=args.accumulate)
+        if change:
+            notice_once("batch-change", change)  # rank 0 only, once per process
     return state
 
 
@@ -311,8 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except TrainingInterrupted as exc:  # one process without torchrun: fit saved, then stopped
         name = signal.Signals(exc.signum).name
-        print(f"d2lopt ddp: {name} received; checkpoint saved to {exc.path}; continue with "
-              "the same flags and --resume", file=sys.stderr)  # fmt: skip
+        typed = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+        again = shlex.join(["python", "-m", "d2lopt.ddp", *typed, "--resume"])  # issue 22
+        print(f"d2lopt ddp: {name} received; checkpoint saved to {exc.path}; continue with: "
+              f"{again}", file=sys.stderr)  # fmt: skip
         return 128 + exc.signum
     finally:
         teardown()

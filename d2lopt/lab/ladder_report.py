@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ def _entries(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | No
         if r["status"] == "measured":
             out.append((r["name"], r["adds"], r, ""))
         else:
-            out.append((r["name"], r["adds"], None, f"{r['status']}: {r['reason']}"))
+            out.append((r["name"], r["adds"], None, f"{r['status']}: {_in_flags(r['reason'])}"))
     ceiling = result["ceiling"]
     out.append(("ceiling (data on device)", "the best rung's loop and evaluation, batches "
                 "already on the device", ceiling, ""))  # fmt: skip
@@ -304,7 +305,7 @@ def decisions_table(result: dict[str, Any]) -> str:
     for r in result["rungs"][1:]:
         d = r.get("decision")
         if d is None:
-            out.append(f"| {r['name']} | - | - | {r['status']}: {r['reason']} |")
+            out.append(f"| {r['name']} | - | - | {r['status']}: {_in_flags(r['reason'])} |")
         else:
             kept = "kept" if r["status"] == "measured" else "rejected"
             out.append(f"| {r['name']} | {d['measured']} | {d['against']} | {d['summary']}: "
@@ -425,9 +426,55 @@ def ladder_markdown(result: dict[str, Any]) -> str:
         decisions_table(result),
     ]
     out += ["", "## Targets and caveats", ""] + [f"- {c}" for c in caveats(result)]
-    quick = " --quick" if s["quick"] else ""
-    out += ["", f"Reproduce: `d2lopt ladder{quick} --out DIR`."]
+    out += ["", f"Reproduce: `{reproduce_command(result)}`."]
     return "\n".join(out) + "\n"
+
+
+def _in_flags(reason: str) -> str:
+    """A rung's reason in the command's terms: its comparison's budget is ``--decide-seconds``.
+
+    The comparison's own advice names its Python argument (``raise max_seconds``); each
+    rung's comparison gets ``decide_seconds`` of it, which the learner sets with a flag.
+    """
+    return reason.replace("raise max_seconds", "raise --decide-seconds (each rung's budget)")
+
+
+# LadderSettings fields -> the flag of d2lopt ladder that sets them (d2lopt.cli.ladder.FLAGS)
+_SIZE_FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "image_size": "--image-size",
+               "batch_size": "--batch-size", "epochs": "--epochs", "warmup": "--warmup",
+               "max_rounds": "--rounds", "max_seconds": "--max-seconds",
+               "decide_seconds": "--decide-seconds"}  # fmt: skip
+
+
+def reproduce_command(result: dict[str, Any]) -> str:
+    """The ``d2lopt ladder`` command that measures this workload again, every flag included.
+
+    The learner's ``--dataset``/``--model``, ``--compile``, ``--seed`` and ``--device``
+    always; a size or budget only where it differs from the preset for ``--quick`` and this
+    device kind (the preset scales them to the hardware).
+    """
+    import shlex
+
+    from .ladder import _PRESET_FIELDS, _PRESETS, LadderSettings  # ladder imports this module
+
+    s = result["settings"]
+    words = ["d2lopt", "ladder"] + (["--quick"] if s.get("quick") else [])
+    if s.get("device", "auto") != "auto":
+        words += ["--device", s["device"]]
+    if s.get("compile"):
+        words.append("--compile")
+    for key in ("dataset", "model", "data_dir"):
+        if s.get(key):
+            words += [f"--{key.replace('_', '-')}", str(s[key])]
+    if s.get("seed"):
+        words += ["--seed", str(s["seed"])]
+    kind = "cpu" if str(result.get("device", "cpu")).startswith("cpu") else "gpu"
+    preset = {f.name: f.default for f in fields(LadderSettings)}
+    preset |= dict(zip(_PRESET_FIELDS, _PRESETS[kind, bool(s.get("quick"))], strict=True))
+    for key, flag in _SIZE_FLAGS.items():
+        if key in s and s[key] != preset[key]:
+            words += [flag, f"{s[key]:g}" if isinstance(s[key], float) else str(s[key])]
+    return shlex.join([*words, "--out", "DIR"])
 
 
 # ------------------------------------------------------------------------------ plot

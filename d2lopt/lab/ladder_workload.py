@@ -28,7 +28,7 @@ from .input_pipelines import (
     decode_images,
     read_encoded,
 )
-from .specs import call_factory, resolve
+from .specs import call_factory, check_sample, resolve
 from .tuning import standard_dataset
 
 __all__ = ["Workload", "load_user_data", "load_user_model"]
@@ -72,6 +72,7 @@ def load_user_data(spec: str, seed: int = 0) -> tuple[Dataset, Dataset, str]:
     for part, ds in (("train", train), ("test", test)):
         if len(ds) == 0:
             raise ParamError("dataset", f"the {part} set of {spec} is empty")
+    check_sample(train, spec, "dataset")  # (x, class index) items, said before any rung
     return train, test, how
 
 

@@ -30,7 +30,7 @@ from ..errors import ParamError, ParamTypeError
 from ..memory import worker_memory
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
 from .loading import build_loader
-from .specs import call_factory, resolve
+from .specs import call_factory, check_sample, resolve
 
 __all__ = [
     "DEFAULT",
@@ -230,6 +230,7 @@ def _resolve_dataset(spec: str, *, from_cwd: bool = False) -> Dataset:
             f"{spec} is a {type(obj).__name__}, not a Dataset; point to a Dataset "
             "instance or a zero-argument function that returns one",
         )
+    check_sample(obj, spec, "dataset", labels=False)  # (x, y) items: said here, not mid-sweep
     return obj
 
 

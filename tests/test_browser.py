@@ -964,7 +964,11 @@ def test_loader_explorer_measures_the_chosen_setting(browser: Browser, stem: str
     line next to the button (the chart itself is a PNG); the new chart must also be taller
     by one bar. Only the cells the explorer needs run: imports, parameters, the data set.
     """
-    path = browser.lab.root / f"{stem}.ipynb"
+    # a fresh copy of the course's file: test_stored_widgets_render trusted the served one in
+    # the page, and with the course's lab settings (saveState) its widgets' state travels
+    # with that open document; a learner's copy is opened fresh (make lab trusts it first)
+    path = browser.lab.root / f"live-{stem}.ipynb"
+    shutil.copy2(NOTEBOOKS / f"{stem}.ipynb", path)
     nb = _open_and_check(browser, path)
     try:
         target = find_cell(nb, r"\bexplore\(")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,13 @@ def test_capacity_counts_memory_too_and_oversubscribe_goes_ahead(monkeypatch, tm
     class Memory:
         available = 1024**3  # 1 GB: less than two ranks of the full data set
 
+    class Process:  # the command's own pages, as a fresh `d2lopt ddp` has them: not pytest's
+        def memory_full_info(self):
+            return type("Info", (), {"uss": 400 * 1024**2})()
+
     monkeypatch.setattr(ddp_cli, "usable_cores", lambda: 64)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
+    monkeypatch.setattr(psutil, "Process", Process)
     with pytest.raises(Exception, match=r"--nproc-per-node: 4 CPU processes .* 1\.0 GB avail"):
         ddp_cli.check_capacity("4", "cpu", None, None)
     ddp_cli.check_capacity("1", "cpu", 256, 64)  # a small run fits
@@ -293,9 +299,10 @@ pairs = Pairs()
 
 
 @pytest.fixture
-def learner(tmp_path: Path) -> Path:
+def learner(tmp_path: Path) -> Iterator[Path]:
     (tmp_path / "mydata.py").write_text(USER_MODULE)
-    return tmp_path
+    yield tmp_path
+    sys.modules.pop("mydata", None)  # the next test's mydata is another module
 
 
 @pytest.mark.parametrize("command", ["tune-loader", "ladder"])

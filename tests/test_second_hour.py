@@ -485,3 +485,20 @@ def test_the_ddp_program_alone_prints_its_exact_resume_command(monkeypatch, tmp_
     assert ddp.main(argv) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert err.rstrip().endswith(f"continue with: python -m d2lopt.ddp {' '.join(argv)} --resume")
+
+
+def test_a_package_lists_what_its_submodules_define_and_no_repr_is_cut() -> None:
+    from d2lopt.lab.specs import _describe, resolve
+
+    with pytest.raises(ParamError) as info:
+        resolve("torchvision.datasets:NoSuchSet", "dataset")
+    assert "it defines: CIFAR10, CIFAR100" in str(info.value)  # defined in its submodules
+    with pytest.raises(ParamError) as info:
+        resolve("torch.nn:NoNet", "model")
+    assert "it defines: AdaptiveAvgPool1d" in str(info.value) and "more)" in str(info.value)
+
+    class Image:  # a PIL image's repr carries its address: the type alone is said
+        pass
+
+    assert _describe(Image()) == f"a {__name__}.Image"
+    assert _describe("x" * 60) == f"a str ('{'x' * 36}...)"  # 37 characters of the repr

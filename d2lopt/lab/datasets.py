@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, TensorDataset, get_worker_info
 
 from ..errors import ParamError
 
@@ -43,6 +43,7 @@ __all__ = [
     "WorkerProbe",
     "NumberStream",
     "shard_stream",
+    "tiny_image_set",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -331,3 +332,17 @@ def shard_stream(worker_id: int) -> None:
     per_worker = math.ceil((stream.end - stream.start) / info.num_workers)
     stream.start = stream.start + worker_id * per_worker
     stream.end = min(stream.start + per_worker, stream.end)
+
+
+def tiny_image_set(n: int = 1000, seed: int = 0) -> TensorDataset:
+    """A learner's data set as ``--dataset`` sees it: ``(image, class index)`` tensor pairs.
+
+    ``12_putting_it_together`` points ``load_user_data`` at it the way a learner points
+    ``d2lopt ladder --dataset mydata:train_set`` at their own module: a zero-argument call
+    returning a map-style ``Dataset`` (here ``n`` seeded synthetic FashionMNIST-like
+    images scaled to [0, 1]).
+    """
+    from ..synthetic import synthetic_fashion_mnist
+
+    images, labels = synthetic_fashion_mnist(n, seed)
+    return TensorDataset(images.float() / 255, labels)

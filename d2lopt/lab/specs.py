@@ -76,24 +76,30 @@ def call_factory(factory: Callable[[], Any], spec: str, param: str) -> Any:
 
 
 def _defined(module_name: str, most: int = 12) -> str:
-    """``"; it defines: a, b, c"``: the public names the module itself defines (for a typo)."""
+    """``"; it defines: a, b, c"``: the public names the module offers (for a typo).
+
+    Its ``__all__`` where it has one; otherwise what it or its own submodules define (a
+    package such as ``torchvision.datasets`` defines its classes in submodules), not what it
+    imported from elsewhere (torch, Dataset, ...).
+    """
     try:
         module = importlib.import_module(module_name)
     except ImportError:
         return ""
-    names = []
-    for name, obj in vars(module).items():
-        if name.startswith("_") or isinstance(obj, types.ModuleType):
-            continue
-        home = (
-            getattr(obj, "__module__", module_name)
-            if isinstance(obj, type) or callable(obj)
-            else module_name
-        )
-        if home == module_name:  # not what it imported (torch, Dataset, ...)
-            names.append(name)
+    names = [n for n in getattr(module, "__all__", ()) if not n.startswith("_")]
     if not names:
-        return "; it defines no public name"
+        for name, obj in vars(module).items():
+            if name.startswith("_") or isinstance(obj, types.ModuleType):
+                continue
+            home = (
+                getattr(obj, "__module__", None) or module_name
+                if isinstance(obj, type) or callable(obj)
+                else module_name
+            )
+            if home == module_name or home.startswith(module_name + "."):
+                names.append(name)
+    if not names:
+        return ""
     more = f" (and {len(names) - most} more)" if len(names) > most else ""
     return f"; it defines: {', '.join(sorted(names)[:most])}{more}"
 
@@ -110,7 +116,10 @@ def _describe(value: Any) -> str:
     name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
     if shape is not None:
         return f"a {name} of shape {tuple(shape)}, dtype {getattr(value, 'dtype', '?')}"
-    return f"a {name} ({value!r:.40})"
+    if kind.__module__ != "builtins":  # its repr may carry an address: the type says enough
+        return f"a {name}"
+    text = repr(value)
+    return f"a {name} ({text if len(text) <= 40 else text[:37] + '...'})"
 
 
 _INPUTS = "a tensor (or NumPy array) of numbers"

@@ -160,7 +160,7 @@ def compare_many(
         max_rounds: stop after this many rounds in any case. The looks are
             :func:`d2lopt.stats.planned_looks` ``(last, confidence)``, planned after the
             warm-up: ``last`` is ``max_rounds`` or, when the warm-up says the budget affords
-            fewer rounds, 1.5 times those (fewer looks, each with more of the error).
+            fewer rounds, those (fewer looks, each with more of the error).
         number: calls per timed block; None picks enough for a block of at least 10 ms.
         timer: the clock (as ``torch.utils.benchmark.Timer``'s ``timer``); the tests of
             the stopping rule pass a simulated one.
@@ -204,17 +204,18 @@ def compare_many(
 
 
 def _last_look(max_rounds: int, seconds_left: float, per_round: float) -> int:
-    """The last planned look: ``max_rounds``, or 1.5 times the rounds the budget affords.
+    """The last planned look: ``max_rounds``, or the rounds the budget affords if fewer.
 
     Sized from the warm-up's cost of a round, before the first timed one: a small budget
-    gets fewer looks, so each keeps more of the error and its first interval comes sooner.
-    The margin covers a cold warm-up; should the rounds still outrun it, the budget ends
-    the measurement and that last round is judged as a look.
+    gets fewer looks, so each keeps more of the error and its first interval comes sooner
+    (a budget of 6 rounds gets one look at 6, a 95 % interval, not two looks that each
+    need 7). Should the rounds outrun the prediction, the budget ends the measurement and
+    that last round is judged as a look; should they be faster, the plan still ends here.
     """
     if per_round <= 0:
         return max_rounds
     affordable = max(seconds_left, 0.0) / per_round
-    return min(max_rounds, max(2, math.ceil(1.5 * affordable)))
+    return min(max_rounds, max(2, math.floor(affordable)))
 
 
 def _settled(seconds, reference, confidence, min_effect, limit) -> bool:

@@ -91,10 +91,14 @@ def test_a_small_budget_plans_fewer_looks_from_the_warm_up():
 
         return call
 
-    # warm-up: 1.5 s a round, and 11 s left: 7 rounds affordable, looks planned up to 11
+    # warm-up: 1.5 s a round, and 11 s left: 7 rounds affordable, one look planned, at 7
     r = compare(work(1.0), work(0.5), max_seconds=12.5, warmup=1, number=1, timer=lambda: clock[0])
-    assert r.looks == len(planned_looks(11, 0.95)) == 2 and r.rounds == 7
+    assert r.looks == len(planned_looks(7, 0.95)) == 1 and r.rounds == 7
     assert r.verdict == "holds", r.reason  # with the default 8 looks, 7 rounds give no interval
+    # 6 affordable rounds: one look at 6, the fewest with a 95 % interval
+    clock[0] = 0.0
+    r = compare(work(1.0), work(0.5), max_seconds=11.0, warmup=1, number=1, timer=lambda: clock[0])
+    assert (r.looks, r.rounds, r.verdict) == (1, 6, "holds"), r.reason
 
 
 def test_too_few_rounds_names_the_split_and_the_rounds_needed():

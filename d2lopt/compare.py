@@ -10,12 +10,13 @@ the change being measured: a burst of background load during one of the two runs
    drift of the machine's load hits both alike and cancels in the per-round ratio;
 2. summarizes the per-round ratios with the **Hodges-Lehmann estimate** and its
    **Wilcoxon signed-rank confidence interval** (on log ratios, see :func:`ratio_interval`);
-3. looks at the intervals only at rounds planned before the first one (9, 14, 21, 32, ...:
-   :func:`d2lopt.stats.planned_looks`, up to ``max_rounds`` or the rounds the budget affords
-   after the warm-up), with the error split over the looks, and stops at
-   the first look where the verdict is decided *and* the interval narrow (about ±10 %), at
-   ``max_rounds``, or when ``max_seconds`` runs out. A verdict keeps its error rate
-   whichever look it stops at: it rests neither on one lucky round nor on one lucky look;
+3. looks at the intervals only at rounds planned before the first one (9, 14, 21, 32, ...
+   up to ``max_rounds``: :func:`d2lopt.stats.planned_looks`), with the error split over
+   the looks, and stops at the first look where the verdict is decided *and* the interval
+   narrow (about ±10 %), at ``max_rounds``, or when ``max_seconds`` runs out (that last
+   round is then judged with the error of the looks it cut off). A verdict keeps its error
+   rate whichever look it stops at: it rests neither on one lucky round nor on one lucky
+   look;
 4. answers *holds* only when the whole interval lies above ``1 + min_effect``, *does not
    hold* when it lies below, and *inconclusive* otherwise, with one line saying why.
 
@@ -152,15 +153,13 @@ def compare_many(
             predicted to end past it is not started; the warm-up and the first round
             always run, so a variant slower than the budget still gets one round (and an
             *inconclusive* verdict that says so). Where the budget ends it, the last round
-            measured is judged as a look (in place of the planned looks it cuts off).
+            measured is judged once more, with the error of the planned looks it cut off.
         warmup: untimed calls of every variant first (allocators, caches, lazy init); with
             ``warmup=0`` and ``number=None`` one call each still runs to calibrate.
         target_width: stop at a planned look only when every interval is also within
             about ± this, so the estimate is precise as well as on one side of the line.
-        max_rounds: stop after this many rounds in any case. The looks are
-            :func:`d2lopt.stats.planned_looks` ``(last, confidence)``, planned after the
-            warm-up: ``last`` is ``max_rounds`` or, when the warm-up says the budget affords
-            fewer rounds, those (fewer looks, each with more of the error).
+        max_rounds: stop after this many rounds in any case: the last planned look
+            (the looks are :func:`d2lopt.stats.planned_looks` ``(max_rounds, confidence)``).
         number: calls per timed block; None picks enough for a block of at least 10 ms.
         timer: the clock (as ``torch.utils.benchmark.Timer``'s ``timer``); the tests of
             the stopping rule pass a simulated one.
@@ -182,40 +181,29 @@ def compare_many(
 
     seconds: dict[str, list[float]] = {name: [] for name in names}
     limit = math.log1p(target_width)
-    last = _last_look(max_rounds, max_seconds - (timer() - start), number * sum(per_call.values()))
-    looks = planned_looks(last, confidence)  # fixed before the first round
+    looks = planned_looks(max_rounds, confidence)  # fixed before the first round
     each = look_confidence(confidence, len(looks))
-    r = 0
-    while r < last:
+    r, looked, share = 0, 0, 1
+    while r < max_rounds:
         predicted = number * sum(per_call.values())
         if r > 0 and timer() - start + predicted > max_seconds:
-            break  # the next round would end past the budget: this round is the last look
+            # the budget, not the ratios, ends it: this round is judged once more, with
+            # the error of the planned looks it cuts off
+            share = len(looks) - looked
+            break
         for name in round_order(names, r):
             per_call[name] = _timed_block(fns[name], number, dev, timer)
             seconds[name].append(per_call[name])
         r += 1
-        if r in looks and _settled(seconds, reference, each, min_effect, limit):
-            break  # only at a planned look: never because an interval just crossed the line
+        if r in looks:
+            looked += 1
+            if _settled(seconds, reference, each, min_effect, limit):
+                break  # only at a planned look: never because an interval just crossed the line
     elapsed = timer() - start
     return summarize(
         seconds, reference=reference, min_effect=min_effect, confidence=confidence,
-        elapsed=elapsed, looks=len(looks),
+        elapsed=elapsed, looks=len(looks), share=share,
     )  # fmt: skip
-
-
-def _last_look(max_rounds: int, seconds_left: float, per_round: float) -> int:
-    """The last planned look: ``max_rounds``, or the rounds the budget affords if fewer.
-
-    Sized from the warm-up's cost of a round, before the first timed one: a small budget
-    gets fewer looks, so each keeps more of the error and its first interval comes sooner
-    (a budget of 6 rounds gets one look at 6, a 95 % interval, not two looks that each
-    need 7). Should the rounds outrun the prediction, the budget ends the measurement and
-    that last round is judged as a look; should they be faster, the plan still ends here.
-    """
-    if per_round <= 0:
-        return max_rounds
-    affordable = max(seconds_left, 0.0) / per_round
-    return min(max_rounds, max(2, math.floor(affordable)))
 
 
 def _settled(seconds, reference, confidence, min_effect, limit) -> bool:

@@ -63,14 +63,16 @@ def min_rounds(confidence: float) -> int:
     return n
 
 
-def look_confidence(confidence: float, looks: int) -> float:
-    """The confidence of each of ``looks`` intervals so that all of them hold at ``confidence``.
+def look_confidence(confidence: float, looks: int, share: int = 1) -> float:
+    """The confidence of one look's interval when ``looks`` looks split ``1 - confidence``.
 
-    Bonferroni's split: each look may be wrong with probability ``(1 - confidence) / looks``,
-    so the chance that *any* look is wrong, whichever one the measurement stops at, is at
-    most ``1 - confidence`` (the union bound needs no model of how the looks correlate).
+    Bonferroni's split: each planned look may be wrong with probability
+    ``(1 - confidence) / looks``, so the chance that *any* look is wrong, whichever one the
+    measurement stops at, is at most ``1 - confidence`` (the union bound needs no model of
+    how the looks correlate). A look that takes the place of ``share`` planned looks (the
+    time budget ended the measurement before them) may spend their error too.
     """
-    return 1 - (1 - confidence) / looks
+    return 1 - (1 - confidence) * share / looks
 
 
 def planned_looks(max_rounds: int, confidence: float) -> tuple[int, ...]:
@@ -82,10 +84,12 @@ def planned_looks(max_rounds: int, confidence: float) -> tuple[int, ...]:
     Checking an ordinary 95 % interval after every round and stopping once it clears the
     line is wrong about a quarter of the time when the truth sits on the line, because each
     look is another chance for noise to push the interval over it; with planned looks and a
-    split error the verdict keeps its error rate at whichever look it stops, also when the
-    time budget ends the measurement between two looks (that last look takes the place of
-    the planned ones it cuts off, so there are never more looks than planned). The first
-    look is the fewest rounds for which an interval at the split confidence exists.
+    split error the verdict keeps its error rate at whichever look it stops. When the time
+    budget ends the measurement first, its last round is judged once more, in place of the
+    planned looks it cuts off, with their error (``share`` in :func:`look_confidence`): the
+    budget is spent by the rounds' total time, not by what their ratios say, so that look
+    is not chosen by the data. The first planned look is the fewest rounds for which an
+    interval at the split confidence exists.
 
     Example:
         >>> planned_looks(200, 0.95)
@@ -176,21 +180,23 @@ def judge(
     confidence: float,
     elapsed: float,
     looks: int = 1,
+    share: int = 1,
 ) -> tuple[str, str]:
     """The verdict on "faster by at least ``min_effect``" and one line saying why.
 
     *holds* only when the whole interval ``[lo, hi]`` lies above ``1 + min_effect``, *does
     not hold* when it lies below, *inconclusive* otherwise (with the noise of the rounds,
     or the rounds still missing for an interval). ``[lo, hi]`` is the interval at
-    ``look_confidence(confidence, looks)``: ``looks`` is the number of planned looks the
-    error was split over (1 for rounds judged once). ``elapsed`` is NaN for rounds measured
+    ``look_confidence(confidence, looks, share)``: ``looks`` is the number of planned looks
+    the error was split over (1 for rounds judged once), ``share`` how many of their shares
+    this look spends. ``elapsed`` is NaN for rounds measured
     elsewhere (:func:`d2lopt.sweep.summarize`): the advice then names rounds, not time.
     """
     rounds = len(ratios)
     bar = 1 + min_effect
     if math.isnan(lo):
-        need = min_rounds(look_confidence(confidence, looks))
-        split = f" split over {looks} planned looks" if looks > 1 else ""
+        need = min_rounds(look_confidence(confidence, looks, share))
+        split = f" ({share} of {looks} planned looks' share)" if share < looks else ""
         if math.isnan(elapsed):  # summarize(): rounds taken elsewhere
             return INCONCLUSIVE, (
                 f"only {rounds} round(s), and a {confidence:.0%} interval{split} needs {need}: "

@@ -30,13 +30,15 @@ class Comparison:
             (> 1: the candidate is faster).
         ci: the confidence interval of ``speedup``; ``(nan, nan)`` with too few rounds.
             It holds at ``confidence`` whichever of the ``looks`` the measurement stopped
-            at: each look's interval is computed at ``look_confidence(confidence, looks)``.
+            at: its interval is computed at ``look_confidence(confidence, looks, share)``.
         rounds: paired rounds measured.
         verdict: ``"holds"``, ``"does not hold"`` or ``"inconclusive"`` for the claim
             "the candidate is faster by at least ``min_effect``".
         reason: one line: why this verdict follows from the interval.
         baseline_seconds, candidate_seconds: seconds per call in each round.
         looks: the planned looks the error was split over (1: the rounds were judged once).
+        share: how many planned looks' shares of the error this interval spends (1 at a
+            planned look; more where the time budget ended the rounds before those looks).
     """
 
     label: str
@@ -50,6 +52,7 @@ class Comparison:
     baseline_seconds: tuple[float, ...] = field(repr=False)
     candidate_seconds: tuple[float, ...] = field(repr=False)
     looks: int = 1
+    share: int = 1
 
     @property
     def baseline_median(self) -> float:
@@ -89,6 +92,7 @@ class Comparison:
             "baseline_seconds": list(self.baseline_seconds),
             "candidate_seconds": list(self.candidate_seconds),
             "looks": self.looks,
+            "share": self.share,
         }
 
 
@@ -98,7 +102,7 @@ class Sweep:
 
     ``seconds[name]`` holds seconds per call in each round; ``comparisons[name]`` the
     :class:`Comparison` of ``name`` against the reference (absent for the reference);
-    ``looks`` the planned looks the error was split over (see :class:`Comparison`).
+    ``looks`` and ``share`` as in :class:`Comparison`.
     """
 
     reference: str
@@ -106,6 +110,7 @@ class Sweep:
     comparisons: dict[str, Comparison]
     elapsed: float
     looks: int = 1
+    share: int = 1
 
     @property
     def rounds(self) -> int:
@@ -138,7 +143,7 @@ class Sweep:
         any_c = next(iter(self.comparisons.values()))  # all share min_effect and confidence
         return comparison(
             candidate, baseline, self.seconds, any_c.min_effect, any_c.confidence, self.elapsed,
-            self.looks,
+            self.looks, self.share,
         )  # fmt: skip
 
     def table(self) -> str:
@@ -163,13 +168,15 @@ def _fmt_seconds(s: float) -> str:
     return f"{s * 1e6:.1f} µs"
 
 
-def comparison(name, reference, seconds, min_effect, confidence, elapsed, looks=1) -> Comparison:
+def comparison(
+    name, reference, seconds, min_effect, confidence, elapsed, looks=1, share=1
+) -> Comparison:
     """``name`` against ``reference`` from the per-round ``seconds`` of both."""
     ratios = np.asarray(seconds[reference]) / np.asarray(seconds[name])
-    est, lo, hi = ratio_interval(ratios, look_confidence(confidence, looks))
+    est, lo, hi = ratio_interval(ratios, look_confidence(confidence, looks, share))
     verdict, reason = judge(
         lo, hi, ratios, min_effect=min_effect, confidence=confidence, elapsed=elapsed,
-        looks=looks,
+        looks=looks, share=share,
     )  # fmt: skip
     return Comparison(
         label=f"{name} vs {reference}",
@@ -183,6 +190,7 @@ def comparison(name, reference, seconds, min_effect, confidence, elapsed, looks=
         baseline_seconds=tuple(seconds[reference]),
         candidate_seconds=tuple(seconds[name]),
         looks=looks,
+        share=share,
     )
 
 
@@ -207,6 +215,7 @@ def summarize(
     confidence: float = 0.95,
     elapsed: float = math.nan,
     looks: int = 1,
+    share: int = 1,
 ) -> Sweep:
     """Intervals and verdicts for timings already taken in paired rounds.
 
@@ -215,7 +224,8 @@ def summarize(
     ``d2lopt.dist.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
     with the order alternated between rounds. ``looks``: how many times the caller looked at
     the intervals to decide whether to stop (see :func:`d2lopt.stats.planned_looks`); a fixed
-    number of rounds, judged once at the end, is one look.
+    number of rounds, judged once at the end, is one look. ``share``: how many of those
+    looks' shares of the error this judgement spends (see :func:`d2lopt.stats.look_confidence`).
     """
     if reference not in seconds:
         raise ValueError(f"reference: {reference!r} is not one of {sorted(seconds)}")
@@ -225,13 +235,15 @@ def summarize(
     check_judging(min_effect, confidence)
     if isinstance(looks, bool) or not isinstance(looks, int) or looks < 1:
         raise ValueError(f"looks: must be an int >= 1 (1: judged once), got {looks!r}")
+    if isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= looks:
+        raise ValueError(f"share: must be an int from 1 to looks ({looks}), got {share!r}")
     seconds = {name: list(times) for name, times in seconds.items()}
     comparisons = {
-        name: comparison(name, reference, seconds, min_effect, confidence, elapsed, looks)
+        name: comparison(name, reference, seconds, min_effect, confidence, elapsed, looks, share)
         for name in seconds
         if name != reference
     }
-    return Sweep(reference, seconds, comparisons, elapsed, looks)
+    return Sweep(reference, seconds, comparisons, elapsed, looks, share)
 
 
 def setting_label(setting: Mapping[str, Any]) -> str:

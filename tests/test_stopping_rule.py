@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from d2lopt.compare import compare
+from d2lopt.compare import compare, summarize
 from d2lopt.lab.stopping import error_table, peeking, simulate
 from d2lopt.stats import format_interval, look_confidence, min_rounds, planned_looks
 from d2lopt.verdict import INCONCLUSIVE
@@ -65,7 +65,7 @@ def test_looks_are_planned_before_the_first_round_and_end_at_max_rounds():
             assert looks[0] >= min_rounds(look_confidence(0.95, len(looks)))
 
 
-def test_a_budget_stop_between_looks_is_judged_at_the_split_confidence():
+def test_a_budget_stop_between_looks_spends_the_error_of_the_looks_it_cut_off():
     clock, calls = [0.0], [0]
 
     def work(seconds):
@@ -78,11 +78,13 @@ def test_a_budget_stop_between_looks_is_judged_at_the_split_confidence():
     # about 1.5 s per round: the budget ends the sweep after 11 rounds, between looks 9 and 14
     r = compare(work(1.0), work(0.5), max_seconds=17.0, warmup=0, number=1, target_width=1e-9,
                 timer=lambda: clock[0])  # fmt: skip
-    assert r.rounds == 11 and r.looks == len(planned_looks(200, 0.95))
+    looks = planned_looks(200, 0.95)
+    assert r.rounds == 11 and r.looks == len(looks) == 8
+    assert r.share == 7  # the look at 9 was taken; the 7 after it were cut off
     assert r.verdict == "holds" and "raise max_seconds" not in r.reason
 
 
-def test_a_small_budget_plans_fewer_looks_from_the_warm_up():
+def test_a_small_budget_gets_a_whole_95_percent_interval():
     clock = [0.0]
 
     def work(seconds):
@@ -91,26 +93,36 @@ def test_a_small_budget_plans_fewer_looks_from_the_warm_up():
 
         return call
 
-    # warm-up: 1.5 s a round, and 11 s left: 7 rounds affordable, one look planned, at 7
-    r = compare(work(1.0), work(0.5), max_seconds=12.5, warmup=1, number=1, timer=lambda: clock[0])
-    assert r.looks == len(planned_looks(7, 0.95)) == 1 and r.rounds == 7
-    assert r.verdict == "holds", r.reason  # with the default 8 looks, 7 rounds give no interval
-    # 6 affordable rounds: one look at 6, the fewest with a 95 % interval
-    clock[0] = 0.0
+    # 1.5 s a round: the budget ends the sweep after 6 rounds, before the first planned look
+    # (9): no look was taken, so this one spends the whole 5 %
     r = compare(work(1.0), work(0.5), max_seconds=11.0, warmup=1, number=1, timer=lambda: clock[0])
-    assert (r.looks, r.rounds, r.verdict) == (1, 6, "holds"), r.reason
+    assert (r.rounds, r.share, r.looks) == (6, 8, 8) and r.verdict == "holds", r.reason
 
 
-def test_too_few_rounds_names_the_split_and_the_rounds_needed():
+def test_too_few_rounds_names_the_rounds_needed():
     clock = [0.0]
 
     def call():
         clock[0] += 1.0
 
-    r = compare(call, call, max_seconds=7.5, warmup=0, number=1, timer=lambda: clock[0])
-    assert r.verdict == INCONCLUSIVE and math.isnan(r.ci[0])
-    need = min_rounds(look_confidence(0.95, len(planned_looks(200, 0.95))))
-    assert f"split over 8 planned looks needs {need}: raise max_seconds" in r.reason, r.reason
+    r = compare(call, call, max_seconds=4.5, warmup=0, number=1, timer=lambda: clock[0])
+    assert r.verdict == INCONCLUSIVE and math.isnan(r.ci[0]) and r.rounds == 2
+    assert "and a 95% interval needs 6: raise max_seconds" in r.reason, r.reason
+
+
+def test_a_settled_look_keeps_its_own_share():
+    clock = [0.0]
+
+    def work(seconds):
+        def call():
+            clock[0] += seconds
+
+        return call
+
+    r = compare(work(1.0), work(0.5), max_seconds=1e9, warmup=0, number=1, timer=lambda: clock[0])
+    assert (r.rounds, r.share) == (9, 1)  # stopped at the first planned look, settled
+    with pytest.raises(ValueError, match="share"):
+        summarize({"a": [1.0] * 6, "b": [1.0] * 6}, reference="a", looks=2, share=3)
 
 
 def test_an_end_near_the_line_gets_a_third_decimal():

@@ -248,5 +248,6 @@ def report(
         "loader_sweep": loader_sweep,  # LoaderRun.to_dict() rows, as tune-loader's
         "final_rounds": sweep.rounds,
         "final_looks": sweep.looks,  # the intervals of the final rounds are split over these
+        "final_share": sweep.share,  # and spend this many looks' share of the error
     }
     return result

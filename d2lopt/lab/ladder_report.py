@@ -316,11 +316,12 @@ def decisions_table(result: dict[str, Any]) -> str:
 def _final_confidence(result: dict[str, Any]) -> float:
     """The confidence of one interval on the final rounds, which stopped at a planned look.
 
-    Those rounds' intervals are split over ``final_looks`` (:func:`d2lopt.stats.planned_looks`):
-    a fresh 95 % interval on them would peek. Reports written before looks were planned
-    have no ``final_looks`` and count as one look.
+    Those rounds' intervals are split over ``final_looks`` (:func:`d2lopt.stats.planned_looks`),
+    of which the last judgement spent ``final_share``: a fresh 95 % interval on them would
+    peek. Reports written before looks were planned count as one look.
     """
-    return look_confidence(result["settings"]["confidence"], result.get("final_looks", 1))
+    looks = result.get("final_looks", 1)
+    return look_confidence(result["settings"]["confidence"], looks, result.get("final_share", 1))
 
 
 def step_ups(result: dict[str, Any]) -> list[dict[str, Any]]:

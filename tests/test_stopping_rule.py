@@ -65,19 +65,29 @@ def test_looks_are_planned_before_the_first_round_and_end_at_max_rounds():
             assert looks[0] >= min_rounds(look_confidence(0.95, len(looks)))
 
 
-def test_a_budget_stop_between_looks_spends_the_error_of_the_looks_it_cut_off():
-    clock, calls = [0.0], [0]
+class SimulatedClock:
+    """A clock that moves only when a simulated function "runs": ``work(s)`` takes ``s``."""
 
-    def work(seconds):
-        def call():
-            calls[0] += 1
-            clock[0] += seconds * (1 + 0.01 * (calls[0] % 3))  # never exactly equal rounds
+    def __init__(self, jitter: bool = False) -> None:
+        self.now, self.calls, self.jitter = 0.0, 0, jitter
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, seconds: float):
+        def call() -> None:
+            self.calls += 1
+            # with jitter, never exactly equal rounds (a zero-width interval is always narrow)
+            self.now += seconds * (1 + 0.01 * (self.calls % 3) * self.jitter)
 
         return call
 
+
+def test_a_budget_stop_between_looks_spends_the_error_of_the_looks_it_cut_off():
+    clock = SimulatedClock(jitter=True)
     # about 1.5 s per round: the budget ends the sweep after 11 rounds, between looks 9 and 14
-    r = compare(work(1.0), work(0.5), max_seconds=17.0, warmup=0, number=1, target_width=1e-9,
-                timer=lambda: clock[0])  # fmt: skip
+    r = compare(clock.work(1.0), clock.work(0.5), max_seconds=17.0, warmup=0, number=1,
+                target_width=1e-9, timer=clock)  # fmt: skip
     looks = planned_looks(200, 0.95)
     assert r.rounds == 11 and r.looks == len(looks) == 8
     assert r.share == 7  # the look at 9 was taken; the 7 after it were cut off
@@ -85,41 +95,24 @@ def test_a_budget_stop_between_looks_spends_the_error_of_the_looks_it_cut_off():
 
 
 def test_a_small_budget_gets_a_whole_95_percent_interval():
-    clock = [0.0]
-
-    def work(seconds):
-        def call():
-            clock[0] += seconds
-
-        return call
-
+    clock = SimulatedClock()
     # 1.5 s a round: the budget ends the sweep after 6 rounds, before the first planned look
     # (9): no look was taken, so this one spends the whole 5 %
-    r = compare(work(1.0), work(0.5), max_seconds=11.0, warmup=1, number=1, timer=lambda: clock[0])
+    r = compare(clock.work(1.0), clock.work(0.5), max_seconds=11.0, warmup=1, number=1, timer=clock)
     assert (r.rounds, r.share, r.looks) == (6, 8, 8) and r.verdict == "holds", r.reason
 
 
 def test_too_few_rounds_names_the_rounds_needed():
-    clock = [0.0]
-
-    def call():
-        clock[0] += 1.0
-
-    r = compare(call, call, max_seconds=4.5, warmup=0, number=1, timer=lambda: clock[0])
+    clock = SimulatedClock()
+    r = compare(clock.work(1.0), clock.work(1.0), max_seconds=4.5, warmup=0, number=1,
+                timer=clock)  # fmt: skip
     assert r.verdict == INCONCLUSIVE and math.isnan(r.ci[0]) and r.rounds == 2
     assert "and a 95% interval needs 6: raise max_seconds" in r.reason, r.reason
 
 
 def test_a_settled_look_keeps_its_own_share():
-    clock = [0.0]
-
-    def work(seconds):
-        def call():
-            clock[0] += seconds
-
-        return call
-
-    r = compare(work(1.0), work(0.5), max_seconds=1e9, warmup=0, number=1, timer=lambda: clock[0])
+    clock = SimulatedClock()
+    r = compare(clock.work(1.0), clock.work(0.5), max_seconds=1e9, warmup=0, number=1, timer=clock)
     assert (r.rounds, r.share) == (9, 1)  # stopped at the first planned look, settled
     with pytest.raises(ValueError, match="share"):
         summarize({"a": [1.0] * 6, "b": [1.0] * 6}, reference="a", looks=2, share=3)

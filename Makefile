@@ -134,6 +134,13 @@ nbval-emulated: $(STAMP)
 	$(EMULATED_ISA) OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(NB) $(NBVAL)
 	$(EMULATED_ISA) OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(NB) $(NBVAL)
 
+# The course as a static website (Sphinx + MyST-NB, book/): every notebook with its
+# committed outputs, nothing executed, nothing downloaded; widgets shown as last saved.
+# Open _build/html/index.html (_build/ is git-ignored).
+.PHONY: book
+book: $(STAMP)
+	$(BIN)/python book/build.py _build
+
 # Wheels for `bash benchmarks/gpu_check.sh` on an offline GPU image, downloaded here (needs
 # the network, not .venv): what such an image lacks (benchmarks/gpu_wheels.txt: papermill,
 # a Jupyter kernel, d2l, ...) for its Python, into $(GPU_WHEELS)/ (git-ignored, < 50 MB).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 project = "d2lopt"
 author = "the d2lopt authors"
-copyright = "the d2lopt authors"  # noqa: A001 (Sphinx's name)
+copyright = "the d2lopt authors"
 
 extensions = ["myst_nb"]
 # Render the outputs committed with each notebook: never execute one (a build needs no

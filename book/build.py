@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import html
+import shutil
 import subprocess
 import sys
 import time
@@ -237,6 +238,9 @@ def build(out: Path, notebooks: Path = NOTEBOOKS) -> Path:
     cmd = [sys.executable, "-m", "sphinx", "--builder", "html", "--quiet", "--conf-dir"]
     cmd += [str(CONF_DIR), "--doctree-dir", str(out / "doctrees"), str(out / "src")]
     subprocess.run([*cmd, str(html_dir)], check=True)
+    # A page's download button offers its source: the course's notebook, not the frozen copy.
+    for path in sorted(notebooks.glob("*.ipynb")):
+        shutil.copyfile(path, html_dir / "_sources" / path.name)
     took = time.perf_counter() - start
     print(f"book: built {html_dir / 'index.html'} in {took:.0f} s (open it in a browser)")
     return html_dir

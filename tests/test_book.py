@@ -106,6 +106,9 @@ def test_every_notebook_has_a_page_with_its_charts(site: Path, path: Path) -> No
     assert not missing, (
         f"{page.name} lacks {len(missing)} of the {len(charts)} charts of {path.name}"
     )
+    assert (site / "_sources" / path.name).read_bytes() == path.read_bytes(), (
+        "the page's download button must offer the course's notebook, not the frozen copy"
+    )
     index = (site / "index.html").read_text(encoding="utf-8")
     assert f'href="{path.stem}.html"' in index, f"index.html does not list {path.name}"
 

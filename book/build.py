@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import nbformat
@@ -235,8 +236,9 @@ def build(out: Path, notebooks: Path = NOTEBOOKS) -> Path:
     start = time.perf_counter()
     stage(out / "src", notebooks)
     html_dir = out / "html"
-    cmd = [sys.executable, "-m", "sphinx", "--builder", "html", "--quiet", "--conf-dir"]
-    cmd += [str(CONF_DIR), "--doctree-dir", str(out / "doctrees"), str(out / "src")]
+    # short options: Sphinx < 7.3 has no long ones
+    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-q", "-c", str(CONF_DIR)]
+    cmd += ["-d", str(out / "doctrees"), str(out / "src")]
     subprocess.run([*cmd, str(html_dir)], check=True)
     # A page's download button offers its source: the course's notebook, not the frozen copy.
     for path in sorted(notebooks.glob("*.ipynb")):
@@ -250,6 +252,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", nargs="?", default=str(ROOT / "_build"), type=Path)
     args = parser.parse_args(argv)
+    missing = [m for m in ("sphinx", "myst_nb", "sphinx_book_theme") if not find_spec(m)]
+    if missing:
+        sys.exit(
+            f"book: {', '.join(missing)} not installed: they come with the dev extra "
+            "(make setup, or pip install -e '.[dev]')"
+        )
     try:
         build(args.out)
     except subprocess.CalledProcessError as err:

@@ -21,7 +21,6 @@ import torch
 
 import d2lopt.lab.ladder
 from d2lopt.cli import main
-from d2lopt.compare import Comparison
 from d2lopt.lab.ladder import (
     RUNG_NAMES,
     LadderSettings,
@@ -36,6 +35,7 @@ from d2lopt.lab.ladder import (
 from d2lopt.lab.ladder_measures import PeakMemory, Timed
 from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
 from d2lopt.lab.tuning import default_workers
+from d2lopt.measure import Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = dict(

@@ -219,7 +219,7 @@ def test_warm_loaders_refuse_workers_that_would_restart_every_pass():
 
 # ----------------------------------------------------------------------------- steps, knee
 def test_steps_compare_each_setting_with_the_one_before_on_the_same_rounds():
-    from d2lopt.compare import Comparison, Sweep
+    from d2lopt.measure import Comparison, Sweep
 
     # per-round times of a finished sweep: b is twice as fast as a, c as fast as b
     seconds = {"a": [2.0, 2.2, 1.9, 2.1, 2.0, 2.05], "b": [1.0, 1.1, 0.95, 1.05, 1.0, 1.02]}

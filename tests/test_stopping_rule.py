@@ -1,4 +1,4 @@
-"""The stopping rule of d2lopt.compare: its error rate holds at whichever look it stops.
+"""The stopping rule of d2lopt.compare_many: its error rate holds at whichever look it stops.
 
 Simulated clock, seeded (d2lopt.lab.stopping): no wall time, so the rates are the same on
 every machine and every run. Each rate comes from compare_many itself on 1,000 comparisons
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from d2lopt.compare import compare, summarize
 from d2lopt.lab.stopping import error_table, peeking, simulate
+from d2lopt.measure import compare, summarize
 from d2lopt.stats import format_interval, look_confidence, min_rounds, planned_looks
 from d2lopt.verdict import INCONCLUSIVE
 

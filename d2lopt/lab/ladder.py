@@ -3,7 +3,7 @@
 Taught in ``12_putting_it_together``. One workload (by default JPEG files on disk, decoded
 and augmented per sample, and the course CNN; ``--dataset``/``--model`` swap in yours)
 climbs rungs that each add **one** optimization to the best rung so far. A rung is *kept*
-only when :func:`d2lopt.compare.compare` says it **holds** against that previous best;
+only when :func:`d2lopt.measure.compare` says it **holds** against that previous best;
 otherwise it is *rejected*, with its interval. Each decision measures what the rung changes:
 
 - loader rungs (worker processes, threads, pinned memory, GPU decode, decode once): passes of
@@ -14,7 +14,7 @@ otherwise it is *rejected*, with its interval. Each decision measures what the r
 
 Then the kept rungs, the compute ceiling (the top rung's loop and evaluation on batches that
 already sit on the device) and two peers (d2l's ``train_ch6``, Lightning's ``Trainer``) run
-whole in the same paired rounds (:func:`d2lopt.compare.compare_many`): every figure gets an
+whole in the same paired rounds (:func:`d2lopt.measure.compare_many`): every figure gets an
 interval against the baseline, and "ahead of a peer" means the interval of best/peer lies
 above 1. Each run also reports its fixed costs (start-up to the first batch, the first
 step's extra time: compilation) apart from its steady state, and its data stalls: the share

@@ -1,7 +1,7 @@
 """The ladder's climb: each rung decided against the best rung so far (``12_putting_it_together``).
 
 A rung adds one optimization to the previous best and is *kept* only when
-:func:`d2lopt.compare.compare` says it **holds**, measuring what the rung changes: loader
+:func:`d2lopt.measure.compare` says it **holds**, measuring what the rung changes: loader
 passes (through :func:`d2lopt.lab.bench.measure_loaders`, as ``d2lopt tune-loader``), training
 passes for a compute switch, whole runs for the loop's hygiene. A rung the hardware cannot
 use is *skipped* with the reason. :func:`d2lopt.lab.ladder.run_ladder` then runs the kept ones
@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from ..compare import Comparison, compare
 from ..config import TrainConfig
 from ..devices import synchronize
-from ..sweep import Sweep
+from ..measure import Comparison, Sweep, compare
 from ..verdict import HOLDS
 from .bench import measure_loaders, run_pass, sweep_loaders
 from .ladder_runs import (
@@ -51,7 +50,7 @@ def _amp_candidate(device: torch.device) -> str:
 def pair(sweep: Sweep, slow: str, fast: str) -> dict:
     """How many times faster ``fast`` ran than ``slow`` in the same paired rounds.
 
-    Judged with the sweep's own planned looks (:meth:`d2lopt.sweep.Sweep.between`): its
+    Judged with the sweep's own planned looks (:meth:`d2lopt.measure.Sweep.between`): its
     rounds stopped at one of them, so a fresh 95 % interval on them would peek.
     """
     c = sweep.between(fast, slow)

@@ -2,7 +2,7 @@
 
 Taught in ``12_putting_it_together``. After the climb (:mod:`d2lopt.lab.ladder_climb`) every kept
 rung, the compute ceiling and the peers that are installed run whole in the same paired
-rounds (:func:`d2lopt.compare.compare_many`), so every figure of ``ladder.json`` has an
+rounds (:func:`d2lopt.measure.compare_many`), so every figure of ``ladder.json`` has an
 interval against the baseline; :func:`report` assembles that content.
 """
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..compare import Sweep, compare_many
 from ..data import notice_once
+from ..measure import Sweep, compare_many
 from .ladder_climb import pair
 from .ladder_measures import PeakMemory, RunStats
 from .ladder_report import PEERS

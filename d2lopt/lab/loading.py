@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..compare import Comparison, Sweep
 from ..devices import try_gpu
+from ..measure import Comparison, Sweep
 from ..train import pin_memory_for
 from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
@@ -221,7 +221,7 @@ def steps(sweep: Sweep, order: Sequence[str]) -> list[Comparison]:
     "Where does more stop helping?" is a question about successive steps, and a series of
     medians cannot answer it: one noisy point makes a plateau look like a dip and a dip
     like a plateau. Every variant of a sweep ran in every round, so each step gets its own
-    paired interval (:meth:`d2lopt.compare.Sweep.between`). Taught in ``05_disk_to_memory``.
+    paired interval (:meth:`d2lopt.measure.Sweep.between`). Taught in ``05_disk_to_memory``.
 
     Example: ``steps(sweep, ["num_workers=0", "num_workers=1", "num_workers=2"])``.
     """

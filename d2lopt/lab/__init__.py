@@ -4,8 +4,7 @@
 package holds the machinery a notebook runs to measure a lesson:
 
 * the article's code, kept literally as the baseline (:mod:`~d2lopt.lab.article`);
-* teaching data sets and fault injection (:mod:`~d2lopt.lab.datasets`,
-  :mod:`~d2lopt.lab.faults`, ``03_dataset_dataloader``);
+* teaching data sets (:mod:`~d2lopt.lab.datasets`, ``03_dataset_dataloader``);
 * the data sets that show workers' memory: copy-on-read and prefetched bytes
   (:mod:`~d2lopt.lab.copy_on_read`, ``14_memory``);
 * loader experiments and their measurements (:mod:`~d2lopt.lab.loading`,

@@ -35,7 +35,6 @@ __all__ = [
     "decode_image_folder",
     "build_loader",
     "consume",
-    "epoch_times",
     "steps",
     "knee",
     "plateau",
@@ -186,33 +185,6 @@ def consume(
             samples += len(X)
         del batches  # a non-persistent iterator shuts its workers down here
     return samples, waited
-
-
-def epoch_times(
-    loader: Iterable, epochs: int = 3, *, max_batches: int | None = None
-) -> list[tuple[float, float]]:
-    """``(seconds to the first batch, seconds for the whole epoch)`` for each epoch.
-
-    The first-batch time is mostly worker start-up: paid every epoch by default, only in
-    the first epoch with ``persistent_workers=True``.
-    """
-    if epochs < 1:
-        raise ValueError(f"epochs: must be >= 1, got {epochs}")
-    out = []
-    with _allow_many_workers():
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            batches = iter(loader)  # starts the workers, unless they persist
-            first = None
-            for i, _batch in enumerate(batches):
-                if i == 0:
-                    first = time.perf_counter() - t0
-                if max_batches is not None and i + 1 >= max_batches:
-                    break
-            del batches
-            total = time.perf_counter() - t0
-            out.append((total if first is None else first, total))
-    return out
 
 
 def steps(sweep: Sweep, order: Sequence[str]) -> list[Comparison]:

@@ -126,8 +126,9 @@ def test_an_end_near_the_line_gets_a_third_decimal():
 
 
 def test_the_readme_quotes_the_measured_table():
-    text = SCRIPT["README"].read_text(encoding="utf-8")
+    blocks = SCRIPT["readme_blocks"]
+    text = blocks.README.read_text(encoding="utf-8")
     assert SCRIPT["START"] in text and SCRIPT["END"] in text
-    assert SCRIPT["replaced"](text, error_table()) == text, (
+    assert blocks.replaced(text, SCRIPT["START"], SCRIPT["END"], error_table()) == text, (
         "README.md's stopping-rule table is stale: python benchmarks/stopping_rule.py --write"
     )

@@ -10,7 +10,7 @@ package holds the machinery a notebook runs to measure a lesson:
 * loader experiments and their measurements (:mod:`~d2lopt.lab.loading`,
   :mod:`~d2lopt.lab.bench`), transfers (:mod:`~d2lopt.lab.transfer`), input pipelines
   (:mod:`~d2lopt.lab.input_pipelines`), loader tuning (:mod:`~d2lopt.lab.tuning`);
-* the ladder (:mod:`~d2lopt.lab.ladder` and its ``ladder_*`` modules, ``12``);
+* the ladder (:mod:`~d2lopt.lab.ladder`, its report :mod:`~d2lopt.lab.ladder_report`, ``12``);
 * rank pools and worker functions for the many-process experiments (``10_ddp``,
   ``11_scheduling``: :mod:`~d2lopt.lab.ranks`, ``balance``, ``comm``, ``scaling``), the
   cluster simulation (:mod:`~d2lopt.lab.cluster`).

@@ -15,6 +15,9 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/, for readme_blocks
+import readme_blocks  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
 VERDICT = re.compile(r"\*\*(holds|does not hold|inconclusive|depends|skipped)\*\*")
@@ -65,14 +68,7 @@ def readme_block() -> str:
 
 def main(argv: list[str]) -> int:
     if argv == ["--readme"]:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        if BEGIN not in text or END not in text:
-            print(f"README.md has no {BEGIN} ... {END} block to rewrite", file=sys.stderr)
-            return 1
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        readme.write_text(head + readme_block() + tail)
+        readme_blocks.write(BEGIN, END, summary())
         return 0
     if argv:
         print("usage: collect_verdicts.py [--readme]", file=sys.stderr)

@@ -188,8 +188,8 @@ def measure_bandwidth(sizes_mb: list[int], max_seconds: float, device: str = "cu
     """
     import torch  # only this sub-command needs torch
 
-    from d2lopt.compare import compare
     from d2lopt.lab.transfer import copy_fn, cuda_skip_reason
+    from d2lopt.measure import compare
 
     reason = cuda_skip_reason(device)
     if reason:

@@ -276,7 +276,7 @@ def explore(
     import ipywidgets as widgets
     from IPython.display import display
 
-    from .sweep import setting_label  # the label sweeps and LoaderRun use too
+    from .measure import setting_label  # the label sweeps and LoaderRun use too
 
     _label_controls(controls, max_bars)
     out = widgets.Output()

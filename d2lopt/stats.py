@@ -1,7 +1,7 @@
 """The statistics of paired rounds: the order of a round, an interval, and a verdict.
 
 Taught in ``01_environment`` (:func:`ratio_interval` on repeated timings) and behind every
-timing verdict of the course (:mod:`d2lopt.compare` measures, this module judges). Kept
+timing verdict of the course (:mod:`d2lopt.measure` measures, this module judges). Kept
 apart from the measuring loop so that programs that take their own rounds (every rank in
 lockstep: ``d2lopt.dist.parallelism``, ``d2lopt.dist.sharding``) use the same statistics.
 """
@@ -76,7 +76,7 @@ def look_confidence(confidence: float, looks: int, share: int = 1) -> float:
 
 
 def planned_looks(max_rounds: int, confidence: float) -> tuple[int, ...]:
-    """The rounds after which :func:`d2lopt.compare.compare_many` may stop and judge.
+    """The rounds after which :func:`d2lopt.measure.compare_many` may stop and judge.
 
     A group-sequential design (taught in ``05_disk_to_memory``; README "How we measure"):
     the looks are fixed before the first round, 1.5 times apart and ending at
@@ -190,7 +190,7 @@ def judge(
     ``look_confidence(confidence, looks, share)``: ``looks`` is the number of planned looks
     the error was split over (1 for rounds judged once), ``share`` how many of their shares
     this look spends. ``elapsed`` is NaN for rounds measured
-    elsewhere (:func:`d2lopt.sweep.summarize`): the advice then names rounds, not time.
+    elsewhere (:func:`d2lopt.measure.summarize`): the advice then names rounds, not time.
     """
     rounds = len(ratios)
     bar = 1 + min_effect

@@ -1,14 +1,13 @@
 """Timers that tell the truth about asynchronous devices (taught in ``05_disk_to_memory``).
 
 CUDA and MPS kernels run asynchronously: a host clock read right after a launch measures
-the launch, not the work. Every timer here synchronizes the device it times, and
-:func:`benchmark` warms up and reports medians (``torch.utils.benchmark``).
+the launch, not the work. Every timer here synchronizes the device it times. Whether one
+block of code is faster than another is for :func:`d2lopt.compare` (:mod:`d2lopt.measure`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import torch
 
 from .devices import as_device, synchronize
 
-__all__ = ["Timer", "BenchResult", "benchmark", "count_host_syncs", "SyncCounter"]
+__all__ = ["Timer", "count_host_syncs", "SyncCounter"]
 
 
 class Timer:
@@ -83,96 +82,6 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@dataclass
-class BenchResult:
-    """Summary of one benchmark: per-call times in seconds."""
-
-    label: str
-    median: float
-    iqr: float
-    times: list[float] = field(repr=False)
-    number_per_run: int = 1
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.times)
-
-    def __str__(self) -> str:
-        return f"{self.label}: median {self.median * 1e3:.3f} ms (IQR {self.iqr * 1e3:.3f} ms)"
-
-
-def benchmark(
-    fn: Callable[[], Any],
-    *,
-    label: str = "",
-    device: torch.device | str | None = None,
-    warmup: int = 2,
-    min_run_time: float = 0.2,
-    num_threads: int | None = None,
-) -> BenchResult:
-    """Time ``fn()`` with ``torch.utils.benchmark``: warm-up, then repeated runs, median/IQR.
-
-    Args:
-        fn: the work to time, called with no arguments.
-        label: name shown in reports.
-        device: synchronized after each call (CUDA is synchronized by torch's timer too;
-            MPS needs this).
-        warmup: untimed calls first (allocator, cuDNN autotuning, lazy init).
-        min_run_time: seconds of measurement to collect at least.
-        num_threads: intra-op threads during the measurement; defaults to the current
-            ``torch.get_num_threads()`` (torch's own default of 1 would hide CPU scaling).
-    """
-    if not callable(fn):
-        raise TypeError(
-            f"benchmark: fn must be callable with no arguments, got {type(fn).__name__}; "
-            "wrap the work in a lambda: benchmark(lambda: model(x))"
-        )
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"benchmark: warmup must be an int >= 0, got {warmup!r}")
-    if not isinstance(min_run_time, (int, float)) or not 0 < min_run_time < math.inf:
-        raise ValueError(f"benchmark: min_run_time must be seconds > 0, got {min_run_time!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"benchmark: num_threads must be an int >= 1, got {num_threads!r}")
-    dev = as_device(device) if device is not None else None
-
-    def call() -> None:
-        fn()
-        if dev is not None:
-            synchronize(dev)
-
-    for _ in range(warmup):
-        call()
-    tbench = _torch_benchmark()
-    timer = tbench.Timer(
-        stmt="call()",
-        globals={"call": call},
-        label=label,
-        num_threads=num_threads or torch.get_num_threads(),
-    )
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return BenchResult(
-        label=label,
-        median=m.median,
-        iqr=m.iqr,
-        times=list(m.times),
-        number_per_run=m.number_per_run,
-    )
-
-
-def _torch_benchmark():
-    """Import ``torch.utils.benchmark`` quietly.
-
-    Its import pulls in ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found"
-    on machines that have a CUDA toolkit but no GPU: noise on every notebook's stderr.
-    """
-    from .profiling import quiet_cpp_extension
-
-    quiet_cpp_extension()  # imported once, silenced: the import below finds it cached
-    import torch.utils.benchmark as tbench
-
-    return tbench
 
 
 @dataclass

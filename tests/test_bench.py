@@ -1,4 +1,4 @@
-"""d2lopt.bench: one loader result type and one sweep, on d2lopt.compare (correctness only)."""
+"""d2lopt.lab.bench: one loader result type and one sweep, on d2lopt.measure (correctness only)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from d2lopt.lab.bench import (
     measure_loader,
     measure_loaders,
     run_pass,
-    setting_label,
     sweep_loaders,
-    time_repeats,
 )
+from d2lopt.measure import setting_label, time_repeats
 from d2lopt.verdict import HOLDS
 
 
@@ -109,10 +108,10 @@ def test_to_dict_is_json_ready():
         (lambda: sweep_loaders(DS, {}), "grid: give at least one"),
         (lambda: sweep_loaders(DS, []), "grid: give at least one setting"),
         (lambda: sweep_loaders(DS, {"num_workers": [-1]}), "num_workers: must be an int >= 0"),
-        (lambda: measure_loader([], repeats=0), "repeats: must be an int >= 1"),
-        (lambda: measure_loader([], epochs=0), "epochs: must be an int >= 1"),
-        (lambda: measure_loader([], max_batches=0), "max_batches: must be an int >= 1"),
-        (lambda: time_repeats(print, repeats=0), "repeats: must be an int >= 1"),
+        (lambda: measure_loader([], repeats=0), "repeats: must be >= 1"),
+        (lambda: measure_loader([], epochs=0), "epochs: must be >= 1"),
+        (lambda: measure_loader([], max_batches=0), "max_batches: must be >= 1"),
+        (lambda: time_repeats(print, repeats=0), "repeats: must be >= 1"),
     ],
 )
 def test_bad_input_names_the_parameter(call, match):

@@ -41,7 +41,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import sync_playwright
 
-from d2lopt.lab.bench import setting_label
+from d2lopt.measure import setting_label
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""d2lopt.compare: known-truth pairs under bursty background load the test starts itself.
+"""d2lopt.measure.compare: known-truth pairs under bursty background load the test starts itself.
 
 No wall-clock thresholds: the assertions are about verdicts and ratios, which the paired,
 interleaved rounds must get right however loaded the machine is.
@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from d2lopt.compare import Comparison, compare, compare_many, min_rounds, ratio_interval
+from d2lopt.measure import Comparison, compare, compare_many
+from d2lopt.stats import min_rounds, ratio_interval
 from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, fact, verdict_table
 
 # Each process alternates busy and idle with its own period, so the load on the 2 cores

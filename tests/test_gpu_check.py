@@ -513,9 +513,9 @@ def test_bandwidth_compares_pageable_against_pinned_and_converts_to_gb_per_s(mon
     import importlib
     import types
 
-    from d2lopt.compare import Comparison
+    from d2lopt.measure import Comparison
 
-    compare_module = importlib.import_module("d2lopt.compare")  # d2lopt.compare is the function
+    compare_module = importlib.import_module("d2lopt.measure")
     transfer = importlib.import_module("d2lopt.lab.transfer")
 
     compared = []

@@ -1,4 +1,4 @@
-"""Correctness of d2lopt.ladder and `d2lopt ladder` (speed targets live in the notebook).
+"""Correctness of d2lopt.lab.ladder and `d2lopt ladder` (speed targets live in the notebook).
 
 Two toy-sized ladders (the standard JPEG workload, and a learner's own tensors and MLP) feed
 most tests: they check the report's structure, the decision rule and the arithmetic that
@@ -20,22 +20,28 @@ import pytest
 import torch
 
 import d2lopt.lab.ladder
+import d2lopt.lab.ladder_report
 from d2lopt.cli import main
-from d2lopt.compare import Comparison
 from d2lopt.lab.ladder import (
     RUNG_NAMES,
     LadderSettings,
+    PeakMemory,
     RunStats,
-    check_targets,
-    describe_target,
-    format_table,
+    Timed,
     load_user_data,
     load_user_model,
     run_ladder,
 )
-from d2lopt.lab.ladder_measures import PeakMemory, Timed
-from d2lopt.lab.ladder_report import PEERS, markdown_table, readme_section
+from d2lopt.lab.ladder_report import (
+    PEERS,
+    check_targets,
+    describe_target,
+    format_table,
+    markdown_table,
+    readme_section,
+)
 from d2lopt.lab.tuning import default_workers
+from d2lopt.measure import Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = dict(
@@ -238,7 +244,7 @@ def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path
 
     def fake_run_ladder(settings, *, out_dir, log=None):  # the measuring is tested above
         seen["settings"] = settings
-        d2lopt.lab.ladder.save_outputs(report, out_dir)
+        d2lopt.lab.ladder_report.save_outputs(report, out_dir)
         return report
 
     monkeypatch.setattr(d2lopt.lab.ladder, "run_ladder", fake_run_ladder)
@@ -329,8 +335,7 @@ def _comparison(speedup: float, lo: float, hi: float, verdict: str) -> Compariso
 
 
 def test_the_climb_keeps_a_rung_only_when_the_comparison_holds() -> None:
-    from d2lopt.lab.ladder import _Climb
-    from d2lopt.lab.ladder_runs import Rung
+    from d2lopt.lab.ladder import Rung, _Climb
 
     climb = _Climb.__new__(_Climb)  # the decision rule alone, without a workload
     climb.best = Rung("baseline", "", None)
@@ -532,9 +537,8 @@ class _SimulatedGpu:
 
 
 def _timed_epoch(gpu: _SimulatedGpu, monkeypatch, **batches) -> RunStats:
-    import d2lopt.lab.ladder_measures as measures
 
-    monkeypatch.setattr(measures.time, "perf_counter", lambda: gpu.host)
+    monkeypatch.setattr(d2lopt.lab.ladder.time, "perf_counter", lambda: gpu.host)
     timed = Timed(gpu.batches(6, **batches), 0.0, torch.device("cuda"), event=gpu.event)
     for _ in timed:
         gpu.queue_step(1.0)
@@ -575,7 +579,7 @@ def test_peak_memory_on_cuda_is_the_runs_own_peak(monkeypatch) -> None:
 def test_the_ceilings_data_leaves_the_device_with_its_run() -> None:
     """Issue 24.5: the ceiling's batches are kept on the host and copied per ceiling run,
     so later rungs do not carry the data set on the GPU."""
-    from d2lopt.lab.ladder_workload import Workload
+    from d2lopt.lab.ladder import Workload
 
     wl = Workload.__new__(Workload)  # the cache alone, without building a workload
     wl.device, wl._device_batches = torch.device("meta"), {}
@@ -594,10 +598,8 @@ def test_the_pinned_rung_is_measured_with_its_own_copies_and_step(monkeypatch) -
     runs as the previous config does; the config kept is the one measured."""
     import types
 
-    import d2lopt.lab.ladder_climb as ladder_climb
     from d2lopt import TrainConfig
-    from d2lopt.lab.ladder import _Climb
-    from d2lopt.lab.ladder_runs import Rung
+    from d2lopt.lab.ladder import Rung, _Climb
 
     built, seen = [], {}
 
@@ -611,8 +613,8 @@ def test_the_pinned_rung_is_measured_with_its_own_copies_and_step(monkeypatch) -
                                     to_dict=lambda: {})  # fmt: skip
         return types.SimpleNamespace(runs={label: run for label in makers})
 
-    monkeypatch.setattr(ladder_climb, "train_step", train_step)
-    monkeypatch.setattr(ladder_climb, "measure_loaders", measure_loaders)
+    monkeypatch.setattr(d2lopt.lab.ladder, "train_step", train_step)
+    monkeypatch.setattr(d2lopt.lab.ladder, "measure_loaders", measure_loaders)
     climb = _Climb.__new__(_Climb)
     climb.wl = types.SimpleNamespace(device=torch.device("cuda"), net=lambda: None,
                                      loader=lambda *a, **k: None)  # fmt: skip

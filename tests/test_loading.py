@@ -16,7 +16,6 @@ from d2lopt.lab.loading import (
     build_loader,
     consume,
     decode_image_folder,
-    epoch_times,
     knee,
     num_threads,
     plateau,
@@ -127,17 +126,15 @@ class _Clock:
 
 
 class _TimedLoader:
-    """Batches of 2 samples; starting a pass costs ``startup`` seconds (only the first time
-    when ``persistent``), each batch ``per_batch`` seconds, all on ``clock``."""
+    """Batches of 2 samples; starting a pass costs ``startup`` seconds, each batch
+    ``per_batch`` seconds, all on ``clock``."""
 
-    def __init__(self, clock, batches, *, startup=4.0, per_batch=1.0, persistent=False):
-        self.clock, self.batches, self.started = clock, batches, False
-        self.startup, self.per_batch, self.persistent = startup, per_batch, persistent
+    def __init__(self, clock, batches, *, startup=4.0, per_batch=1.0):
+        self.clock, self.batches = clock, batches
+        self.startup, self.per_batch = startup, per_batch
 
     def __iter__(self):
-        if not (self.persistent and self.started):
-            self.clock.now += self.startup  # workers start
-        self.started = True
+        self.clock.now += self.startup  # workers start
         return self._batches()
 
     def _batches(self):
@@ -164,26 +161,6 @@ def test_consume_counts_the_wait_for_batches_but_not_the_step(monkeypatch):
     loader = _TimedLoader(clock, batches=3, startup=0.0)
     assert consume(loader, step) == (6, 3.0)
     assert consume(loader, step, max_batches=2) == (4, 2.0)
-
-
-def test_epoch_times_returns_the_first_batch_and_the_whole_pass_of_each_epoch(monkeypatch):
-    clock = _Clock()
-    monkeypatch.setattr(loading.time, "perf_counter", clock)
-    fresh = _TimedLoader(clock, batches=5)  # start-up is paid every epoch
-    assert epoch_times(fresh, 3, max_batches=2) == [(5.0, 6.0)] * 3
-    kept = _TimedLoader(clock, batches=5, persistent=True)  # only in the first epoch
-    assert epoch_times(kept, 3) == [(5.0, 9.0), (1.0, 5.0), (1.0, 5.0)]
-    assert epoch_times(_TimedLoader(clock, batches=0), 1) == [(4.0, 4.0)]  # no batch at all
-    with pytest.raises(ValueError, match="epochs"):
-        epoch_times([], 0)
-
-
-def test_epoch_times_runs_a_persistent_loader_and_shuts_its_worker_down():
-    ds = TensorDataset(torch.zeros(12, 2), torch.zeros(12))
-    loader = build_loader(ds, batch_size=2, num_workers=1, persistent_workers=True)
-    assert len(epoch_times(loader, 3, max_batches=2)) == 3
-    del loader
-    assert _no_children()
 
 
 # ----------------------------------------------------------------------------- warm loaders
@@ -219,7 +196,7 @@ def test_warm_loaders_refuse_workers_that_would_restart_every_pass():
 
 # ----------------------------------------------------------------------------- steps, knee
 def test_steps_compare_each_setting_with_the_one_before_on_the_same_rounds():
-    from d2lopt.compare import Comparison, Sweep
+    from d2lopt.measure import Comparison, Sweep
 
     # per-round times of a finished sweep: b is twice as fast as a, c as fast as b
     seconds = {"a": [2.0, 2.2, 1.9, 2.1, 2.0, 2.05], "b": [1.0, 1.1, 0.95, 1.05, 1.0, 1.02]}

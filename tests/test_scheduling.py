@@ -13,7 +13,6 @@ import statistics
 import pytest
 import torch.distributed as dist
 
-from d2lopt.compare import Comparison, Sweep
 from d2lopt.lab import scaling as scaling_mod
 from d2lopt.lab.balance import delay_name, straggler_compare
 from d2lopt.lab.cluster import (
@@ -34,6 +33,7 @@ from d2lopt.lab.scaling import (
     save_scaling,
     scaling_verdict,
 )
+from d2lopt.measure import Comparison, Sweep
 from d2lopt.verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 

@@ -1,4 +1,4 @@
-"""The stopping rule of d2lopt.compare: its error rate holds at whichever look it stops.
+"""The stopping rule of d2lopt.compare_many: its error rate holds at whichever look it stops.
 
 Simulated clock, seeded (d2lopt.lab.stopping): no wall time, so the rates are the same on
 every machine and every run. Each rate comes from compare_many itself on 1,000 comparisons
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from d2lopt.compare import compare, summarize
 from d2lopt.lab.stopping import error_table, peeking, simulate
+from d2lopt.measure import compare, summarize
 from d2lopt.stats import format_interval, look_confidence, min_rounds, planned_looks
 from d2lopt.verdict import INCONCLUSIVE
 
@@ -126,8 +126,9 @@ def test_an_end_near_the_line_gets_a_third_decimal():
 
 
 def test_the_readme_quotes_the_measured_table():
-    text = SCRIPT["README"].read_text(encoding="utf-8")
+    blocks = SCRIPT["readme_blocks"]
+    text = blocks.README.read_text(encoding="utf-8")
     assert SCRIPT["START"] in text and SCRIPT["END"] in text
-    assert SCRIPT["replaced"](text, error_table()) == text, (
+    assert blocks.replaced(text, SCRIPT["START"], SCRIPT["END"], error_table()) == text, (
         "README.md's stopping-rule table is stale: python benchmarks/stopping_rule.py --write"
     )

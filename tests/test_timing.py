@@ -1,12 +1,14 @@
-"""Timers: d2l compatibility, context manager, benchmark summary, sync counting."""
+"""Timers: d2l compatibility, context manager, one call timed alone, sync counting."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import d2lopt.measure
 import d2lopt.timing
-from d2lopt import Timer, benchmark, count_host_syncs
+from d2lopt import Timer, count_host_syncs
+from d2lopt.measure import time_repeats
 
 
 class _Clock:
@@ -66,43 +68,14 @@ def test_timer_median_ignores_one_slow_outlier() -> None:
     assert timer.median() == 0.002 and timer.sum() == pytest.approx(0.053, rel=1e-12)
 
 
-def _quantile(ordered: list[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (torch.quantile's default)."""
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def test_benchmark_reports_median_and_spread_of_its_runs(monkeypatch) -> None:
-    calls, synced = [], []
-    monkeypatch.setattr(d2lopt.timing, "synchronize", lambda device: synced.append(device))
-    result = benchmark(
-        lambda: calls.append(1), label="noop", device="cpu", warmup=3, min_run_time=0.05
-    )
-    assert result.label == "noop"
-    times = sorted(result.times)
-    q1, q2, q3 = (_quantile(times, q) for q in (0.25, 0.5, 0.75))
-    assert result.median == pytest.approx(q2, rel=1e-9)
-    assert result.iqr == pytest.approx(q3 - q1, rel=1e-9, abs=1e-15)
-    # warm-up, calibration and the timed blocks: every call synchronized the device
-    assert len(calls) >= 3 + result.number_per_run * len(times)
-    assert len(synced) == len(calls)
-    expected = f"noop: median {result.median * 1e3:.3f} ms (IQR {result.iqr * 1e3:.3f} ms)"
-    assert str(result) == expected
-
-
-def test_benchmark_keeps_the_current_thread_count() -> None:
-    seen = []
-    benchmark(lambda: seen.append(torch.get_num_threads()), min_run_time=0.01, warmup=0)
-    assert set(seen) == {torch.get_num_threads()}
-
-
-def test_benchmark_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="min_run_time"):
-        benchmark(lambda: None, min_run_time=0)
-    with pytest.raises(ValueError, match="warmup"):
-        benchmark(lambda: None, warmup=-1)
+def test_time_repeats_times_each_call_alone_the_device_synchronized(monkeypatch) -> None:
+    events = []
+    monkeypatch.setattr(d2lopt.measure, "synchronize", lambda device: events.append("sync"))
+    seconds = time_repeats(lambda: events.append("call"), repeats=2, warmup=1, device="cpu")
+    assert len(seconds) == 2 and all(s >= 0 for s in seconds)
+    assert events == ["call"] + ["sync", "call", "sync"] * 2  # the warm-up call is untimed
+    with pytest.raises(ValueError, match="repeats"):
+        time_repeats(print, repeats=0)
 
 
 def test_count_host_syncs_counts_conversions_and_restores_methods() -> None:

@@ -8,7 +8,6 @@ import pytest
 import torch
 from conftest import requires_cuda
 
-from d2lopt.compare import compare
 from d2lopt.lab import transfer
 from d2lopt.lab.transfer import (
     COPY_MODES,
@@ -21,6 +20,7 @@ from d2lopt.lab.transfer import (
     cuda_skip_reason,
     overlap_loops,
 )
+from d2lopt.measure import compare
 
 requires_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU-only behaviour")
 

@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import IterableDataset, TensorDataset
 
 from d2lopt.cli import main
-from d2lopt.compare import Comparison
 from d2lopt.lab.bench import LoaderRun
 from d2lopt.lab.tuning import (
     DEFAULT,
@@ -25,6 +24,7 @@ from d2lopt.lab.tuning import (
     sweep_grid,
     tune_loader,
 )
+from d2lopt.measure import Comparison
 
 
 def _tiny(n: int = 24) -> TensorDataset:

@@ -23,7 +23,6 @@ from d2lopt import (
     Timer,
     TrainConfig,
     autocast_ctx,
-    benchmark,
     cnn,
     count_parameters,
     evaluate,
@@ -46,10 +45,10 @@ from d2lopt import (
     write_image_folder,
 )
 from d2lopt.checkpoint import set_rng_state
-from d2lopt.compare import compare
 from d2lopt.data import data_root, image_transform
 from d2lopt.devices import accelerator_name, as_device
-from d2lopt.lab.bench import measure_loader, time_repeats
+from d2lopt.lab.bench import measure_loader
+from d2lopt.measure import compare, time_repeats
 from d2lopt.precision import amp_dtype, check_amp, set_tf32
 from d2lopt.verdict import fact
 
@@ -191,13 +190,6 @@ CASES = [
           "criterion is required"),
     # ---- timing
     _case("timer-device", lambda t: Timer("tpu"), ValueError, "device: unknown device"),
-    _case("benchmark-not-callable", lambda t: benchmark(5), TypeError, "fn must be callable"),
-    _case("benchmark-warmup", lambda t: benchmark(lambda: None, warmup=-1), ValueError,
-          "warmup must be an int >= 0"),
-    _case("benchmark-run-time", lambda t: benchmark(lambda: None, min_run_time=math.inf),
-          ValueError, "min_run_time must be seconds > 0"),
-    _case("benchmark-threads", lambda t: benchmark(lambda: None, num_threads=0), ValueError,
-          "num_threads must be an int >= 1"),
     # ---- models
     _case("mlp-hidden", lambda t: mlp(hidden=0), ValueError, "hidden: must be a positive int"),
     _case("mlp-dropout", lambda t: mlp(dropout=1.0), ValueError, "dropout: must be a probability"),
@@ -249,7 +241,7 @@ CASES = [
           "state: expected the dict returned by d2lopt.checkpoint.rng_state()"),
     # ---- measurements and verdicts (validated by their modules already)
     _case("time-repeats-zero", lambda t: time_repeats(lambda: None, repeats=0), ValueError,
-          "repeats: must be an int >= 1"),
+          "repeats: must be >= 1"),
     _case("compare-min-effect", lambda t: compare(print, print, min_effect=-1), ValueError,
           "min_effect: must be a fraction >= 0"),
     _case("compare-not-callable", lambda t: compare(print, 3), TypeError,

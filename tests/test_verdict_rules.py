@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from d2lopt.compare import summarize
+from d2lopt.measure import summarize
 from d2lopt.verdict import (
     DEPENDS,
     DOES_NOT_HOLD,

@@ -1,6 +1,6 @@
 """Failing DataLoader workers: clear errors, no hangs, no processes left behind.
 
-The faults come from ``d2lopt.faults`` (one bad sample each); timeouts are short, and every
+The faults come from ``tests/faults.py`` (one bad sample each); timeouts are short, and every
 test checks that the worker processes it started are gone afterwards.
 """
 
@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import session_pids, wait_until_empty
+from faults import HangAt, KillWorkerAt, RaiseAt, SampleError, WithSampleIndex
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt import TrainConfig, fit, mlp
-from d2lopt.lab.faults import HangAt, KillWorkerAt, RaiseAt, SampleError, WithSampleIndex, iterate
+from d2lopt.batches import iterate
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -162,9 +163,12 @@ def test_no_orphans_after_the_process_ends(tmp_path) -> None:
     script = tmp_path / "hang.py"
     script.write_text(
         textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})  # tests/faults.py
         import torch
         from torch.utils.data import DataLoader, TensorDataset
-        from d2lopt.lab.faults import HangAt, iterate
+        from d2lopt.batches import iterate
+        from faults import HangAt
         torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL = 0.5  # as quick_shutdown does
         data = TensorDataset(torch.arange(64.0))
         for _ in iterate(DataLoader(HangAt(data, {BAD}, 600), batch_size=4, num_workers=2,

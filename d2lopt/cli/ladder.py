@@ -96,7 +96,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lab.ladder import LadderSettings, Workload, describe_target, format_table, run_ladder
+    from ..lab.ladder import LadderSettings, Workload, run_ladder
+    from ..lab.ladder_report import describe_target, format_table
 
     if args.rounds == 1:
         raise UsageError("--rounds: must be >= 2: a ratio needs paired rounds")

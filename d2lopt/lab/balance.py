@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..compare import Sweep
+from ..measure import Sweep
 from .comm import comm_model
 from .ranks import _cores, lockstep_compare_many
 
@@ -79,7 +79,7 @@ def straggler_compare(
     up; rank 0 is never delayed itself. The variants are named ``"no delay"`` and
     ``"+10 ms"`` etc.; the reference is the largest delay, so each comparison asks "is rank
     0 faster when the straggler is less slow?" (B3 in ``11_scheduling``). Returns the
-    :class:`~d2lopt.compare.Sweep` on rank 0, None elsewhere.
+    :class:`~d2lopt.measure.Sweep` on rank 0, None elsewhere.
     """
     if not delays or any(d < 0 for d in delays):
         raise ValueError(f"delays: need seconds >= 0, e.g. [0.0, 0.01], got {delays!r}")

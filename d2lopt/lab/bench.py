@@ -10,7 +10,7 @@ record the **start-up** (seconds to the first batch: worker processes, the first
 apart from the **wait** (seconds spent inside ``next()`` in total, the time a GPU would sit
 idle), so a reader sees whether a setting pays at start-up or in the steady state.
 
-Settings are compared with :func:`d2lopt.compare.compare_many`: paired rounds in rotating
+Settings are compared with :func:`d2lopt.measure.compare_many`: paired rounds in rotating
 order, an interval against the reference setting, *inconclusive* when noise could decide.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from ..compare import Comparison, Sweep, compare_many
 from ..devices import as_device, synchronize
-from ..sweep import setting_label
+from ..errors import check_int
+from ..measure import Comparison, Sweep, compare_many, setting_label
 from .loading import build_loader, consume
 
 __all__ = [
@@ -39,9 +39,7 @@ __all__ = [
     "measure_loader",
     "measure_loaders",
     "run_pass",
-    "setting_label",
     "sweep_loaders",
-    "time_repeats",
 ]
 
 Step = Callable[[torch.Tensor, Any], Any]
@@ -183,11 +181,9 @@ class LoaderSweep:
 
 
 def _check_passes(epochs: int, max_batches: int | None) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: must be an int >= 1 (passes per measurement), got {epochs!r}")
-    bad = isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    if max_batches is not None and bad:
-        raise ValueError(f"max_batches: must be an int >= 1 or None (all), got {max_batches!r}")
+    check_int("epochs", epochs, 1)  # passes per measurement
+    if max_batches is not None:  # None: all
+        check_int("max_batches", max_batches, 1)
 
 
 def measure_loaders(
@@ -210,7 +206,7 @@ def measure_loaders(
 
     A round runs one pass (see :func:`run_pass`) of every loader in a rotating order, so a
     burst of load hits all of them alike. Each non-reference setting gets a
-    :class:`~d2lopt.compare.Comparison` against ``reference``. ``step`` and
+    :class:`~d2lopt.measure.Comparison` against ``reference``. ``step`` and
     ``non_blocking`` may be one value for every loader or a mapping by loader name, when
     the settings differ in how a batch is copied and trained (the ladder's pinned rung).
 
@@ -340,10 +336,8 @@ def measure_loader(
     pass) or a function that builds one (start-up then counts in every pass).
     """
     _check_passes(epochs, max_batches)
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats: must be an int >= 1, got {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
     make = loader if callable(loader) and not hasattr(loader, "__iter__") else (lambda: loader)
     passes = [
         run_pass(
@@ -376,33 +370,3 @@ def _loader_run(
         wait_fraction=statistics.median(p.waited / p.seconds for p in passes),
         vs_reference=vs_reference,
     )
-
-
-def time_repeats(
-    fn: Callable[[], Any],
-    *,
-    repeats: int = 3,
-    warmup: int = 1,
-    device: torch.device | str | None = None,
-) -> list[float]:
-    """Wall-clock seconds of ``fn()`` for each of ``repeats`` runs after ``warmup`` runs.
-
-    ``device`` is synchronized before and after each run, so queued GPU work is counted. A
-    number to report; a comparison of two such numbers goes through ``compare``.
-    """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats: must be an int >= 1, got {repeats!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
-    dev = as_device(device) if device is not None else None
-    times = []
-    for i in range(warmup + repeats):
-        if dev is not None:
-            synchronize(dev)
-        start = time.perf_counter()
-        fn()
-        if dev is not None:
-            synchronize(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times

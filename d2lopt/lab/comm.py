@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..compare import Sweep
+from ..measure import Sweep
 from .ranks import _cores, lockstep_compare_many
 
 __all__ = [
@@ -182,7 +182,7 @@ def comm_compare(
     """Time one optimizer step of each communication config in paired rounds (rank 0).
 
     The configs are those of :func:`comm_worker`; ``reference`` names one of them. Returns
-    the :class:`~d2lopt.compare.Sweep` on rank 0, None elsewhere (``11_scheduling``).
+    the :class:`~d2lopt.measure.Sweep` on rank 0, None elsewhere (``11_scheduling``).
     """
     torch.set_num_threads(max(1, _cores() // world))
     data = _comm_data(rank, widths, batch)

@@ -349,6 +349,6 @@ def wait_for_queued_work(device: torch.device) -> None:
     PR 1634 adds the same barrier). Until a torchvision release carries that fix, the
     caller drains its stream first. The decoder already blocks the host until its own
     stream is done, so the decode gives up no overlap it had; the wait for the queued step
-    shows up in the loader's time (a stall, see :class:`~d2lopt.lab.ladder_measures.Timed`).
+    shows up in the loader's time (a stall, see :class:`~d2lopt.lab.ladder.Timed`).
     """
     torch.cuda.current_stream(device).synchronize()

@@ -3,8 +3,8 @@
 Taught in ``12_putting_it_together``. One workload (by default JPEG files on disk, decoded
 and augmented per sample, and the course CNN; ``--dataset``/``--model`` swap in yours)
 climbs rungs that each add **one** optimization to the best rung so far. A rung is *kept*
-only when :func:`d2lopt.compare.compare` says it **holds** against that previous best;
-otherwise it is *rejected*, with its interval. Each decision measures what the rung changes:
+only when :func:`d2lopt.compare` says it **holds** against that previous best; otherwise it
+is *rejected*, with its interval. Each decision measures what the rung changes:
 
 - loader rungs (worker processes, threads, pinned memory, GPU decode, decode once): passes of
   the training loader with the training step, through :func:`d2lopt.lab.bench.measure_loaders`
@@ -14,7 +14,7 @@ otherwise it is *rejected*, with its interval. Each decision measures what the r
 
 Then the kept rungs, the compute ceiling (the top rung's loop and evaluation on batches that
 already sit on the device) and two peers (d2l's ``train_ch6``, Lightning's ``Trainer``) run
-whole in the same paired rounds (:func:`d2lopt.compare.compare_many`): every figure gets an
+whole in the same paired rounds (:func:`d2lopt.compare_many`): every figure gets an
 interval against the baseline, and "ahead of a peer" means the interval of best/peer lies
 above 1. Each run also reports its fixed costs (start-up to the first batch, the first
 step's extra time: compilation) apart from its steady state, and its data stalls: the share
@@ -22,53 +22,74 @@ of the training loop spent waiting for the next batch.
 
 Nothing is assumed: a rung the hardware cannot use is *skipped* with the reason.
 
-This module holds the settings and :func:`run_ladder`; the climb is in
-:mod:`d2lopt.lab.ladder_climb`, the final rounds and the report's content in
-:mod:`d2lopt.lab.ladder_final`, one run in :mod:`d2lopt.lab.ladder_runs`, the tables and plot in
-:mod:`d2lopt.lab.ladder_report`.
+This module reads top to bottom: the settings and :func:`run_ladder`; the workload (data,
+model, loaders); what one run measures (:class:`Timed`, :class:`RunStats`,
+:class:`PeakMemory`); one run's loops (the article's, :func:`d2lopt.fit`, the peers'); the
+climb; the final rounds and the content of ``ladder.json``. The tables, caveats and plot
+that read a finished ``ladder.json`` are in :mod:`d2lopt.lab.ladder_report`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
+import importlib.util
+import logging
 import math
+import os
+import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..devices import resolve_device
-from ..errors import ParamError
-from .ladder_climb import _Climb
-from .ladder_final import describe_hardware, final_rounds, json_safe, load_average, report
-from .ladder_measures import RunStats
-from .ladder_report import (
-    check_targets,
-    describe_target,
-    format_table,
-    ladder_markdown,
-    plot_ladder,
-    save_outputs,
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate, random_split
+
+from ..config import TrainConfig
+from ..data import EpochRandomSampler, notice_once
+from ..devices import resolve_device, synchronize
+from ..errors import ParamError, check_int
+from ..loop import TrainStep, place
+from ..measure import Comparison, Sweep, compare, compare_many
+from ..models import cnn, init_weights
+from ..precision import autocast_ctx
+from ..train import fit, make_loader, pin_memory_for
+from ..verdict import HOLDS
+from .article import article_evaluate_loss, article_train_epoch
+from .bench import measure_loaders, run_pass, sweep_loaders
+from .input_pipelines import (
+    DeviceAugmentLoader,
+    GpuDecodeLoader,
+    ThreadLoader,
+    decode_images,
+    read_encoded,
 )
-from .ladder_runs import Rung, d2l_train_ch6
-from .ladder_workload import Workload, load_user_data, load_user_model
+from .ladder_report import PEERS, check_targets, save_outputs
+from .specs import call_factory, check_sample, resolve
+from .tuning import default_workers, standard_dataset
 
 __all__ = [
+    "RUNG_NAMES",
     "LadderSettings",
+    "PeakMemory",
     "Rung",
     "RunStats",
-    "run_ladder",
+    "Timed",
+    "Workload",
     "d2l_train_ch6",
-    "check_targets",
-    "describe_target",
-    "format_table",
-    "ladder_markdown",
-    "plot_ladder",
-    "save_outputs",
     "load_user_data",
     "load_user_model",
+    "run_ladder",
+    "train_step",
 ]
+
 
 RUNG_NAMES = (
     "baseline",
@@ -127,30 +148,14 @@ class LadderSettings:
     quick: bool = False  # informational: which preset the sizes came from
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if (
-                f.type.startswith("int")
-                and value is not None
-                and (isinstance(value, bool) or not isinstance(value, int))
-            ):
-                raise ParamError(f.name, f"must be an int, got {value!r}")
-        for name in ("n_train", "n_test", "batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ParamError(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.decide_batches is not None and self.decide_batches < 1:
-            raise ParamError("decide_batches", f"must be >= 1 or None, got {self.decide_batches}")
-        if self.max_rounds < 2:
-            raise ParamError(
-                "max_rounds", f"must be >= 2 (a ratio needs pairs), got {self.max_rounds}"
-            )
-        for name in ("warmup", "seed"):
-            if getattr(self, name) < 0:
-                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
-        if self.image_size < 8:
-            raise ParamError(
-                "image_size", f"must be >= 8 (the CNN pools 3x), got {self.image_size}"
-            )
+        for name, least in (
+            ("n_train", 1), ("n_test", 1), ("batch_size", 1), ("epochs", 1), ("warmup", 0),
+            ("seed", 0), ("max_rounds", 2),  # a ratio needs pairs
+            ("image_size", 8),  # the CNN pools 3x
+        ):  # fmt: skip
+            check_int(name, getattr(self, name), least)
+        if self.decide_batches is not None:  # None: every batch
+            check_int("decide_batches", self.decide_batches, 1)
         if self.dataset is None and self.batch_size > self.n_train:
             raise ParamError(
                 "batch_size",
@@ -227,4 +232,1228 @@ def run_ladder(
     result = json_safe(result)
     if out_dir is not None:
         save_outputs(result, out_dir)
+    return result
+
+
+# ====== the workload
+def _is_map_dataset(obj: Any) -> bool:
+    from torch.utils.data import IterableDataset
+
+    if isinstance(obj, (type, tuple, list, IterableDataset)):  # a class is a factory
+        return False
+    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
+
+
+def load_user_data(spec: str, seed: int = 0) -> tuple[Dataset, Dataset, str]:
+    """``--dataset MODULE:ATTR`` -> ``(train, test, how the test set was made)``.
+
+    ``ATTR`` is a map-style ``Dataset``, or a zero-argument callable returning one or a
+    ``(train, test)`` pair. A single data set is split with a seeded 10 % held out for
+    evaluation. Errors name ``--dataset`` and say what to point it at.
+    """
+    obj = resolve(spec, "dataset", from_cwd=True)
+    if callable(obj) and not _is_map_dataset(obj):
+        obj = call_factory(obj, spec, "dataset")
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(map(_is_map_dataset, obj)):
+        train, test = obj
+        how = "its own (train, test) pair"
+    elif _is_map_dataset(obj):
+        if len(obj) < 2:
+            raise ParamError("dataset", f"{spec} has {len(obj)} sample(s); need at least 2")
+        held = max(1, round(0.1 * len(obj)))
+        train, test = random_split(
+            obj, [len(obj) - held, held], generator=torch.Generator().manual_seed(seed)
+        )
+        how = f"a seeded 10% held out ({held} of {len(obj)} samples)"
+    else:
+        raise ParamError(
+            "dataset",
+            f"{spec} gives a {type(obj).__name__}, not a map-style Dataset; point it "
+            "at a Dataset, or a zero-argument function returning one or a (train, test) pair",
+        )
+    for part, ds in (("train", train), ("test", test)):
+        if len(ds) == 0:
+            raise ParamError("dataset", f"the {part} set of {spec} is empty")
+    check_sample(train, spec, "dataset")  # (x, class index) items, said before any rung
+    return train, test, how
+
+
+def load_user_model(spec: str) -> Callable[[], nn.Module]:
+    """``--model MODULE:ATTR`` -> a zero-argument factory of fresh ``nn.Module`` s.
+
+    Every rung starts from the same fresh weights, so the flag names a function or class
+    that *builds* the model, not a model instance.
+    """
+    obj = resolve(spec, "model", from_cwd=True)
+    if isinstance(obj, nn.Module):
+        raise ParamError(
+            "model",
+            f"{spec} is a model instance; point it at a zero-argument function or "
+            "class that builds one (every rung starts from the same fresh weights)",
+        )
+    if not callable(obj):
+        raise ParamError(
+            "model", f"{spec} is a {type(obj).__name__}, not a function building a model"
+        )
+
+    def build() -> nn.Module:
+        net = call_factory(obj, spec, "model")
+        if not isinstance(net, nn.Module):
+            raise ParamError("model", f"{spec}() returned a {type(net).__name__}, not an nn.Module")
+        return net
+
+    build()  # fail now, naming the flag, not in the middle of the ladder
+    return build
+
+
+# ------------------------------------------------------------------------------ workload
+class Workload:
+    """The data sets, the model factory and the loaders every rung is built from."""
+
+    def __init__(self, s: LadderSettings) -> None:
+        self.s = s
+        self.device = resolve_device(s.device)
+        self.samples: dict[str, list] | None = None  # image files: decode-once/GPU-decode rungs
+        if s.dataset is None:
+            root, size = s.data_dir, s.image_size
+            self.train_set = standard_dataset(s.n_train, size, train=True, root=root)
+            self.test_set = standard_dataset(s.n_test, size, train=False, root=root)
+            self.samples = {"train": self.train_set.samples, "test": self.test_set.samples}
+            self.description = (
+                f"{s.n_train} JPEGs of {size}px on disk, decoded and augmented per sample "
+                f"(RandomResizedCrop + flip), {s.n_test} test images"
+            )
+        else:
+            train, test, how = load_user_data(s.dataset, s.seed)
+            self.train_set, self.test_set = self._cap(train, s.n_train), self._cap(test, s.n_test)
+            self.description = (
+                f"{s.dataset}: {len(self.train_set)} training samples (of {len(train)}), "
+                f"{len(self.test_set)} test samples from {how}"
+            )
+        self.model_factory = load_user_model(s.model) if s.model else None
+        self.model_name = s.model or "d2lopt.models.cnn(in_channels=3)"
+        self.batch_shape = self._check_batches()
+        self._device_batches: dict[str, list] = {}
+
+    def _cap(self, ds: Dataset, n: int) -> Dataset:
+        """At most ``n`` samples (seeded): the ladder measures speed, not accuracy."""
+        if len(ds) <= n:
+            return ds
+        keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.s.seed))
+        return Subset(ds, keep[:n].tolist())
+
+    def _check_batches(self) -> tuple[int, ...]:
+        """Fail early, naming the flag, when the model cannot train on the data's batches."""
+        param = "dataset" if self.s.dataset else "model"
+        try:
+            X, y = default_collate([self.train_set[i] for i in range(min(2, len(self.train_set)))])
+        except Exception as exc:
+            raise ParamError(
+                "dataset",
+                f"samples must be (input, class index) pairs that default_collate "
+                f"can batch ({type(exc).__name__}: {exc})",
+            ) from None
+        if not isinstance(y, torch.Tensor) or y.dim() != 1 or y.is_floating_point():
+            raise ParamError(
+                param,
+                f"labels must be integer class indices (the ladder trains with "
+                f"cross-entropy), got {getattr(y, 'dtype', type(y).__name__)}",
+            )
+        try:
+            with torch.no_grad():
+                out = self.net()(X)
+                nn.functional.cross_entropy(out, y)
+        except Exception as exc:
+            what = f"{self.s.model or 'the course CNN'}"
+            raise ParamError(
+                "model",
+                f"{what} does not accept the data's batches (X {tuple(X.shape)}, "
+                f"y {tuple(y.shape)}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+            ) from None
+        return tuple(X.shape[1:])
+
+    @property
+    def images(self) -> bool:
+        """Encoded image files d2lopt can decode itself (the decode rungs apply)."""
+        return self.samples is not None
+
+    def base_config(self) -> TrainConfig:
+        s = self.s  # the article's settings: num_workers=0, blocking copies, fp32, eval each epoch
+        return TrainConfig(
+            num_epochs=s.epochs, batch_size=s.batch_size, device=str(self.device), lr=s.lr,
+            seed=s.seed,
+        )  # fmt: skip
+
+    def net(self) -> nn.Module:
+        torch.manual_seed(self.s.seed)  # every rung and peer starts from the same weights
+        if self.model_factory is not None:
+            return self.model_factory()
+        net = cnn(in_channels=3)
+        net.apply(init_weights)
+        return net
+
+    def loader(self, spec: dict[str, Any], config: TrainConfig, *, train: bool) -> Iterable:
+        """The training or test loader of a rung (built inside the timed run: start-up)."""
+        ds = self.train_set if train else self.test_set
+        kind, s, dev = spec["kind"], self.s, self.device
+        if kind == "dataloader":
+            return make_loader(ds, config, train=train)
+        if kind == "threads":
+            sampler = EpochRandomSampler(len(ds), s.seed) if train else None
+            return ThreadLoader(
+                ds,
+                batch_size=config.batch_size,
+                num_threads=spec["threads"],
+                sampler=sampler,
+                pin_memory=pin_memory_for(config.pin_memory, dev, announce=False),  # quiet per rung
+            )
+        assert self.samples is not None, "decode rungs apply to image files only"
+        files = self.samples["train" if train else "test"]
+        common = dict(batch_size=config.batch_size, size=s.image_size, train=train, seed=s.seed)
+        if kind == "decode_once":
+            cache = decode_images(files, dev)  # the one-time decode counts in the run's start-up
+            return DeviceAugmentLoader(cache.images, cache.labels, **common)
+        if kind == "gpu_decode":
+            return GpuDecodeLoader(read_encoded(files), device=dev, **common)
+        raise ValueError(f"loader: unknown kind {kind!r}")
+
+    def device_batches(
+        self, train: bool, limit: int | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The ceiling's input: one augmented epoch (or the test set), copied to the device.
+
+        The batches are built once and kept on the host; each call copies them to the
+        device afresh, and they leave it when the caller drops the list. The ceiling calls
+        it before its timer starts and drops the list after its run, so the data set does
+        not sit on the GPU through every later rung (about 0.9 GB at the GPU preset).
+        """
+        key = "train" if train else "test"
+        if key not in self._device_batches:
+            ds = self.train_set if train else self.test_set
+            loader = DataLoader(ds, batch_size=self.s.batch_size)
+            self._device_batches[key] = list(loader)  # on the host
+        batches = self._device_batches[key][:limit]  # limit: the first ones (None: all)
+        return [(X.to(self.device), y.to(self.device)) for X, y in batches]
+
+    def decoded_mib(self) -> float:
+        """Memory the decode-once cache needs: uint8 [N, C, H, W] for train + test."""
+        assert self.samples is not None
+        c, h, w = self.batch_shape
+        return (len(self.samples["train"]) + len(self.samples["test"])) * c * h * w / 2**20
+
+
+# ====== what one run measures
+@dataclass(frozen=True)
+class RunStats:
+    """One whole run: its time, and where the time went (fixed costs, stalls)."""
+
+    samples: int  # training samples
+    seconds: float  # the whole run: loaders built, training, evaluation
+    startup: float  # run start -> first training batch (loader and worker start-up, decode)
+    first_step: float  # the first loop body (first-call compilation, lazy initialization)
+    step: float  # median loop body after the first
+    waited: float  # seconds inside next() after the first batch: data stalls
+    stepped: float  # seconds in loop bodies after the first
+    peak_memory_mib: float | None = None
+
+    @property
+    def fixed(self) -> float:
+        """Fixed costs: start-up plus what the first step took beyond a normal one."""
+        return self.startup + max(0.0, self.first_step - self.step)
+
+    @property
+    def stall_fraction(self) -> float:
+        """Share of the steady training loop spent waiting for the next batch."""
+        busy = self.waited + self.stepped
+        return self.waited / busy if busy > 0 else math.nan
+
+    @property
+    def steady_samples_per_s(self) -> float:
+        return self.samples / max(self.seconds - self.fixed, 1e-9)
+
+
+class Timed:
+    """The training loader of one run, timed batch by batch (fit reads sampler/dataset).
+
+    On the CPU the stalls are host time inside ``next()``, and a step body is host time:
+    the host does the work. On CUDA the host only queues a step, so host time inside
+    ``next()`` would include the GPU work that a blocking call in the loader waits for
+    (a pageable copy, a stream sync) and report it as a stall. There, a CUDA event is
+    recorded when the host asks for the next batch (after the step was queued) and when it
+    gets it: the GPU time between the two is what the device *idled* for data (0 when the
+    batch came before the queued step ran out; the loader's own GPU work, decode or
+    augmentation, counts as data time), and the GPU time from getting a batch to the end
+    of its step is the step's. An epoch's first batch follows evaluation (host syncs):
+    its wait stays host time.
+    """
+
+    def __init__(
+        self,
+        loader: Iterable,
+        start: float,
+        device: torch.device | None = None,
+        event: Callable[[], Any] | None = None,
+    ) -> None:
+        self.loader, self.start = loader, start
+        self.startup: float | None = None
+        self.first_step: float | None = None
+        self.waited, self.bodies, self.samples = 0.0, [], 0
+        cuda = device is not None and torch.device(device).type == "cuda"
+        if event is None and cuda:
+            event = functools.partial(torch.cuda.Event, enable_timing=True)
+        self._event = event
+        self._gaps: list[tuple[Any, Any]] = []  # (step queued, batch got): device idle
+        self._steps: list[tuple[Any, Any]] = []  # (batch got, step queued): device busy
+        self._epoch_starts = 0.0  # host seconds to each later epoch's first batch
+
+    def __getattr__(self, name: str) -> Any:  # sampler, dataset, generator, persistent_workers
+        if name in ("loader", "_event"):
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def _record(self) -> Any:
+        ev = self._event()
+        ev.record()  # on the current stream, behind the work queued so far
+        return ev
+
+    def __iter__(self):
+        t = time.perf_counter()
+        asked = None  # the event behind the step queued last, in this epoch
+        batches = iter(self.loader)  # non-persistent workers start here: a stall
+        for batch in batches:
+            got = time.perf_counter()
+            got_event = None
+            if self.startup is None:
+                self.startup = got - self.start
+            else:
+                self.waited += got - t
+                if self._event is not None:
+                    got_event = self._record()
+                    if asked is not None:
+                        self._gaps.append((asked, got_event))
+                    else:  # an epoch's first batch: evaluation ran before it, host time
+                        self._epoch_starts += got - t
+            self.samples += len(batch[1])
+            yield batch
+            t = time.perf_counter()
+            asked = self._record() if self._event is not None else None
+            if self.first_step is None:
+                self.first_step = t - got
+            else:
+                self.bodies.append(t - got)
+                if got_event is not None:
+                    self._steps.append((got_event, asked))
+
+    def stats(self, seconds: float) -> RunStats:
+        """The run's numbers; on CUDA call it after synchronizing (the events must be done)."""
+        step = statistics.median(self.bodies) if self.bodies else (self.first_step or 0.0)
+        waited, stepped = self.waited, sum(self.bodies)
+        if self._event is not None and self._steps:  # GPU time, ms -> s
+            waited = self._epoch_starts + sum(a.elapsed_time(b) for a, b in self._gaps) / 1e3
+            stepped = sum(a.elapsed_time(b) for a, b in self._steps) / 1e3
+        return RunStats(
+            samples=self.samples,
+            seconds=seconds,
+            startup=self.startup if self.startup is not None else seconds,
+            first_step=self.first_step or 0.0,
+            step=step,
+            waited=waited,
+            stepped=stepped,
+        )
+
+
+class PeakMemory:
+    """Peak memory of one run: the CUDA allocator's peak on a GPU; elsewhere the
+    proportional set size (PSS, via psutil) of this process and its loader workers, sampled
+    every 50 ms. PSS counts a page a forked worker shares with its parent half for each,
+    so workers are not double-counted (RSS where the OS has no PSS).
+
+    On a GPU it is the run's *own* peak: what it allocated on top of what was already
+    allocated when it started. ``reset_peak_memory_stats`` sets the peak to the memory
+    allocated now, not to zero (pytorch/pytorch ``c10/cuda/CUDACachingAllocator.cpp``,
+    ``resetPeakStats`` -> ``reset_peak_stat``: ``stat.peak = stat.current``), so the absolute
+    ``max_memory_allocated`` would charge every run with whatever earlier runs left behind.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._thread = device, 0, None
+        self.baseline = 0  # CUDA: bytes allocated when the run started, not its own
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _tree_bytes() -> int:
+        import psutil
+
+        total = 0
+        me = psutil.Process()
+        for p in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # a worker that just exited
+                info = p.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+        return total
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._tree_bytes())
+            if self._stop.wait(0.05):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.baseline
+        elif self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def mib(self) -> float | None:
+        return self.peak / 2**20 if self.peak else None
+
+
+# ====== one run
+MEASURED, SKIPPED, REJECTED = "measured", "skipped", "rejected"
+
+
+@dataclass
+class Rung:
+    """One step of the ladder: what it adds, how it was decided, and whether it was kept."""
+
+    name: str
+    adds: str
+    config: TrainConfig | None
+    loader: dict[str, Any] = field(default_factory=lambda: {"kind": "dataloader"})
+    loop: str = "article"  # "article": the article's loop (+ switches); "fit": d2lopt.fit
+    status: str = MEASURED
+    reason: str = ""
+    decision: dict[str, Any] | None = None
+
+
+# ------------------------------------------------------------------------------ the loops
+Step = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+def train_step(net: nn.Module, config: TrainConfig) -> Step:
+    """The step of :func:`d2lopt.fit` without the loader: what the decision passes run."""
+    device = config.torch_device
+    place(net, config, device).train()  # once, in the memory format the rung asks for
+    model = torch.compile(net) if config.compile else net
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
+    return TrainStep(model, criterion, optimizer, config, device)  # fit's own step object
+
+
+def _article_loop(
+    net: nn.Module, train: Timed, test: Iterable, config: TrainConfig, evaluate_train: Iterable
+) -> None:
+    """The article's loop (``article_fit``'s pieces) plus the switches of the rungs below
+    loop hygiene: async copies, AMP, channels_last, each step :func:`d2lopt.fit`'s own
+    :class:`~d2lopt.loop.TrainStep`; evaluation of train and test every epoch, the article's."""
+    device = config.torch_device
+    place(net, config, device)
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
+    plain = not config.non_blocking and config.amp == "off" and not config.channels_last
+    step = TrainStep(net, criterion, optimizer, config, device)
+    for _ in range(config.num_epochs):
+        if plain:  # the article's own epoch, verbatim
+            article_train_epoch(net, train, criterion, optimizer, device)
+        else:
+            for X, y in train:
+                step(X, y)
+        with step.autocast:  # the article's evaluation: train and test, a sync per batch
+            article_evaluate_loss(net, evaluate_train, criterion, device)
+            article_evaluate_loss(net, test, criterion, device)
+
+
+def d2l_train_ch6(
+    net: nn.Module,
+    train_iter: Iterable,
+    test_iter: Iterable,
+    num_epochs: int,
+    lr: float,
+    device: torch.device,
+    momentum: float = 0.0,
+) -> dict[str, float]:
+    """d2l's ``train_ch6`` (d2l 1.0.3) with its own ``Accumulator``, ``Timer`` and helpers.
+
+    Left out: its ``Animator`` plot, its prints and its re-initialization (the net comes
+    initialized like every rung's). ``momentum`` lets the ladder match its optimizer, so the
+    comparison is loop against loop.
+    """
+    from d2l import torch as d2l
+
+    net.to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    loss = nn.CrossEntropyLoss()
+    timer = d2l.Timer()
+    train_l = train_acc = test_acc = math.nan
+    metric = d2l.Accumulator(3)
+    for _ in range(num_epochs):
+        # Sum of training loss, sum of training accuracy, no. of examples
+        metric = d2l.Accumulator(3)
+        net.train()
+        for X, y in train_iter:
+            timer.start()
+            optimizer.zero_grad()
+            X, y = X.to(device), y.to(device)
+            y_hat = net(X)
+            ls = loss(y_hat, y)
+            ls.backward()
+            optimizer.step()
+            with torch.no_grad():  # float() of the loss and accuracy: host syncs every batch
+                metric.add(ls * X.shape[0], d2l.accuracy(y_hat, y), X.shape[0])
+            timer.stop()
+            train_l, train_acc = metric[0] / metric[2], metric[1] / metric[2]
+        test_acc = d2l.evaluate_accuracy_gpu(net, test_iter)
+    return {
+        "train_loss": train_l,
+        "train_acc": train_acc,
+        "test_acc": test_acc,
+        "examples_per_s": metric[2] * num_epochs / timer.sum(),
+    }
+
+
+@functools.cache
+def _lightning_module() -> type:
+    import lightning as L
+
+    class LadderModule(L.LightningModule):
+        """The ladder's model in Lightning: same loss, optimizer and memory format."""
+
+        def __init__(self, net: nn.Module, config: TrainConfig) -> None:
+            super().__init__()
+            self.net, self.config = net, config
+            self.criterion = nn.CrossEntropyLoss(reduction="none")
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            X, y = batch
+            if self.config.channels_last:
+                X = X.contiguous(memory_format=torch.channels_last)
+            return self.criterion(self.net(X), y).mean()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            X, y = batch
+            self.log("test_loss", self.criterion(self.net(X), y).mean(), batch_size=len(y))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            c = self.config
+            return torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum)
+
+    return LadderModule
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning announces devices and tips on every Trainer: the ladder compares loops."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            # torch 2.10+ deprecates LeafSpec, which Lightning 2.6 still builds on every step
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+# ------------------------------------------------------------------------------ the entries
+def _timed_run(body: Callable[[float], Timed], device: torch.device) -> RunStats:
+    """Run ``body(start)`` (it builds its loaders and trains); its time is the whole run."""
+    synchronize(device)
+    start = time.perf_counter()
+    timed = body(start)
+    synchronize(device)  # queued GPU work belongs to this run
+    return timed.stats(time.perf_counter() - start)
+
+
+def run_rung(wl: Workload, rung: Rung) -> RunStats:
+    assert rung.config is not None
+    config = rung.config
+
+    def body(start: float) -> Timed:
+        train = wl.loader(rung.loader, config, train=True)
+        test = wl.loader(rung.loader, config, train=False)
+        timed = Timed(train, start, wl.device)
+        if rung.loop == "fit":
+            fit(wl.net(), timed, test, config, progress=False)
+        else:
+            _article_loop(wl.net(), timed, test, config, evaluate_train=train)
+        return timed
+
+    return _timed_run(body, wl.device)
+
+
+def run_ceiling(wl: Workload, top: Rung) -> RunStats:
+    """The top rung's loop and evaluation, on batches that already sit on the device."""
+    assert top.config is not None
+    train, test = wl.device_batches(train=True), wl.device_batches(train=False)
+
+    def body(start: float) -> Timed:
+        timed = Timed(train, start, wl.device)
+        if top.loop == "fit":
+            fit(wl.net(), timed, test, top.config, progress=False)
+        else:
+            _article_loop(wl.net(), timed, test, top.config, evaluate_train=train)
+        return timed
+
+    return _timed_run(body, wl.device)
+
+
+def _peer_net(wl: Workload, config: TrainConfig) -> nn.Module:
+    net = wl.net()
+    if config.channels_last:  # a model-level setting: the peer's own loop is untouched
+        net.to(memory_format=torch.channels_last)
+    return net
+
+
+def _run_d2l(wl: Workload, top: Rung) -> RunStats:
+    config = top.config
+    assert config is not None
+    # bf16 autocast needs no loop change (no GradScaler): d2l gets it; fp16 it cannot
+    amp = autocast_ctx(wl.device, config.amp) if config.amp == "bf16" else contextlib.nullcontext()
+
+    def body(start: float) -> Timed:
+        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
+        test = wl.loader(top.loader, config, train=False)
+        with amp:
+            net = _peer_net(wl, config)
+            d2l_train_ch6(
+                net, train, test, config.num_epochs, config.lr, wl.device, config.momentum
+            )
+        return train
+
+    return _timed_run(body, wl.device)
+
+
+def _run_lightning(wl: Workload, top: Rung) -> RunStats:
+    import lightning as L
+
+    config, dev = top.config, wl.device
+    assert config is not None
+
+    def body(start: float) -> Timed:
+        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
+        test = wl.loader(top.loader, config, train=False)
+        with _quiet_lightning():
+            trainer = L.Trainer(
+                accelerator={"cuda": "gpu", "mps": "mps"}.get(dev.type, "cpu"),
+                devices=[dev.index or 0] if dev.type == "cuda" else 1,
+                precision={"off": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[config.amp],
+                max_epochs=config.num_epochs,
+                # evaluate like the top rung: every epoch (article loop) or once at the end
+                check_val_every_n_epoch=config.eval_every if top.loop == "fit" else 1,
+                num_sanity_val_steps=0,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+            trainer.fit(_lightning_module()(_peer_net(wl, config), config), train, test)
+        return train
+
+    return _timed_run(body, wl.device)
+
+
+PEER_RUNS = {"d2l": _run_d2l, "lightning": _run_lightning}
+
+
+# ------------------------------------------------------------------------------ loader rungs
+def loader_label(spec: dict[str, Any], config: TrainConfig) -> str:
+    kind = spec["kind"]
+    pin = ", pin_memory" if config.pin_memory else ""
+    if kind == "dataloader":
+        text = f"DataLoader, num_workers={config.num_workers}"
+        if config.num_workers:
+            text += f", prefetch_factor={config.prefetch_factor or 2}"
+            text += ", persistent" if config.persistent_workers else ""
+        return text + pin
+    if kind == "threads":
+        return f"{spec['threads']} loader threads{pin}"
+    return {
+        "decode_once": "decode once + batched augmentation",
+        "gpu_decode": "batched GPU decode",
+    }[kind]
+
+
+def main_process_loading(config: TrainConfig) -> TrainConfig:
+    """The loader knobs reset: the new loader makes its batches in the main process."""
+    return replace(config, num_workers=0, prefetch_factor=None, persistent_workers=False)
+
+
+# ====== the climb
+def _amp_candidate(device: torch.device) -> str:
+    from ..devices import supports_bf16
+
+    if device.type == "cuda":
+        return "bf16" if supports_bf16(device) else "fp16"
+    return "fp16" if device.type == "mps" else "bf16"
+
+
+def pair(sweep: Sweep, slow: str, fast: str) -> dict:
+    """How many times faster ``fast`` ran than ``slow`` in the same paired rounds.
+
+    Judged with the sweep's own planned looks (:meth:`d2lopt.measure.Sweep.between`): its
+    rounds stopped at one of them, so a fresh 95 % interval on them would peek.
+    """
+    c = sweep.between(fast, slow)
+    return {"ratio": c.speedup, "ci": list(c.ci), "rounds": c.rounds, "text": str(c)}
+
+
+def _step_settings(config: TrainConfig) -> tuple:
+    """What a training step (``TrainStep`` via ``train_step``) reads from its config."""
+    return (config.non_blocking, config.amp, config.channels_last, config.compile,
+            config.lr, config.momentum, config.device)  # fmt: skip
+
+
+class _Climb:
+    """Decide the rungs in order; each is kept only when compare says it holds."""
+
+    def __init__(self, wl: Workload, log: Callable[[str], None]) -> None:
+        self.wl, self.s, self.log = wl, wl.s, log
+        self.best = Rung(
+            "baseline",
+            "the article's loop: num_workers=0, blocking copies, fp32, evaluate_loss on train "
+            "and test every epoch",
+            wl.base_config(),
+        )
+        self.rungs = [self.best]
+        self.loader_sweep: list[dict[str, Any]] = []
+
+    # -- bookkeeping
+    def skip(self, name: str, adds: str, reason: str) -> None:
+        self.rungs.append(Rung(name, adds, None, loader={}, status=SKIPPED, reason=reason))
+        self.log(f"{name}: skipped ({reason})")
+
+    def judge(self, cand: Rung, cmp: Comparison, measured: str, **extra: Any) -> None:
+        decision = {
+            "against": self.best.name,
+            "measured": measured,
+            "comparison": cmp.to_dict(),
+            "summary": str(cmp),
+            "verdict": cmp.verdict,
+        } | extra
+        cand.decision = decision
+        if cmp.verdict == HOLDS:
+            self.rungs.append(cand)
+            self.best = cand
+            self.log(f"{cand.name}: kept, {cmp} against {decision['against']}")
+        else:
+            cand.status = REJECTED
+            cand.reason = f"{cmp} against {self.best.name}: {cmp.verdict}"
+            if cmp.verdict != HOLDS and not cmp.decided:
+                cand.reason += f" ({cmp.reason})"
+            self.rungs.append(cand)
+            self.log(f"{cand.name}: rejected, {cand.reason}")
+
+    # -- measurements
+    def _budget(self, entries: int = 2) -> dict[str, Any]:
+        """``decide_seconds`` for a two-way comparison, half as much again per extra entry
+        (every round runs every entry, and an interval needs 6 rounds)."""
+        s = self.s
+        return dict(
+            device=self.wl.device,
+            min_effect=s.min_effect,
+            confidence=s.confidence,
+            max_seconds=s.decide_seconds * (1 + 0.5 * (entries - 2)),
+            warmup=s.warmup,
+            max_rounds=s.max_rounds,
+        )
+
+    def loader_passes(self, loaders: dict[str, tuple[dict, TrainConfig]]):
+        """Loader candidates vs the previous best's loader, each pass training every batch.
+
+        Each loader is measured the way its own config runs: its batches copied with its
+        ``non_blocking`` and trained by a step built from its config (one step per distinct
+        step setting). A step built from the previous config would copy a pinned rung's
+        labels blocking (``TrainStep``: ``y.to(device, non_blocking=False)`` is
+        ``cudaMemcpyAsync`` + ``cudaStreamSynchronize``, pytorch/pytorch
+        ``aten/src/ATen/native/cuda/Copy.cu``), so the rung would be measured without the
+        overlap it claims, and the kept config would not be the one measured.
+        """
+        wl, s, prev = self.wl, self.s, self.best
+        steps: dict[tuple, Step] = {}
+        by_label: dict[str, Step] = {}
+        for label, (_, config) in loaders.items():
+            key = _step_settings(config)
+            if key not in steps:
+                steps[key] = train_step(wl.net(), config)
+            by_label[label] = steps[key]
+        makers = {
+            label: functools.partial(wl.loader, spec, config, train=True)
+            for label, (spec, config) in loaders.items()
+        }
+        return measure_loaders(
+            makers,
+            reference=loader_label(prev.loader, prev.config),
+            epochs=s.epochs,
+            max_batches=s.decide_batches,
+            step=by_label,
+            non_blocking={label: config.non_blocking for label, (_, config) in loaders.items()},
+            **self._budget(len(makers)),
+        )
+
+    def step_passes(self, candidate: TrainConfig) -> tuple[Comparison, dict[str, Any]]:
+        """The previous best's loader feeding the previous vs the candidate training step."""
+        wl, s, prev = self.wl, self.s, self.best
+        make = functools.partial(wl.loader, prev.loader, prev.config, train=True)
+        before, after = train_step(wl.net(), prev.config), train_step(wl.net(), candidate)
+        extra: dict[str, Any] = {}
+        if candidate.compile:  # first-call compilation: a fixed cost, timed apart
+            X, y = wl.device_batches(train=True, limit=1)[0]
+            t0 = time.perf_counter()
+            after(X, y)
+            synchronize(wl.device)
+            extra["compile_s"] = time.perf_counter() - t0
+
+        def passes(step: Step) -> Callable[[], Any]:
+            return functools.partial(
+                run_pass, make, epochs=s.epochs, max_batches=s.decide_batches,
+                device=wl.device, non_blocking=prev.config.non_blocking, step=step,
+            )  # fmt: skip
+
+        cmp = compare(passes(before), passes(after), number=1, **self._budget())
+        return cmp, extra
+
+    # -- the rungs
+    def workers(self) -> None:
+        name, wl, s, prev = "+ loader workers", self.wl, self.s, self.best
+        counts = default_workers()[1:][-4:]  # the 4 largest counts: a sweep fits its budget
+        grid = [{"num_workers": 0}] + [
+            {"num_workers": w, "prefetch_factor": 2, "persistent_workers": True} for w in counts
+        ]
+        self.log(f"{name}: {len(grid)} loader settings, each pass training every batch")
+        sweep = sweep_loaders(
+            wl.train_set,
+            grid,
+            batch_size=s.batch_size,
+            seed=s.seed,
+            epochs=s.epochs,
+            max_batches=s.decide_batches,
+            step=train_step(wl.net(), prev.config),
+            **self._budget(len(grid)),
+        )
+        self.loader_sweep = [run.to_dict() for run in sweep.runs.values()]
+        others = [r for r in sweep.runs.values() if r.vs_reference is not None]
+        pick = (
+            sweep.best()
+            if sweep.best().vs_reference is not None
+            else max(others, key=lambda r: r.vs_reference.speedup)
+        )
+        w = pick.settings["num_workers"]
+        cand = Rung(
+            name,
+            f"{w} worker process{'es' if w > 1 else ''} (prefetch_factor=2, persistent), "
+            f"the best of {len(grid)} settings",
+            replace(prev.config, num_workers=w, prefetch_factor=2, persistent_workers=True),
+            loader={"kind": "dataloader"},
+            loop=prev.loop,
+        )
+        measured = "loader passes, training every batch (the sweep of d2lopt tune-loader)"
+        self.judge(cand, pick.vs_reference, measured, setting=pick.label)
+
+    def threads(self) -> None:
+        name, prev = "+ loader threads", self.best
+        n = default_workers()[-1]
+        spec, config = {"kind": "threads", "threads": n}, main_process_loading(prev.config)
+        loaders = {loader_label(prev.loader, prev.config): (prev.loader, prev.config)}
+        label = loader_label(spec, config)
+        loaders[label] = (spec, config)
+        processes = replace(prev.config, num_workers=n, prefetch_factor=2, persistent_workers=True)
+        proc_label = loader_label({"kind": "dataloader"}, processes)
+        if proc_label not in loaders:  # threads against as many worker processes, same rounds
+            loaders[proc_label] = ({"kind": "dataloader"}, processes)
+        self.log(f"{name}: {label} against {', '.join(k for k in loaders if k != label)}")
+        sweep = self.loader_passes(loaders)
+        vs_processes = pair(sweep.sweep, proc_label, label)
+        cand = Rung(
+            name,
+            f"{n} threads build the batches in the main process, instead of worker processes",
+            config,
+            loader=spec,
+            loop=prev.loop,
+        )
+        self.judge(
+            cand,
+            sweep.runs[label].vs_reference,
+            "loader passes, training every batch",
+            loader_runs=[r.to_dict() for r in sweep.runs.values()],
+            threads_vs_processes=vs_processes,
+        )
+
+    def pinned(self) -> None:
+        name, adds = "+ pin_memory/non_blocking", "page-locked batches, asynchronous copies"
+        wl, prev = self.wl, self.best
+        if wl.device.type != "cuda":
+            self.skip(
+                name,
+                adds,
+                f"needs CUDA; on {wl.device.type} no batch crosses a host-to-device link",
+            )
+            return
+        config = replace(prev.config, pin_memory=True, non_blocking=True)
+        label = loader_label(prev.loader, config)
+        sweep = self.loader_passes(  # each measured with its own copies and step
+            {loader_label(prev.loader, prev.config): (prev.loader, prev.config),
+             label: (prev.loader, config)},
+        )  # fmt: skip
+        cand = Rung(name, adds, config, loader=prev.loader, loop=prev.loop)
+        self.judge(cand, sweep.runs[label].vs_reference, "loader passes, training every batch",
+                   loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
+
+    def gpu_decode(self) -> None:
+        name = "+ GPU decode"
+        adds = "JPEG bytes read once; each batch decoded by one batched decode_jpeg on the GPU"
+        wl = self.wl
+        if not wl.images:
+            self.skip(
+                name, adds, "needs JPEG files d2lopt can read: --dataset gives decoded samples"
+            )
+            return
+        if wl.device.type != "cuda":
+            self.skip(name, adds, "needs CUDA (nvJPEG)")
+            return
+        self._loader_rung(name, adds, {"kind": "gpu_decode"})
+
+    def decode_once(self) -> None:
+        name, wl = "+ decode once", self.wl
+        if not wl.images:
+            self.skip(
+                name,
+                "uint8 cache + batched augmentation on the device",
+                "needs image files whose decoding d2lopt can split from the augmentation; your "
+                "--dataset's __getitem__ is opaque (its transform may be random), so caching "
+                "its output would change what the model sees",
+            )
+            return
+        need = wl.decoded_mib()
+        if wl.device.type == "cuda":
+            free = torch.cuda.mem_get_info(wl.device)[0] / 2**20
+        else:
+            import psutil
+
+            free = psutil.virtual_memory().available / 2**20
+        adds = (
+            f"every image decoded once into a {need:.1f} MiB uint8 cache on the {wl.device.type}, "
+            "then random crop + flip as one batched kernel per batch"
+        )
+        if need > 0.5 * free:
+            self.skip(
+                name, adds, f"the cache needs {need:.0f} MiB, over half the {free:.0f} MiB free"
+            )
+            return
+        self._loader_rung(name, adds, {"kind": "decode_once", "cache_mib": need})
+
+    def _loader_rung(self, name: str, adds: str, spec: dict[str, Any]) -> None:
+        prev = self.best
+        config = main_process_loading(prev.config)
+        label = loader_label(spec, config)
+        self.log(f"{name}: {label} against {loader_label(prev.loader, prev.config)}")
+        sweep = self.loader_passes(
+            {loader_label(prev.loader, prev.config): (prev.loader, prev.config),
+             label: (spec, config)}
+        )  # fmt: skip
+        cand = Rung(name, adds, config, loader=spec, loop=prev.loop)
+        self.judge(cand, sweep.runs[label].vs_reference, "loader passes, training every batch",
+                   loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
+
+    def step_rung(self, name: str, adds: str, change: dict[str, Any]) -> None:
+        prev = self.best
+        candidate = replace(prev.config, **change)
+        self.log(f"{name}: training passes with and without it")
+        try:
+            cmp, extra = self.step_passes(candidate)
+        except Exception as exc:  # e.g. torch.compile without a C++ compiler: say why, go on
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            self.skip(name, adds, f"failed here: {type(exc).__name__}: {first}")
+            return
+        cand = Rung(name, adds, candidate, loader=prev.loader, loop=prev.loop)
+        self.judge(cand, cmp, "training passes (the loader feeding the step)", **extra)
+
+    def hygiene(self) -> None:
+        prev, s = self.best, self.s
+        cand = Rung(
+            "+ loop hygiene",
+            "d2lopt.fit: evaluate the test set once at the end, not train+test every epoch; "
+            "loss summed on the device (no per-batch syncs)",
+            replace(prev.config, eval_every=s.epochs),
+            loader=prev.loader,
+            loop="fit",
+        )
+        self.log(f"{cand.name}: whole runs with the article's loop and with d2lopt.fit")
+        cmp = compare(
+            functools.partial(run_rung, self.wl, prev),
+            functools.partial(run_rung, self.wl, cand),
+            number=1,
+            **self._budget(),
+        )
+        self.judge(cand, cmp, "whole runs (training and evaluation)")
+
+    def run(self) -> list[Rung]:
+        wl, s = self.wl, self.s
+        self.workers()
+        self.threads()
+        self.pinned()
+        self.gpu_decode()
+        self.decode_once()
+        amp = _amp_candidate(wl.device)
+        self.step_rung("+ AMP", f"autocast to {amp}", {"amp": amp})
+        self.hygiene()
+        if len(wl.batch_shape) == 3:
+            self.step_rung(
+                "+ channels_last",
+                "NHWC memory format for the convolutions",
+                {"channels_last": True},
+            )
+        else:
+            self.skip(
+                "+ channels_last",
+                "NHWC memory format for the convolutions",
+                f"needs 4-D image batches; --dataset gives samples of shape {wl.batch_shape}",
+            )
+        if s.compile:
+            self.step_rung("+ torch.compile", "compiled model (inductor)", {"compile": True})
+        else:
+            self.skip(
+                "+ torch.compile",
+                "compiled model (inductor)",
+                "optional: add --compile (its first-call compilation is timed apart)",
+            )
+        return self.rungs
+
+
+# ====== the final rounds and ``ladder.json``
+KEPT = MEASURED  # a kept rung is measured in the final rounds
+_PEER_INSTALL = {"d2l": "pip install --no-deps d2l==1.0.3", "lightning": "pip install lightning"}
+
+
+def final_rounds(
+    wl: Workload, rungs: list[Rung], log: Callable[[str], None]
+) -> tuple[Sweep, dict[str, list[RunStats]], dict[str, str]]:
+    """Kept rungs, ceiling and peers: whole runs in the same paired rounds."""
+    s = wl.s
+    kept = [r for r in rungs if r.status == KEPT]
+    top = kept[-1]
+    runs: dict[str, Callable[[], RunStats]] = {
+        r.name: functools.partial(run_rung, wl, r) for r in kept
+    }
+    runs["ceiling"] = functools.partial(run_ceiling, wl, top)
+    missing: dict[str, str] = {}
+    for key, label in PEERS.items():
+        if importlib.util.find_spec(key) is not None:
+            runs[label] = functools.partial(PEER_RUNS[key], wl, top)
+        else:  # a peer is a comparison, not a requirement: say so and go on without it
+            missing[key] = f"not installed: {_PEER_INSTALL[key]}"
+            notice_once(f"peer-{key}", f"{key} is not installed, so its peer is skipped: "
+                        f"{_PEER_INSTALL[key]}")  # fmt: skip
+    records: dict[str, list[RunStats]] = {name: [] for name in runs}
+
+    def recorded(name: str, run: Callable[[], RunStats]) -> Callable[[], None]:
+        def call() -> None:
+            with PeakMemory(wl.device) as mem:
+                stats = run()
+            records[name].append(replace(stats, peak_memory_mib=mem.mib))
+            gc.collect()  # Lightning's reference cycles hold loaders (and workers) otherwise
+            counts = {len(v) for v in records.values()}
+            if len(counts) == 1:  # every entry ran once more: a round is complete
+                k = counts.pop() - s.warmup
+                what = f"round {k}" if k > 0 else "warm-up"
+                log(f"{what}: " + ", ".join(
+                    f"{n} {v[-1].samples / v[-1].seconds:.0f}/s" for n, v in records.items()
+                ))  # fmt: skip
+
+        return call
+
+    log(f"final rounds: {len(runs)} whole runs per round, up to {s.max_seconds:.0f} s")
+    gc.collect()
+    gc.freeze()  # older objects out of the collector's way: gc.collect() above stays cheap
+    try:
+        sweep = compare_many(
+            {name: recorded(name, run) for name, run in runs.items()},
+            reference="baseline",
+            device=wl.device,
+            min_effect=s.min_effect,
+            confidence=s.confidence,
+            max_seconds=s.max_seconds,
+            warmup=s.warmup,
+            max_rounds=s.max_rounds,
+            number=1,  # one run per timed block: the records line up with the rounds
+        )
+    finally:
+        gc.unfreeze()
+    return sweep, {n: v[-sweep.rounds :] for n, v in records.items()}, missing
+
+
+def _row(name: str, sweep: Sweep, recs: list[RunStats]) -> dict[str, Any]:
+    med = statistics.median
+    memory = [r.peak_memory_mib for r in recs if r.peak_memory_mib is not None]
+    row: dict[str, Any] = {
+        "samples_per_s": recs[-1].samples / sweep.median(name),
+        "steady_samples_per_s": med(r.steady_samples_per_s for r in recs),
+        "fixed_s": med(r.fixed for r in recs),
+        "startup_s": med(r.startup for r in recs),
+        "first_step_s": med(r.first_step for r in recs),
+        "stall_fraction": med(r.stall_fraction for r in recs),
+        "peak_memory_mib": max(memory) if memory else None,
+        "seconds": list(sweep.seconds[name]),
+    }
+    if name == sweep.reference:
+        row |= {"speedup": 1.0, "speedup_ci": [1.0, 1.0], "vs_baseline": None}
+    else:
+        c = sweep.comparisons[name]
+        row |= {"speedup": c.speedup, "speedup_ci": list(c.ci), "vs_baseline": c.to_dict()}
+    if name == "ceiling":
+        row |= {"fraction_of_ceiling": 1.0, "fraction_ci": [1.0, 1.0]}
+    else:
+        f = pair(sweep, name, "ceiling")  # entry time / ceiling time
+        row |= {
+            "fraction_of_ceiling": 1 / f["ratio"],
+            "fraction_ci": [1 / f["ci"][1], 1 / f["ci"][0]],
+        }
+    return row
+
+
+def describe_hardware(device: torch.device) -> dict[str, Any]:
+    from ..devices import accelerator_name
+    from ..envinfo import environment_report
+
+    rep = environment_report()
+    cpu = accelerator_name("cpu")
+    with contextlib.suppress(OSError):  # the CPU's marketing name, for the results' folder
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    name = cpu if device.type == "cpu" else accelerator_name(device)
+    keys = ("python", "platform", "torch", "torchvision", "cpu_cores", "torch_threads",
+            "memory_gib", "cpu_bf16_units", "cuda_version", "gpus", "mps_available")  # fmt: skip
+    return {"name": name, "cpu_model": cpu} | {k: rep[k] for k in keys}
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for pkg in ("d2lopt", "torch", "d2l", "lightning"):
+        try:
+            out[pkg] = torch.__version__ if pkg == "torch" else version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN (an interval that needs more rounds) as null: JSON has no NaN."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+def _rung_row(r: Rung, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One rung of ``ladder.json``: how it was decided, and its final rounds when kept."""
+    return {
+        "name": r.name,
+        "adds": r.adds,
+        "status": r.status,
+        "reason": r.reason,
+        "loop": r.loop if r.config is not None else None,
+        "loader": r.loader or None,
+        "config": r.config.to_dict() if r.config is not None else None,
+        "decision": r.decision,
+    } | rows.get(r.name, {"samples_per_s": None, "speedup": None})
+
+
+def _peers(
+    rows: dict[str, dict[str, Any]], missing: dict[str, str], sweep: Sweep, top: Rung
+) -> dict[str, Any]:
+    """Each peer against the best rung (``vs_best``), or why it was skipped."""
+    peers: dict[str, Any] = {}
+    for key, label in PEERS.items():
+        if label in rows:
+            vs = pair(sweep, label, top.name)  # peer time / best time
+            peers[key] = {"name": label, "status": MEASURED, "vs_best": vs} | rows[label]
+        else:
+            peers[key] = {"name": label, "status": SKIPPED, "reason": missing[key]}
+    return peers
+
+
+def report(
+    wl: Workload,
+    rungs: list[Rung],
+    loader_sweep: list[dict[str, Any]],
+    sweep: Sweep,
+    records: dict[str, list[RunStats]],
+    missing: dict[str, str],
+    hardware: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``ladder.json`` content, less its targets, load average and elapsed time."""
+    s = wl.s
+    rows = {name: _row(name, sweep, recs) for name, recs in records.items()}
+
+    top = [r for r in rungs if r.status == KEPT][-1]
+    rung_rows = [_rung_row(r, rows) for r in rungs]
+    peers = _peers(rows, missing, sweep, top)
+    best = rows[top.name]
+    result: dict[str, Any] = {
+        "schema": 2,
+        "device": f"{wl.device}: {hardware['name']}"
+        + (f", {hardware['cpu_cores']} cores" if wl.device.type == "cpu" else ""),
+        "device_type": wl.device.type,
+        "hardware": hardware,
+        "versions": _versions(),
+        "workload": f"{wl.description}; {wl.model_name}",
+        "settings": asdict(s),
+        "memory_kind": "CUDA allocator peak"
+        if wl.device.type == "cuda"
+        else "peak PSS of the process and its loader workers (host memory, psutil)",
+        "rungs": rung_rows,
+        "ceiling": rows["ceiling"]
+        | {"config": top.config.to_dict(), "loop": top.loop, "loader": top.loader},
+        "peers": peers,
+        "best": {"name": top.name}
+        | {
+            k: best[k]
+            for k in (
+                "samples_per_s",
+                "speedup",
+                "speedup_ci",
+                "fraction_of_ceiling",
+                "fraction_ci",
+                "stall_fraction",
+                "fixed_s",
+                "steady_samples_per_s",
+            )
+        },  # fmt: skip
+        "loader_sweep": loader_sweep,  # LoaderRun.to_dict() rows, as tune-loader's
+        "final_rounds": sweep.rounds,
+        "final_looks": sweep.looks,  # the intervals of the final rounds are split over these
+        "final_share": sweep.share,  # and spend this many looks' share of the error
+    }
     return result

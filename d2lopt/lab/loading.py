@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..compare import Comparison, Sweep
 from ..devices import try_gpu
+from ..measure import Comparison, Sweep
 from ..train import pin_memory_for
 from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
@@ -35,7 +35,6 @@ __all__ = [
     "decode_image_folder",
     "build_loader",
     "consume",
-    "epoch_times",
     "steps",
     "knee",
     "plateau",
@@ -188,40 +187,13 @@ def consume(
     return samples, waited
 
 
-def epoch_times(
-    loader: Iterable, epochs: int = 3, *, max_batches: int | None = None
-) -> list[tuple[float, float]]:
-    """``(seconds to the first batch, seconds for the whole epoch)`` for each epoch.
-
-    The first-batch time is mostly worker start-up: paid every epoch by default, only in
-    the first epoch with ``persistent_workers=True``.
-    """
-    if epochs < 1:
-        raise ValueError(f"epochs: must be >= 1, got {epochs}")
-    out = []
-    with _allow_many_workers():
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            batches = iter(loader)  # starts the workers, unless they persist
-            first = None
-            for i, _batch in enumerate(batches):
-                if i == 0:
-                    first = time.perf_counter() - t0
-                if max_batches is not None and i + 1 >= max_batches:
-                    break
-            del batches
-            total = time.perf_counter() - t0
-            out.append((total if first is None else first, total))
-    return out
-
-
 def steps(sweep: Sweep, order: Sequence[str]) -> list[Comparison]:
     """Each setting against the one before it: ``order[i + 1]`` vs ``order[i]``, same rounds.
 
     "Where does more stop helping?" is a question about successive steps, and a series of
     medians cannot answer it: one noisy point makes a plateau look like a dip and a dip
     like a plateau. Every variant of a sweep ran in every round, so each step gets its own
-    paired interval (:meth:`d2lopt.compare.Sweep.between`). Taught in ``05_disk_to_memory``.
+    paired interval (:meth:`d2lopt.measure.Sweep.between`). Taught in ``05_disk_to_memory``.
 
     Example: ``steps(sweep, ["num_workers=0", "num_workers=1", "num_workers=2"])``.
     """

@@ -5,7 +5,7 @@
   for experiments with an exact outcome (:func:`d2lopt.lab.balance.uneven_inputs_worker`,
   :func:`d2lopt.lab.comm.comm_worker`);
 * :class:`RankPool` keeps N spawned ranks alive so that timings can be compared in paired,
-  interleaved rounds (:mod:`d2lopt.compare`);
+  interleaved rounds (:mod:`d2lopt.measure`);
 * :func:`lockstep_compare_many` times variants on rank 0 while the other ranks follow in
   lockstep, so a DDP step meets its peers in every all-reduce.
 
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..compare import Sweep, compare_many
 from ..dist.distributed import exit_rank, free_port, setup, teardown
 from ..envinfo import _usable_cores
+from ..measure import Sweep, compare_many
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]
 
@@ -84,7 +84,7 @@ class RankPool:
     """N ranks started once, joined in one process group, that run functions on demand.
 
     Taught in ``10_ddp`` and ``11_scheduling``. A timing verdict needs paired, interleaved
-    rounds (:func:`d2lopt.compare.compare`); launching a fresh job for every round would time
+    rounds (:func:`d2lopt.measure.compare`); launching a fresh job for every round would time
     interpreter start-up and the rendezvous, not training. These ranks start once and then
     wait on a pipe (idle, taking no core) until :meth:`run` sends them an importable function
     ``fn(rank, world_size, **kwargs)``; every rank runs it and :meth:`run` returns what each
@@ -210,14 +210,14 @@ def _cores() -> int:
 def lockstep_compare_many(
     fns: dict[str, Callable[[], Any]], *, reference: str, **kwargs: Any
 ) -> Sweep | None:
-    """:func:`d2lopt.compare.compare_many` on rank 0, every other rank in lockstep.
+    """:func:`d2lopt.measure.compare_many` on rank 0, every other rank in lockstep.
 
     Call it on every rank with the same variant names (each rank's functions may differ,
     e.g. only the straggler sleeps). Rank 0 measures: before each call it broadcasts which
     variant comes next, and the other ranks run the same variant, so a DDP step meets its
     peers in every all-reduce. The broadcast is a sync point that starts every call on all
     ranks together, the same small cost in every variant. Returns the
-    :class:`~d2lopt.compare.Sweep` on rank 0 and None elsewhere.
+    :class:`~d2lopt.measure.Sweep` on rank 0 and None elsewhere.
     """
     names = list(fns)
     on = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL broadcasts CUDA tensors only

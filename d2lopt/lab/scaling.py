@@ -28,9 +28,9 @@ import torch
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..compare import Comparison, compare
 from ..devices import synchronize
 from ..dist.distributed import rank_device
+from ..measure import Comparison, compare
 from ..models import cnn, init_weights, mlp
 from ..verdict import INCONCLUSIVE, Verdict
 from .ranks import RankPool, _cores
@@ -101,7 +101,7 @@ def compare_scaling(
 ) -> Comparison:
     """One process vs ``pool.world`` DDP ranks on the same global batch, in paired rounds.
 
-    Returns the :class:`~d2lopt.compare.Comparison` of the claim "``pool.world`` processes
+    Returns the :class:`~d2lopt.measure.Comparison` of the claim "``pool.world`` processes
     train faster than one" (speedup = time of one process / time of the ranks). Taught in
     ``10_ddp`` (B1) and fed to the cluster simulation of ``11_scheduling``.
     """

@@ -1,6 +1,6 @@
 """The error rate of a stopping rule, measured on a simulated clock (README "How we measure").
 
-:func:`d2lopt.compare.compare_many` may stop only at looks planned before the first round,
+:func:`d2lopt.measure.compare_many` may stop only at looks planned before the first round,
 with the error split over them (:func:`d2lopt.stats.planned_looks`). This module measures
 what that buys, the way the README reports it: thousands of comparisons whose true speedup
 is known, timed on a simulated clock (no wall time, seeded), judged by ``compare_many``
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compare import compare_many
+from ..measure import compare_many
 from ..stats import look_confidence, min_rounds, planned_looks, ratio_interval
 from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .bench import time_repeats
+from ..measure import time_repeats
 
 __all__ = [
     "COPY_MODES",
@@ -117,7 +117,7 @@ def copy_fn(
     The source tensor is made (and, for ``pinned*`` modes, pinned) once, here, outside the
     timed region: that is the DataLoader's pinning thread's job. Time the function with
     :func:`d2lopt.compare` (which synchronizes the device around each timed block, so the
-    whole copy is counted, asynchronous or not) or :func:`d2lopt.lab.bench.time_repeats`.
+    whole copy is counted, asynchronous or not) or :func:`d2lopt.measure.time_repeats`.
 
     Args:
         nbytes: size of the tensor (rounded down to whole float32 elements, at least one).

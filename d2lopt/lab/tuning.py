@@ -27,8 +27,9 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from ..errors import ParamError, ParamTypeError
+from ..measure import setting_label
 from ..memory import worker_memory
-from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
+from .bench import LoaderRun, LoaderSweep, measure_loader, sweep_loaders
 from .loading import build_loader
 from .specs import call_factory, check_sample, resolve
 

@@ -1,9 +1,9 @@
-"""Data sets that fail on purpose, and a wrapper that names the failing sample.
+"""Data sets that fail on purpose, and a wrapper that names the failing sample (test helpers).
 
-Taught in ``03_dataset_dataloader``. Real pipelines meet corrupt files, stalled network
-mounts and DataLoader workers killed by the kernel's OOM killer. Each data set here wraps a
-real one and injects one fault at one chosen index, so a lesson (or a test) can show what
-the loader does about it:
+``tests/test_workers.py`` checks with them what ``03_dataset_dataloader`` teaches. Real
+pipelines meet corrupt files, stalled network mounts and DataLoader workers killed by the
+kernel's OOM killer. Each data set here wraps a real one and injects one fault at one chosen
+index, so a lesson (or a test) can show what the loader does about it:
 
 - :class:`RaiseAt`: ``__getitem__`` raises; the error reaches the main process, re-raised
   by the DataLoader with the worker's traceback.
@@ -17,8 +17,8 @@ raises is re-raised as :class:`SampleError` naming the sample index, the origina
 chained: "sample 41237: OSError: image file is truncated" finds the bad file at once.
 :func:`d2lopt.batches.iterate` is ``for batch in loader`` that, when the loader fails, names a
 worker killed by a signal and shuts the workers down at once.
-Like every Dataset of the course they live in this package, not in a notebook cell, so
-``spawn``/``forkserver`` workers can unpickle them.
+They live in a module, not in a test function, so ``spawn``/``forkserver`` workers can
+unpickle them (a worker inherits ``sys.path``, ``tests/`` included).
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from typing import Any
 
 from torch.utils.data import Dataset, get_worker_info
 
-from ..batches import iterate  # the lesson's other half: faults, then how the loop meets them
-
-__all__ = ["SampleError", "WithSampleIndex", "RaiseAt", "HangAt", "KillWorkerAt", "iterate"]
+__all__ = ["SampleError", "WithSampleIndex", "RaiseAt", "HangAt", "KillWorkerAt"]
 
 
 class SampleError(RuntimeError):
@@ -60,7 +58,7 @@ class WithSampleIndex(Dataset):
         >>> data[7]
         Traceback (most recent call last):
         ...
-        d2lopt.lab.faults.SampleError: sample 7: OSError: bad
+        faults.SampleError: sample 7: OSError: bad
     """
 
     def __init__(self, dataset: Dataset) -> None:

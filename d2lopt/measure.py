@@ -1,15 +1,16 @@
 """Is the candidate faster? Paired, interleaved rounds, an interval, and an honest verdict.
 
 Taught in ``05_disk_to_memory`` and used by every timing verdict of the course, the ladder
-and ``d2lopt tune-loader``. A single ratio of two timings is decided by noise as often as by
-the change being measured: a burst of background load during one of the two runs is enough.
-:func:`compare` therefore
+and ``d2lopt tune-loader``: the course's one engine for timing blocks of code. A single
+ratio of two timings is decided by noise as often as by the change being measured: a burst
+of background load during one of the two runs is enough. :func:`compare` therefore
 
 1. runs baseline and candidate **back to back in every round**, alternating their order
    (AB, BA, BA, AB, ...), with the device synchronized around each timed block, so a slow
    drift of the machine's load hits both alike and cancels in the per-round ratio;
 2. summarizes the per-round ratios with the **Hodges-Lehmann estimate** and its
-   **Wilcoxon signed-rank confidence interval** (on log ratios, see :func:`ratio_interval`);
+   **Wilcoxon signed-rank confidence interval** (on log ratios, see
+   :func:`d2lopt.stats.ratio_interval`);
 3. looks at the intervals only at rounds planned before the first one (9, 14, 21, 32, ...
    up to ``max_rounds``: :func:`d2lopt.stats.planned_looks`), with the error split over
    the looks, and stops at the first look where the verdict is decided *and* the interval
@@ -21,14 +22,15 @@ the change being measured: a burst of background load during one of the two runs
    hold* when it lies below, and *inconclusive* otherwise, with one line saying why.
 
 :func:`compare_many` does the same for N variants against a named reference (loader sweeps,
-ladder rungs): every round runs all variants in a rotating order.
+ladder rungs): every round runs all variants in a rotating order, and returns a
+:class:`Sweep` of :class:`Comparison` results. :func:`summarize` builds the same results from
+rounds a program timed itself (every rank in lockstep), so a verdict reads the same
+whichever way its rounds were measured; :func:`time_repeats` times one function alone, for a
+number to report rather than a comparison. The statistics are in :mod:`d2lopt.stats`.
 
-``torch.utils.benchmark`` (:func:`d2lopt.timing.benchmark`) times one statement at a time,
-so it cannot interleave two; its building blocks (a synchronized block of ``number`` calls,
-medians) are reproduced here with the pairing added.
-
-This module measures; the statistics are in :mod:`d2lopt.stats` and the result types
-(:class:`Comparison`, :class:`Sweep`, :func:`summarize`) in :mod:`d2lopt.sweep`.
+``torch.utils.benchmark`` times one statement at a time, so it cannot interleave two; its
+building blocks (a synchronized block of ``number`` calls, medians) are reproduced here with
+the pairing added.
 """
 
 from __future__ import annotations
@@ -36,28 +38,262 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from .devices import as_device, synchronize
-from .stats import look_confidence, min_rounds, planned_looks, ratio_interval, round_order
-from .sweep import Comparison, Sweep, check_judging, is_number, summarize
+from .errors import check_int
+from .stats import (
+    format_interval,
+    judge,
+    look_confidence,
+    planned_looks,
+    ratio_interval,
+    round_order,
+)
+from .verdict import HOLDS, INCONCLUSIVE, Verdict
 
-# Comparison, Sweep, ratio_interval and summarize are imported here too: the notebooks
-# reach them as ``d2lopt.compare.ratio_interval`` etc., the course's one timing namespace.
 __all__ = [
     "Comparison",
     "Sweep",
     "compare",
     "compare_many",
-    "min_rounds",
-    "planned_looks",
-    "ratio_interval",
+    "setting_label",
     "summarize",
+    "time_repeats",
 ]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of one paired comparison; ``str(r)`` is ``1.42x [1.31, 1.55], 24 rounds``.
+
+    Attributes:
+        speedup: baseline time / candidate time, the Hodges-Lehmann estimate over rounds
+            (> 1: the candidate is faster).
+        ci: the confidence interval of ``speedup``; ``(nan, nan)`` with too few rounds.
+            It holds at ``confidence`` whichever of the ``looks`` the measurement stopped
+            at: its interval is computed at ``look_confidence(confidence, looks, share)``.
+        rounds: paired rounds measured.
+        verdict: ``"holds"``, ``"does not hold"`` or ``"inconclusive"`` for the claim
+            "the candidate is faster by at least ``min_effect``".
+        reason: one line: why this verdict follows from the interval.
+        baseline_seconds, candidate_seconds: seconds per call in each round.
+        looks: the planned looks the error was split over (1: the rounds were judged once).
+        share: how many planned looks' shares of the error this interval spends (1 at a
+            planned look; more where the time budget ended the rounds before those looks).
+    """
+
+    label: str
+    speedup: float
+    ci: tuple[float, float]
+    rounds: int
+    verdict: str
+    reason: str
+    min_effect: float
+    confidence: float
+    baseline_seconds: tuple[float, ...] = field(repr=False)
+    candidate_seconds: tuple[float, ...] = field(repr=False)
+    looks: int = 1
+    share: int = 1
+
+    @property
+    def baseline_median(self) -> float:
+        """Median seconds per call of the baseline."""
+        return float(np.median(self.baseline_seconds))
+
+    @property
+    def candidate_median(self) -> float:
+        """Median seconds per call of the candidate."""
+        return float(np.median(self.candidate_seconds))
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict != INCONCLUSIVE
+
+    def __str__(self) -> str:
+        interval = format_interval(*self.ci, 1 + self.min_effect)
+        return f"{self.speedup:.2f}x {interval}, {self.rounds} rounds"
+
+    def to_verdict(self, claim: str, statement: str, *, condition: str = "") -> Verdict:
+        """A verdict-table row: the evidence always shows the interval and the rounds."""
+        evidence = str(self)
+        if self.verdict == INCONCLUSIVE:
+            evidence += f"; {self.reason}"
+        return Verdict(claim, statement, evidence, self.verdict, condition)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "speedup": self.speedup,
+            "ci": list(self.ci),
+            "rounds": self.rounds,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "min_effect": self.min_effect,
+            "confidence": self.confidence,
+            "baseline_seconds": list(self.baseline_seconds),
+            "candidate_seconds": list(self.candidate_seconds),
+            "looks": self.looks,
+            "share": self.share,
+        }
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """N variants measured in the same rounds, each compared with ``reference``.
+
+    ``seconds[name]`` holds seconds per call in each round; ``comparisons[name]`` the
+    :class:`Comparison` of ``name`` against the reference (absent for the reference);
+    ``looks`` and ``share`` as in :class:`Comparison`.
+    """
+
+    reference: str
+    seconds: dict[str, list[float]]
+    comparisons: dict[str, Comparison]
+    elapsed: float
+    looks: int = 1
+    share: int = 1
+
+    @property
+    def rounds(self) -> int:
+        return len(self.seconds[self.reference])
+
+    def median(self, name: str) -> float:
+        """Median seconds per call of variant ``name``."""
+        return float(np.median(self.seconds[name]))
+
+    def best(self) -> str:
+        """The variant that is faster than the reference with the highest interval floor.
+
+        Only a variant whose verdict *holds* can beat the reference: a point estimate that
+        noise could explain never displaces it.
+        """
+        winners = [n for n, c in self.comparisons.items() if c.verdict == HOLDS]
+        if not winners:
+            return self.reference
+        return max(winners, key=lambda n: self.comparisons[n].ci[0])
+
+    def between(self, candidate: str, baseline: str) -> Comparison:
+        """``candidate`` against ``baseline``: any two variants, from the same paired rounds.
+
+        Every round ran every variant, so two non-reference variants pair up just like a
+        variant and the reference (05 compares each loader setting with the previous one).
+        """
+        for arg, name in (("candidate", candidate), ("baseline", baseline)):
+            if name not in self.seconds:
+                raise ValueError(f"{arg}: {name!r} is not one of {sorted(self.seconds)}")
+        any_c = next(iter(self.comparisons.values()))  # all share min_effect and confidence
+        return comparison(
+            candidate, baseline, self.seconds, any_c.min_effect, any_c.confidence, self.elapsed,
+            self.looks, self.share,
+        )  # fmt: skip
+
+    def table(self) -> str:
+        """A Markdown table: every variant, its median time and its interval vs the reference."""
+        rows = [
+            f"| variant | median time | vs {self.reference} | verdict |",
+            "|---|---:|---|---|",
+        ]
+        for name in self.seconds:
+            c = self.comparisons.get(name)
+            vs = "reference" if c is None else str(c)
+            verdict = "" if c is None else f"**{c.verdict}**"
+            rows.append(f"| {name} | {_fmt_seconds(self.median(name))} | {vs} | {verdict} |")
+        return "\n".join(rows)
+
+
+def _fmt_seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def comparison(
+    name, reference, seconds, min_effect, confidence, elapsed, looks=1, share=1
+) -> Comparison:
+    """``name`` against ``reference`` from the per-round ``seconds`` of both."""
+    ratios = np.asarray(seconds[reference]) / np.asarray(seconds[name])
+    est, lo, hi = ratio_interval(ratios, look_confidence(confidence, looks, share))
+    verdict, reason = judge(
+        lo, hi, ratios, min_effect=min_effect, confidence=confidence, elapsed=elapsed,
+        looks=looks, share=share,
+    )  # fmt: skip
+    return Comparison(
+        label=f"{name} vs {reference}",
+        speedup=est,
+        ci=(lo, hi),
+        rounds=len(ratios),
+        verdict=verdict,
+        reason=reason,
+        min_effect=min_effect,
+        confidence=confidence,
+        baseline_seconds=tuple(seconds[reference]),
+        candidate_seconds=tuple(seconds[name]),
+        looks=looks,
+        share=share,
+    )
+
+
+def is_number(x: Any) -> bool:
+    """A finite int or float, and not a bool (``True`` is an int to Python, not to a user)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_judging(min_effect: Any, confidence: Any) -> None:
+    """The settings of a verdict, checked before any round is measured or judged."""
+    if not is_number(min_effect) or min_effect < 0:
+        raise ValueError(f"min_effect: must be a fraction >= 0 (0.05 = 5 %), got {min_effect!r}")
+    if not is_number(confidence) or not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence: must be in [0.5, 1), e.g. 0.95, got {confidence!r}")
+
+
+def summarize(
+    seconds: Mapping[str, list[float]],
+    *,
+    reference: str,
+    min_effect: float = 0.05,
+    confidence: float = 0.95,
+    elapsed: float = math.nan,
+    looks: int = 1,
+    share: int = 1,
+) -> Sweep:
+    """Intervals and verdicts for timings already taken in paired rounds.
+
+    For measurements :func:`compare_many` cannot run itself, e.g. inside a
+    distributed program where every rank must execute the same rounds (``d2lopt.dist.sharding``,
+    ``d2lopt.dist.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
+    with the order alternated between rounds. ``looks``: how many times the caller looked at
+    the intervals to decide whether to stop (see :func:`d2lopt.stats.planned_looks`); a fixed
+    number of rounds, judged once at the end, is one look. ``share``: how many of those
+    looks' shares of the error this judgement spends (see :func:`d2lopt.stats.look_confidence`).
+    """
+    if reference not in seconds:
+        raise ValueError(f"reference: {reference!r} is not one of {sorted(seconds)}")
+    lengths = {len(v) for v in seconds.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError("seconds: every variant needs one time per round, and at least one round")
+    check_judging(min_effect, confidence)
+    check_int("looks", looks, 1)  # 1: judged once
+    check_int("share", share, 1, looks)
+    seconds = {name: list(times) for name, times in seconds.items()}
+    comparisons = {
+        name: comparison(name, reference, seconds, min_effect, confidence, elapsed, looks, share)
+        for name in seconds
+        if name != reference
+    }
+    return Sweep(reference, seconds, comparisons, elapsed, looks, share)
+
+
+def setting_label(setting: Mapping[str, Any]) -> str:
+    """``{"num_workers": 2, "prefetch_factor": 4}`` -> ``"num_workers=2, prefetch_factor=4"``."""
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
+
 
 # A timed block lasts at least this long, so a microsecond-scale function is not measured
 # at the resolution of the clock (torch.utils.benchmark's blocked_autorange does the same).
@@ -68,14 +304,12 @@ def _check_args(min_effect, confidence, max_seconds, warmup, target_width, max_r
     check_judging(min_effect, confidence)
     if not is_number(max_seconds) or max_seconds <= 0:
         raise ValueError(f"max_seconds: must be a time budget > 0 in seconds, got {max_seconds!r}")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: must be an int >= 0 (untimed calls first), got {warmup!r}")
+    check_int("warmup", warmup, 0)
     if not is_number(target_width) or target_width <= 0:
         raise ValueError(
             f"target_width: must be a fraction > 0 (0.10 = ±10 %), got {target_width!r}"
         )
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 2:
-        raise ValueError(f"max_rounds: must be an int >= 2, got {max_rounds!r}")
+    check_int("max_rounds", max_rounds, 2)
 
 
 def _check_fns(fns: Any, reference: Any, number: Any) -> None:
@@ -89,10 +323,8 @@ def _check_fns(fns: Any, reference: Any, number: Any) -> None:
             )
     if reference not in fns:
         raise ValueError(f"reference: {reference!r} is not one of {sorted(fns)}")
-    if number is not None and (
-        isinstance(number, bool) or not isinstance(number, int) or number < 1
-    ):
-        raise ValueError(f"number: must be an int >= 1 or None (automatic), got {number!r}")
+    if number is not None:  # None: automatic
+        check_int("number", number, 1)
 
 
 def _timed_block(
@@ -123,6 +355,28 @@ def _warm_up(fns, warmup: int, number: int | None, dev, timer) -> tuple[dict[str
         fastest = min(per_call.values())
         number = max(1, min(10**6, math.ceil(MIN_BLOCK_SECONDS / max(fastest, 1e-9))))
     return per_call, number
+
+
+def time_repeats(
+    fn: Callable[[], Any],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+) -> list[float]:
+    """Seconds of ``fn()`` for each of ``repeats`` calls after ``warmup`` untimed ones.
+
+    The same synchronized block :func:`compare` times, one call at a time: ``device`` is
+    synchronized before and after each call, so queued GPU work is counted. A number to
+    report (``07_cpu_to_gpu``'s copy bandwidths); a comparison of two such numbers goes
+    through :func:`compare`.
+    """
+    check_int("repeats", repeats, 1)
+    check_int("warmup", warmup, 0)
+    dev = as_device(device) if device is not None else None
+    for _ in range(warmup):
+        fn()
+    return [_timed_block(fn, 1, dev, time.perf_counter) for _ in range(repeats)]
 
 
 def compare_many(

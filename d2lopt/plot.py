@@ -201,6 +201,7 @@ def interval_chart(
     dashed bar, *does not hold* when it lies left of it, undecided when it straddles it.
     One chart per question (06, 07, 08, 09); ``None`` entries (not measured here) are left
     out, and an interval missing for too few rounds shows as a point without whiskers.
+    Green: *holds*; red: *does not hold*; grey: undecided.
 
     Args:
         comparisons: label -> :class:`d2lopt.compare.Comparison` (or ``None``).
@@ -228,6 +229,7 @@ def interval_chart(
     ax.axvline(bar, color="gray", ls="--", lw=1, label=f"{bar:g}: the bar a gain must clear")
     ax.set_yticks(range(len(shown)), [wrap_label(name) for name in shown])
     ax.set(xscale="log", xlabel=xlabel, title=title, ylim=(len(shown) - 0.5, -0.5))
+    ax.xaxis.set_major_formatter("{x:g}x")  # 0.5x, 1x, 2x rather than 10^0
     ax.legend(loc="best", fontsize="small")
     return ax
 

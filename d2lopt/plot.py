@@ -12,6 +12,7 @@ figure as the cell's output, whose text form (``<Figure size ...>``) never chang
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -226,12 +227,24 @@ def interval_chart(
                     color=VERDICT_COLORS.get(c.verdict, "tab:gray"))  # fmt: skip
     bar = 1 + next(iter(shown.values())).min_effect
     ax.axvline(1, color="gray", lw=1)
-    ax.axvline(bar, color="gray", ls="--", lw=1, label=f"{bar:g}: the bar a gain must clear")
+    ax.axvline(bar, color="gray", ls="--", lw=1)
     ax.set_yticks(range(len(shown)), [wrap_label(name) for name in shown])
+    xlabel = f"{xlabel}; dashed: {bar:g}, the bar a gain must clear"
     ax.set(xscale="log", xlabel=xlabel, title=title, ylim=(len(shown) - 0.5, -0.5))
     ax.xaxis.set_major_formatter("{x:g}x")  # 0.5x, 1x, 2x rather than 10^0
-    ax.legend(loc="best", fontsize="small")
+    ax.xaxis.set_minor_formatter(_minor_labels(ax))
     return ax
+
+
+def _minor_labels(ax: Any) -> Callable[[float, Any], str]:
+    """Minor tick labels of a log axis: each within one decade, else at 2 and 5 (0.2x, 5x)."""
+
+    def label(x: float, _: Any = None) -> str:
+        lo, hi = ax.get_xlim()
+        digit = round(x / 10 ** math.floor(math.log10(x)), 6)
+        return f"{x:g}x" if hi / lo < 10 or digit in (2.0, 5.0) else ""
+
+    return label
 
 
 def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:

@@ -4,8 +4,9 @@ The course restates each of the articles' claims (C1-C14 in the course brief) an
 on the learner's hardware: *holds*, *does not hold*, *inconclusive* (noise could decide it)
 or *depends on X*. A verdict is a function of numbers measured in the same notebook, so
 re-running the notebook on other hardware can change it, and that is the point. Timing
-rows come from :meth:`d2lopt.compare.Comparison.to_verdict` (interval and rounds always
-shown); exact facts (counts, bytes, errors) from :func:`fact`.
+rows come from :func:`measured` (the row :meth:`d2lopt.compare.Comparison.to_verdict` gives:
+interval and rounds always shown); exact facts (counts, bytes, errors) from :func:`exactly`
+(:func:`fact` builds the same row in one call).
 
 A notebook declares each claim in a few lines and draws the table with one call::
 

@@ -237,12 +237,12 @@ def interval_chart(
 
 
 def _minor_labels(ax: Any) -> Callable[[float, Any], str]:
-    """Minor tick labels of a log axis: each within one decade, else at 2 and 5 (0.2x, 5x)."""
+    """Minor tick labels of a log axis: every one on a narrow axis, else 2, 3 and 5 (0.3x, 5x)."""
 
     def label(x: float, _: Any = None) -> str:
         lo, hi = ax.get_xlim()
         digit = round(x / 10 ** math.floor(math.log10(x)), 6)
-        return f"{x:g}x" if hi / lo < 10 or digit in (2.0, 5.0) else ""
+        return f"{x:g}x" if hi / lo < 3 or digit in (2.0, 3.0, 5.0) else ""
 
     return label
 

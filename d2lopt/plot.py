@@ -1,7 +1,8 @@
 """Plots the notebooks draw: live loss curves and bar charts of measurements.
 
 Taught in ``04_training_loop`` (:class:`LiveLossPlot`) and ``03_dataset_dataloader``
-(:func:`bar_chart`, :func:`explore`; ``05_disk_to_memory`` explores loaders with it too).
+(:func:`bar_chart`, :func:`explore`; ``05_disk_to_memory`` explores loaders with it too);
+:func:`interval_chart` draws the intervals that verdicts are judged from (05, 06, 07, 08, 09).
 Unlike ``d2l.Animator``, which calls ``clear_output()`` and so wipes everything else the
 cell printed (progress bar, messages), the live plot owns exactly one output and redraws it
 in place through a display handle.
@@ -11,10 +12,11 @@ figure as the cell's output, whose text form (``<Figure size ...>``) never chang
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["LiveLossPlot", "bar_chart", "explore"]
+__all__ = ["LiveLossPlot", "bar_chart", "explore", "interval_chart"]
 
 # characters per line of a bar's label (wrap_label): long setting labels break after commas
 LABEL_WIDTH = 40
@@ -182,6 +184,67 @@ def bar_chart(
         ax.set_title(title)
     keep_values_inside(ax)
     return ax
+
+
+VERDICT_COLORS = {"holds": "tab:green", "does not hold": "tab:red"}  # else grey: undecided
+
+
+def interval_chart(
+    comparisons: Mapping[str, Any],
+    *,
+    title: str = "",
+    ax: Any = None,
+    xlabel: str = "speed-up (95% interval)",
+) -> Any:
+    """Each comparison's speed-up and interval against the ``1 + min_effect`` bar: look first.
+
+    A verdict is read off this picture: *holds* when the whole interval lies right of the
+    dashed bar, *does not hold* when it lies left of it, undecided when it straddles it.
+    One chart per question (06, 07, 08, 09); ``None`` entries (not measured here) are left
+    out, and an interval missing for too few rounds shows as a point without whiskers.
+    Green: *holds*; red: *does not hold*; grey: undecided.
+
+    Args:
+        comparisons: label -> :class:`d2lopt.measure.Comparison` (or ``None``).
+        title: axes title (the question, or the hardware).
+        ax: the matplotlib ``Axes`` to draw on; a new figure when ``None``.
+        xlabel: what the ratio means.
+
+    Returns:
+        ``ax``. Example: ``interval_chart({"bf16 vs fp32": c}, title="cnn"); plt.show()``.
+    """
+    shown = {name: c for name, c in comparisons.items() if c is not None}
+    if not shown:
+        raise ValueError("comparisons: none was measured here; draw no empty chart")
+    if ax is None:
+        import matplotlib.pyplot as plt
+
+        _, ax = plt.subplots(figsize=(7, 0.45 * len(shown) + 1.3))
+    for y, c in enumerate(shown.values()):
+        lo, hi = c.ci
+        err = [[0.0], [0.0]] if lo != lo else [[c.speedup - lo], [hi - c.speedup]]  # NaN: none
+        ax.errorbar([c.speedup], [y], xerr=err, fmt="o", capsize=4,
+                    color=VERDICT_COLORS.get(c.verdict, "tab:gray"))  # fmt: skip
+    bar = 1 + next(iter(shown.values())).min_effect
+    ax.axvline(1, color="gray", lw=1)
+    ax.axvline(bar, color="gray", ls="--", lw=1)
+    ax.set_yticks(range(len(shown)), [wrap_label(name) for name in shown])
+    xlabel = f"{xlabel}; dashed: {bar:g}, the bar a gain must clear"
+    ax.set(xscale="log", xlabel=xlabel, title=title, ylim=(len(shown) - 0.5, -0.5))
+    ax.xaxis.set_major_formatter("{x:g}x")  # 0.5x, 1x, 2x rather than 10^0
+    ax.xaxis.set_minor_formatter(_minor_labels(ax))
+    return ax
+
+
+def _minor_labels(ax: Any) -> Callable[[float, Any], str]:
+    """Minor tick labels of a log axis: every one on a narrow axis, else 2, 3 and 5 (0.3x, 5x)."""
+
+    def label(x: float, _: Any = None) -> str:
+        lo, hi = ax.get_xlim()
+        digit = round(x / 10 ** math.floor(math.log10(x)), 6)
+        return f"{x:g}x" if hi / lo < 3 or digit in (2.0, 3.0, 5.0) else ""
+
+    return label
 
 
 def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:

@@ -293,3 +293,31 @@ def test_explore_gives_every_description_room():
     for control in (workers, prefetch, batch, pin):
         assert control.style.description_width == "initial"
     assert narrow.style.description_width == "30px"  # the caller's choice stays
+
+
+def test_interval_chart_draws_each_measured_interval_against_the_bar():
+    import math
+
+    import matplotlib.pyplot as plt
+
+    from d2lopt.compare import Comparison
+    from d2lopt.plot import interval_chart
+
+    def made(speedup, lo, hi, verdict):
+        return Comparison("x", speedup, (lo, hi), 9, verdict, "", 0.05, 0.95, (), ())
+
+    shown = {
+        "faster": made(1.5, 1.4, 1.6, "holds"),
+        "not measured here": None,
+        "too few rounds": made(1.2, math.nan, math.nan, "inconclusive"),
+    }
+    ax = interval_chart(shown, title="q")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["faster", "too few rounds"]
+    assert sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 2) == [
+        1,
+        1.05,
+    ]
+    assert ax.get_xscale() == "log" and ax.get_title() == "q" and "1.05" in ax.get_xlabel()
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="comparisons"):
+        interval_chart({"gpu only": None})

@@ -10,16 +10,32 @@ import math
 import numpy as np
 import pytest
 
-from d2lopt.measure import summarize
+from d2lopt.measure import Comparison, summarize
 from d2lopt.verdict import (
     DEPENDS,
     DOES_NOT_HOLD,
     HOLDS,
     INCONCLUSIVE,
+    SKIPPED,
+    Judgement,
+    Verdict,
     all_hold,
     at_each,
+    claim,
     clip_interval,
+    every_part_holds,
+    exactly,
+    holds_at_each,
+    measured,
+    no_other_beats,
+    plateau,
+    sampled,
+    show_verdicts,
+    skipped,
     some_beats_all,
+    up_to_a_plateau,
+    verdict_table,
+    within_factor,
 )
 
 
@@ -94,3 +110,110 @@ def test_an_observed_reading_is_judged_but_not_called_exact():
     assert not grows.deterministic and "exact" not in verdict_table([grows, flat])
     with pytest.raises(TypeError, match="holds"):
         observed("A2", "s", "e", 1)
+
+
+# ------------------------------------------------------------------ claims declared with rules
+def made(label: str, speedup: float, lo: float, hi: float, rounds: int = 20) -> Comparison:
+    """A comparison with a given interval, judged against 1.05 as compare() judges it."""
+    verdict = HOLDS if lo > 1.05 else DOES_NOT_HOLD if hi < 1.05 else INCONCLUSIVE
+    reason = "" if verdict != INCONCLUSIVE else f"interval [{lo}, {hi}] straddles 1.05"
+    return Comparison(label, speedup, (lo, hi), rounds, verdict, reason, 0.05, 0.95, (), ())
+
+
+UP, DOWN, UNSURE = (
+    made("b vs a", 1.5, 1.4, 1.6),
+    made("c vs b", 0.9, 0.8, 0.95),
+    made("d vs c", 1.05, 0.95, 1.15),
+)
+
+
+def test_a_claim_row_carries_the_rule_s_verdict_evidence_and_where() -> None:
+    row = claim("C3", "workers help", holds_at_each({"w=1": DOWN, "w=2": UP}), condition="2 cores")
+    assert isinstance(row, Verdict) and row.verdict == DEPENDS and not row.deterministic
+    assert row.condition == "holds at w=2; does not hold at w=1; 2 cores"
+    assert row.evidence == "w=1: 0.90x [0.80, 0.95]; w=2: 1.50x [1.40, 1.60] (20 rounds)"
+    with pytest.raises(TypeError, match="judgement"):
+        claim("C1", "s", HOLDS)
+
+
+def test_measured_is_one_comparison_and_says_why_when_undecided_or_skipped() -> None:
+    assert measured(UP) == Judgement(HOLDS, "1.50x [1.40, 1.60], 20 rounds")
+    assert measured(UNSURE).verdict == INCONCLUSIVE and "straddles" in measured(UNSURE).evidence
+    off = measured(None, or_skip="TF32 needs an Ampere GPU")
+    assert off == Judgement(SKIPPED, "not measured: TF32 needs an Ampere GPU")
+    with pytest.raises(ValueError, match="or_skip"):
+        measured(None)
+    # the same row as Comparison.to_verdict gives
+    assert claim("C5", "s", measured(UNSURE)) == UNSURE.to_verdict("C5", "s")
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [([UP, UP], HOLDS), ([UP, DOWN], DOES_NOT_HOLD), ([UP, UNSURE], INCONCLUSIVE),
+     ([UNSURE, DOWN], DOES_NOT_HOLD)],
+)  # fmt: skip
+def test_every_part_holds_needs_each_part(parts, expected) -> None:
+    assert every_part_holds(parts).verdict == expected
+    assert every_part_holds(parts).evidence.startswith(f"{parts[0].label}: {parts[0].speedup:.2f}x")
+
+
+def test_evidence_names_rounds_once_if_shared_and_flags_missing_intervals() -> None:
+    few = made("e vs a", 1.2, math.nan, math.nan, rounds=3)
+    text = every_part_holds({"up": UP, "few": few}).evidence
+    assert text.startswith("up: 1.50x [1.40, 1.60], 20 rounds; few: 1.20x")
+    assert text.endswith("too few rounds for an interval: measure longer")
+    assert every_part_holds([few]).verdict == INCONCLUSIVE
+    with pytest.raises(ValueError, match="comparisons"):
+        every_part_holds([])
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [([UP, DOWN, DOWN], HOLDS), ([UP, UNSURE, DOWN], INCONCLUSIVE), ([DOWN, UP, UP], DOES_NOT_HOLD),
+     ([UP, UP, UP], INCONCLUSIVE), ([UNSURE, DOWN, DOWN], INCONCLUSIVE)],
+)  # fmt: skip
+def test_up_to_a_plateau_follows_the_step_verdicts(steps, expected) -> None:
+    judged = up_to_a_plateau([1, 2, 4, 8], steps)
+    assert judged.verdict == expected
+    assert judged.evidence.endswith(plateau([1, 2, 4, 8], [c.verdict for c in steps])[1])
+    with pytest.raises(ValueError, match="verdicts"):
+        up_to_a_plateau([1, 2], [UP, UP])
+
+
+@pytest.mark.parametrize(
+    ("others", "expected", "where"),
+    [({"w=0": DOWN, "w=4": DOWN}, HOLDS, ""), ({"w=0": DOWN, "w=4": UP}, DOES_NOT_HOLD,
+      "beaten by w=4"), ({"w=0": DOWN, "w=4": UNSURE}, INCONCLUSIVE, ""),
+     ({"w=0": UNSURE, "w=4": UP}, DOES_NOT_HOLD, "beaten by w=4")],
+)  # fmt: skip
+def test_no_other_beats_is_refuted_by_one_faster_setting(others, expected, where) -> None:
+    assert (no_other_beats(others).verdict, no_other_beats(others).where) == (expected, where)
+
+
+def test_facts_readings_and_skips() -> None:
+    assert exactly("8 vs 0 syncs", True) == Judgement(HOLDS, "8 vs 0 syncs", deterministic=True)
+    assert sampled("USS +0.1 MiB", False) == Judgement(DOES_NOT_HOLD, "USS +0.1 MiB")
+    with pytest.raises(TypeError, match="holds"):
+        exactly("e", 1)
+    assert within_factor(7.9, 8.0, evidence="7.9 vs 8", otherwise="moved").verdict == HOLDS
+    far = within_factor(30.0, 8.0, evidence="30 vs 8", otherwise="other processes moved it")
+    assert far == Judgement(INCONCLUSIVE, "30 vs 8; other processes moved it")
+    assert within_factor(1.0, 0.0, evidence="e", otherwise="o").verdict == INCONCLUSIVE
+    with pytest.raises(ValueError, match="factor"):
+        within_factor(1.0, 1.0, evidence="e", otherwise="o", factor=1.0)
+    assert skipped("no fork here", where="spawn only") == Judgement(
+        SKIPPED, "not measured: no fork here", "spawn only"
+    )
+    with pytest.raises(ValueError, match="reason"):
+        skipped("")
+
+
+def test_show_verdicts_displays_the_markdown_table(monkeypatch) -> None:
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    rows = [claim("A1", "s", exactly("e", True)), claim("C1", "t", measured(UP))]
+    show_verdicts(rows)
+    assert [m.data for m in shown] == [verdict_table(rows)]
+    assert "exact: e" in shown[0].data and "**holds**" in shown[0].data

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..devices import try_gpu
 from ..measure import Comparison, Sweep
 from ..train import pin_memory_for
-from ..verdict import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from ..verdict import knee, plateau  # the rules live with the other verdict rules
 
 T = TypeVar("T")
 
@@ -200,71 +200,6 @@ def steps(sweep: Sweep, order: Sequence[str]) -> list[Comparison]:
     if isinstance(order, str) or len(order) < 2:
         raise ValueError(f"order: need at least two settings of the sweep, got {order!r}")
     return [sweep.between(b, a) for a, b in itertools.pairwise(order)]
-
-
-def _check_step_verdicts(order: Sequence[Any], verdicts: Sequence[str]) -> None:
-    if len(order) < 2 or len(verdicts) != len(order) - 1:
-        raise ValueError(
-            f"verdicts: need one verdict per step, len(order) - 1 = {len(order) - 1}, "
-            f"got {len(verdicts)} (see steps())"
-        )
-    unknown = set(verdicts) - {HOLDS, DOES_NOT_HOLD, INCONCLUSIVE}
-    if unknown:
-        raise ValueError(
-            f"verdicts: each must be {HOLDS!r}, {DOES_NOT_HOLD!r} or {INCONCLUSIVE!r}, "
-            f"got {sorted(unknown)}"
-        )
-
-
-def knee(order: Sequence[T], verdicts: Sequence[str]) -> T:
-    """The last setting reached by a chain of proven gains: where more stops *provably* helping.
-
-    ``verdicts[i]`` is the verdict of ``order[i + 1]`` against ``order[i]`` (see
-    :func:`steps`). Walk up from ``order[0]`` while each step *holds*; stop at the first step
-    that does not (no gain of ``min_effect``, or one that noise could explain). Beyond the
-    knee no step has been shown to pay. Taught in ``05_disk_to_memory``.
-
-    Example:
-        >>> knee([0, 1, 2, 4], ["holds", "inconclusive", "holds"])
-        1
-    """
-    _check_step_verdicts(order, verdicts)
-    return order[_knee_index(verdicts)]
-
-
-def _knee_index(verdicts: Sequence[str]) -> int:
-    i = 0
-    while i < len(verdicts) and verdicts[i] == HOLDS:
-        i += 1
-    return i
-
-
-def plateau(order: Sequence[Any], verdicts: Sequence[str]) -> tuple[str, str]:
-    """Verdict on "more helps, up to a plateau", and why, from the step verdicts.
-
-    * *holds*: the first step holds, and every step after the knee *does not hold* (its
-      whole interval lies below ``1 + min_effect``): a gain, then demonstrably no more;
-    * *does not hold*: the first step does not hold: more does not help at all;
-    * *inconclusive*: otherwise: a step noise could decide, or no plateau within the range.
-
-    Taught in ``05_disk_to_memory`` (``prefetch_factor``, C2 and C10).
-
-    Example:
-        >>> plateau([1, 2, 4, 8], ["holds", "does not hold", "does not hold"])
-        ('holds', 'gains up to 2, none after it')
-    """
-    _check_step_verdicts(order, verdicts)
-    if verdicts[0] == DOES_NOT_HOLD:
-        return DOES_NOT_HOLD, f"{order[1]} is not faster than {order[0]}"
-    if verdicts[0] == INCONCLUSIVE:
-        return INCONCLUSIVE, f"{order[0]} -> {order[1]} is undecided"
-    i = _knee_index(verdicts)
-    top, after = order[i], verdicts[i:]
-    if not after:
-        return INCONCLUSIVE, f"still gaining at {top}: no plateau within the range"
-    if all(v == DOES_NOT_HOLD for v in after):
-        return HOLDS, f"gains up to {top}, none after it"
-    return INCONCLUSIVE, f"gains up to {top}; a step after it is undecided"
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""d2lopt.bench: one loader result type and one sweep, on d2lopt.compare (correctness only)."""
+"""d2lopt.lab.bench: one loader result type and one sweep, on d2lopt.compare (correctness only)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,14 @@ TORCH_INDEX ?=
 WORK   ?= my-notebooks
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
           --nbval-cell-timeout 900 --nbval-kernel-startup-timeout 120
+# pytest-xdist workers for the test and nbval runs (JOBS=0: one process, no workers, e.g. to
+# debug a test). --dist loadfile keeps each file on one worker, in order: a notebook's cells
+# share one kernel as they do in JupyterLab, and a test module's module-scoped fixtures (a
+# rank pool, a data folder) are built once. Two, not one per core of a big machine: the
+# notebooks' timing comparisons run side by side and must not fight over the cores (their
+# checked outputs are the same on any load; only nbval-ignore-output cells see it).
+JOBS   ?= 2
+XDIST  := -n $(JOBS) --dist loadfile
 # CI-sized, deterministic runs for the targets that test or record notebooks: no progress
 # bars (their last line would differ between runs), one matplotlib backend, fixed hashing.
 # Target-specific, so `make lab` keeps its progress bars (tests/test_makefile.py checks it).
@@ -67,13 +75,12 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir=$(WORK) --ServerApp.ip=127.0.0.1 \
 	  --LabApp.app_settings_dir=$(CURDIR)/jupyterlab-settings $(ALLOW_ROOT)
 
-# Command 2: every check CI runs: lint, the unit tests, strict nbval natively and on
-# emulated hardware (other kernels, 1 then 2 threads). One recipe line each, so they run
-# in turn.
+# Command 2, what a contributor reruns: lint, then the unit and end-to-end tests (the
+# browser test among them) and strict nbval of every notebook on this machine, in one pytest
+# run over $(JOBS) workers, so neither half waits for the other's slowest file.
+# CI (.ci/run) runs this, then `make nbval-emulated`: the notebooks on emulated hardware.
 test: $(STAMP) lint browser-deps
-	$(BIN)/python -m pytest tests
-	$(MAKE) --no-print-directory nbval
-	$(MAKE) --no-print-directory nbval-emulated
+	$(BIN)/python -m pytest tests $(NB) $(NBVAL) $(XDIST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -89,7 +96,7 @@ browser-deps:
 	sh tests/browser/ensure_chromium.sh
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests $(XDIST)
 
 browser: $(STAMP) browser-deps
 	$(BIN)/python -m pytest tests/test_browser.py
@@ -124,15 +131,22 @@ experiment: $(STAMP)
 # Strict nbval on the notebooks (or NB=notebooks/02_definition.ipynb), natively and on
 # emulated hardware. Float results drift with the CPU's instruction set, the kernels chosen
 # and the thread count: the emulated runs pin ATen's kernels, oneDNN and MKL to AVX2 and
-# use 1, then 2 threads, so an output that only holds on the recording machine fails here.
+# use 1, then 2 threads (THREADS=1: one of them; CI's workflow runs each as its own job), so
+# an output that only holds on the recording machine fails here.
 EMULATED_ISA := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+THREADS ?= 1 2
+define NEWLINE
+
+
+endef
 .PHONY: nbval nbval-emulated
 nbval: $(STAMP)
-	$(BIN)/python -m pytest $(NB) $(NBVAL)
+	$(BIN)/python -m pytest $(NB) $(NBVAL) $(XDIST)
 
+# One recipe line per thread count (the $(NEWLINE)), so they run in turn and a failure stops.
 nbval-emulated: $(STAMP)
-	$(EMULATED_ISA) OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(NB) $(NBVAL)
-	$(EMULATED_ISA) OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(NB) $(NBVAL)
+	$(foreach t,$(THREADS),$(EMULATED_ISA) OMP_NUM_THREADS=$(t) \
+	  $(BIN)/python -m pytest $(NB) $(NBVAL) $(XDIST)$(NEWLINE))
 
 # The course as a static website (Sphinx + MyST-NB, book/): every notebook with its
 # committed outputs, nothing executed, nothing downloaded; widgets shown as last saved.

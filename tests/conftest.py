@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,41 @@ def cli_env() -> dict[str, str]:
     env["TQDM_DISABLE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a busy 2-core machine: one intra-op thread avoids spinning threads.
+
+    Modules of tiny in-process training runs take it with ``pytest.mark.usefixtures``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def learner_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``write(name, source)``: a learner's module in the current folder, importable by name.
+
+    What ``--dataset name:attr`` / ``--model name:attr`` see when a learner passes their own
+    code: ``source`` (dedented) is written to ``tmp_path/name.py``, which becomes the current
+    folder and the first entry of ``sys.path``; the module is forgotten afterwards, so the
+    next test imports its own version.
+    """
+    written: list[str] = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.chdir(tmp_path)
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
 
 
 # ---------------------------------------------------------------------------- leftover processes

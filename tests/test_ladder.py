@@ -12,8 +12,6 @@ import importlib.util
 import io
 import json
 import runpy
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -70,10 +68,11 @@ def ladder_run(tmp_path_factory):
 
 
 @pytest.fixture
-def user_module(tmp_path, monkeypatch):
+def user_module(learner_module):
     """A learner's data and models in the current folder, as `--dataset mine:...` sees them."""
-    (tmp_path / "mine.py").write_text(
-        textwrap.dedent("""
+    return learner_module(
+        "mine",
+        """
         import torch
         from torch import nn
         from torch.utils.data import IterableDataset, TensorDataset
@@ -102,12 +101,8 @@ def user_module(tmp_path, monkeypatch):
 
         stream = Stream()
         number = 7
-    """)
+    """,
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    yield "mine"
-    sys.modules.pop("mine", None)
 
 
 # ------------------------------------------------------------------------------ the report

@@ -1,4 +1,4 @@
-"""Correctness of d2lopt.loading (no wall-clock thresholds: speed is judged in notebooks)."""
+"""Correctness of d2lopt.lab.loading (no wall-clock thresholds: speed is judged in notebooks)."""
 
 import multiprocessing
 import os

@@ -31,7 +31,10 @@ from d2lopt import TrainConfig, TrainingInterrupted, fit, init_weights, mlp
 from d2lopt.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from d2lopt.data import synthetic_fashion_mnist
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: tiny models, one thread
+]
 
 # what describes the run rather than the training: a resumed run differs only there
 TIMING = ("epoch_time", "eval_time", "samples_per_s", "resumed")
@@ -162,15 +165,6 @@ def test_signal_saves_and_resume_matches_an_uninterrupted_run(
 
 
 # ---------------------------------------------------------------------------- in process
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a busy 2-core machine: one intra-op thread avoids spinning threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small() -> tuple[TensorDataset, TensorDataset]:
     x, y = synthetic_fashion_mnist(600, seed=0)

@@ -1,4 +1,5 @@
-"""d2lopt.scheduling: persistent ranks, lockstep comparisons, scaling verdicts, the simulation.
+"""Scheduling ranks (d2lopt.lab: ranks, cluster, scaling, comm, balance): persistent ranks,
+lockstep comparisons, scaling verdicts, the simulation.
 
 The pool tests spawn two real CPU ranks joined by gloo (once for the module) and check what
 they compute and who runs what, never how fast: the only timing verdict asserted is a

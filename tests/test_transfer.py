@@ -1,4 +1,4 @@
-"""Tests for d2lopt.transfer: CPU paths always, CUDA paths where a GPU exists."""
+"""Tests for d2lopt.lab.transfer: CPU paths always, CUDA paths where a GPU exists."""
 
 import math
 import statistics

@@ -1,4 +1,4 @@
-"""Correctness of d2lopt.tuning and `d2lopt tune-loader` (speed is judged in notebooks)."""
+"""Correctness of d2lopt.lab.tuning and `d2lopt tune-loader` (speed is judged in notebooks)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -147,10 +146,11 @@ def test_standard_dataset_labels_follow_the_fixed_class_order(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------ import paths
 @pytest.fixture
-def user_module(tmp_path, monkeypatch):
+def user_module(learner_module):
     """A user's data module in the current folder, as `tune-loader mydata:...` would see it."""
-    (tmp_path / "mydata.py").write_text(
-        textwrap.dedent("""
+    return learner_module(
+        "mydata",
+        """
         import torch
         from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
@@ -171,12 +171,8 @@ def user_module(tmp_path, monkeypatch):
 
         stream = Stream()
         not_data = 42
-    """)
+    """,
     )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    yield "mydata"
-    sys.modules.pop("mydata", None)
 
 
 def test_load_dataset_accepts_instances_factories_and_dotted_names(user_module) -> None:

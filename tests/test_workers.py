@@ -24,7 +24,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from d2lopt import TrainConfig, fit, mlp
 from d2lopt.batches import iterate
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+pytestmark = [
+    pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals"),
+    pytest.mark.usefixtures("one_thread"),  # conftest.py: tiny models, one thread
+]
 
 BAD = 37  # the faulty sample: in the 10th batch of 4, served by the second worker
 
@@ -65,15 +68,6 @@ def quick_shutdown(monkeypatch):
     efficiency): the join waits for a worker that will never answer, terminate() follows it
     either way, so what these tests check is unchanged."""
     monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.5)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a busy 2-core machine: one intra-op thread avoids spinning threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -207,16 +207,12 @@ def check_resume(
                 "resume",
                 f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
                 "use the same value or a new out_dir",
-                cli=f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
-                "use the same value, or a new --out",
             )
     if state.get("strategy", "ddp") != strategy:
         raise ParamError(
             "strategy",
             f"the checkpoint was written with strategy={state.get('strategy')!r}, this run "
             f"has {strategy!r}; use the same strategy or a new out_dir",
-            cli=f"the checkpoint was written with --strategy {state.get('strategy')}; use it, "
-            "or a new --out",
         )
     step_samples = world_size * config.batch_size * accumulate
     old_b = old.get("batch_size")
@@ -227,17 +223,13 @@ def check_resume(
             f"checkpoint was trained with batch_size={old_b!r} ({old_step} samples per step) "
             f"but config has batch_size={config.batch_size!r} ({step_samples}); use the same "
             "batch, one that gives as many samples per step, or a new out_dir",
-            cli=f"the checkpoint trained {old_b} per rank ({old_step} per step); keep "
-            f"--batch-size {old_b}, or choose one that gives {old_step} per step",
         )
     saved = state.get("train_samples")
     if saved is not None and samples is not None and saved != samples:
         raise ParamError(
             "resume",
-            f"checkpoint was trained on {saved} samples but train_iter has {samples}; "
-            "use the same training data or a new out_dir",
-            cli=f"checkpoint was trained on {saved} samples, this run has {samples}; "
-            f"use --n-train {saved}, or a new --out",
+            f"checkpoint was trained on {saved} samples, this run has {samples}; train on the "
+            f"same {saved} (n_train {saved}), or use a new out_dir",
         )
     needed = state["epoch"] + (1 if state["step"] else 0)
     if needed > config.num_epochs:
@@ -245,8 +237,6 @@ def check_resume(
             "num_epochs",
             f"the checkpoint in {path.parent} has already trained "
             f"into epoch {needed}; set num_epochs >= {needed} to continue it",
-            cli=f"the checkpoint in {path.parent} has already trained into epoch {needed}; "
-            f"use --epochs {needed} or more to continue it",
             owner="TrainConfig",
         )
 

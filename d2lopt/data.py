@@ -147,11 +147,9 @@ def fashion_mnist(
                 why = " ".join(str(exc).split())
                 raise ParamUnavailable(
                     "source",
-                    f"FashionMNIST could not be downloaded ({why}); connect to the internet, "
-                    f"copy its idx files into {raw}, or use source='synthetic'",
-                    cli=f"real FashionMNIST could not be downloaded ({why}); connect to the "
-                    f"internet, copy its idx files into {raw} (or set D2LOPT_DATA to the "
-                    "folder that holds data/FashionMNIST/raw), or use --data synthetic",
+                    f"real FashionMNIST could not be downloaded ({why}); connect to the internet, "
+                    f"copy its idx files into {raw} (or set D2LOPT_DATA to the folder that holds "
+                    "data/FashionMNIST/raw), or use the 'synthetic' source",
                 ) from exc
             used = "synthetic"
             notice_once(
@@ -167,9 +165,7 @@ def fashion_mnist(
             raise ParamError(
                 "n",
                 f"the {split} split has {len(labels)} samples, "
-                f"asked for {n}; ask for at most {len(labels)} (or None for all)",
-                cli=f"the {split} split has {len(labels)} samples, asked for {n}; ask for at "
-                f"most {len(labels)}, or leave the flag out for all of them",
+                f"asked for {n}; ask for at most {len(labels)}, or leave it out for all",
             )
         images, labels = images[:n], labels[:n]
     return images, labels, used

@@ -73,8 +73,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
                 "device",
                 f"{device!r} requested but CUDA is not available on this machine; "
                 "use device='cpu' or 'auto'",
-                cli=f"{device!r} requested but CUDA is not available on this machine; "
-                "use --device 'cpu' or 'auto'",
             )
         index = 0 if dev.index is None else dev.index
         if index >= torch.cuda.device_count():
@@ -89,8 +87,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             raise ParamError(
                 "device",
                 f"{device!r} requested but Apple MPS is not available; use device='cpu' or 'auto'",
-                cli=f"{device!r} requested but Apple MPS is not available; "
-                "use --device 'cpu' or 'auto'",
             )
         return dev
     if dev.type == "cpu":
@@ -124,13 +120,11 @@ def as_device(device: torch.device | str | int, name: str = "device") -> torch.d
             name,
             f"{str(dev)!r} requested but CUDA is not available on this machine; "
             "use 'cpu' or d2lopt.try_gpu()",
-            cli=f"{str(dev)!r} requested but CUDA is not available on this machine; use cpu",
         )
     if dev.type == "mps" and not _mps_available():
         raise ParamError(
             name,
             "'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()",
-            cli="'mps' requested but Apple MPS is not available; use cpu",
         )
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ParamError(name, f"{str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")

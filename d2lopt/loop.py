@@ -35,11 +35,11 @@ from .checkpoint import (
     write_metrics,
 )
 from .config import TrainConfig
-from .dist.distributed import DistributedMeter, Replicas
-from .dist.sharding import full_state_dict, load_sharded, save_sharded
+from .distributed import DistributedMeter, Replicas
 from .errors import ParamError
 from .metrics import evaluate
 from .precision import autocast_ctx, grad_scaler
+from .sharding import full_state_dict, load_sharded, save_sharded
 from .timing import Timer
 
 __all__ = ["Loop", "TrainStep", "place", "save_weights"]
@@ -239,8 +239,6 @@ class Loop:
                     "resume",
                     f"the model/optimizer in {path} do not fit this net ({why}); "
                     "train the same architecture (same --model) or choose a new out_dir",
-                    cli=f"the model/optimizer in {path} do not fit this net ({why}); "
-                    "use the same --model, or a new --out",
                 ) from None
         self.step.scaler.load_state_dict(state["scaler"])
         self.state, self.history, self.start_epoch = state, state["history"], state["epoch"]

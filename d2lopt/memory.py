@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .devices import synchronize
+from .profiling import filtered_native_stderr, profiler_activities
 
 __all__ = [
     "MemoryUse",
@@ -98,10 +99,8 @@ def _cpu_events(fn: Callable[[], Any]) -> tuple[Any, list[int]]:
     go through it (oneDNN's own buffers, NumPy arrays) is not seen; the process's RSS would
     see it, mixed with everything else the process does.
     """
-    from .profiling import _activities, _filtered_native_stderr  # the profiler's plumbing
-
-    with _filtered_native_stderr():
-        with torch.profiler.profile(activities=_activities(torch.device("cpu")),
+    with filtered_native_stderr():
+        with torch.profiler.profile(activities=profiler_activities(torch.device("cpu")),
                                     profile_memory=True) as prof:  # fmt: skip
             result = fn()
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]

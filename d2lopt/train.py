@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
 from .data import EpochRandomSampler, notice_once, seed_worker
-from .dist.distributed import Replicas
-from .errors import ParamError
+from .distributed import Replicas
+from .errors import ParamError, check_int, writable_dir
 from .loop import Loop, _len, _num_samples
 
 __all__ = [
@@ -131,18 +130,6 @@ def _stop_on_signals(enabled: bool) -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _writable(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ParamError(
-            "out_dir", f"cannot write to {out} ({exc.strerror or exc}); choose a writable folder"
-        ) from None
-    return out
-
-
 def _check_fit_args(net: Any, train_iter: Any, test_iter: Any, **optional: Any) -> None:
     if not isinstance(net, nn.Module):
         raise TypeError(
@@ -176,7 +163,7 @@ def fit(
     criterion: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | dict[str, Any] = False,
     log_dir: str | Path | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
@@ -199,13 +186,14 @@ def fit(
             ``replicas`` wrapped the net: FSDP replaces its parameters by shards).
         out_dir: receives ``checkpoint.pt`` (every epoch, and on SIGINT/SIGTERM),
             ``metrics.json`` and TensorBoard events (``out_dir/tb``); on rank 0 only.
-        resume: continue from ``out_dir/checkpoint.pt``.
+        resume: continue from ``out_dir/checkpoint.pt``; or that checkpoint itself, already
+            loaded by the caller (the DDP program reads it once to decide whether to resume).
         log_dir: TensorBoard folder (defaults to ``out_dir/tb``; ``None`` without out_dir).
         progress: show a tqdm bar of the run's batches, with samples/s and the time left
             (``None``: shown unless ``TQDM_DISABLE`` is set).
         on_epoch_end: called with each epoch's record (live plots), on rank 0.
         replicas: this process's part in a torchrun job
-            (:class:`~d2lopt.dist.distributed.Replicas`); ``None``: a world of one, where every
+            (:class:`~d2lopt.distributed.Replicas`); ``None``: a world of one, where every
             distributed switch is a no-op.
         checkpoint_every: also checkpoint every N optimizer steps (0: at epoch ends only).
 
@@ -231,8 +219,8 @@ def fit(
     out = Path(out_dir) if out_dir is not None else None
     loop = Loop(net, train_iter, config, criterion=criterion, optimizer=optimizer, out=out,
                 replicas=replicas, checkpoint_every=checkpoint_every)  # fmt: skip
-    if resume:  # RNG states must come back as CPU tensors; load_state_dict copies to the device
-        state = load_checkpoint(loop.ckpt_path, map_location="cpu")
+    if resume is not False:  # RNG states come back as CPU tensors; load_state_dict copies them
+        state = load_checkpoint(loop.ckpt_path, map_location="cpu") if resume is True else resume
         check_resume(state, loop.ckpt_path, config, _num_samples(train_iter),
                      world_size=replicas.world_size, accumulate=replicas.accumulate,
                      strategy=replicas.strategy)  # fmt: skip
@@ -327,34 +315,31 @@ def _check_fit(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     _check_fit_args(net, train_iter, test_iter, **optional)
-    if not isinstance(resume, bool):
+    if not isinstance(resume, (bool, dict)):
         raise TypeError(f"resume: expected True or False, got {resume!r}")
     if replicas is not None and not isinstance(replicas, Replicas):
         raise TypeError(
-            f"replicas: expected a d2lopt.dist.distributed.Replicas or None, got "
+            f"replicas: expected a d2lopt.distributed.Replicas or None, got "
             f"{type(replicas).__name__}"
         )
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ParamError("checkpoint_every", f"must be an int >= 0, got {checkpoint_every!r}")
+    check_int("checkpoint_every", checkpoint_every, 0)
     replicas = replicas or Replicas()
     if replicas.accumulate > 1 and _len(train_iter) is None:
         raise ParamError(
             "accumulate", "needs a train_iter with len() to find each epoch's last micro-batch"
         )
     out_dir = optional["out_dir"]
-    if resume and out_dir is None:
+    if resume is not False and out_dir is None:
         raise ParamError("resume", "needs out_dir, the folder whose checkpoint.pt to continue")
     if out_dir is not None:
         out = Path(out_dir)
-        if not resume and (out / CHECKPOINT_NAME).exists():
+        if resume is False and (out / CHECKPOINT_NAME).exists():
             raise ParamError(
                 "out_dir",
                 f"{out} already holds a checkpoint; pass resume=True (--resume) to "
                 "continue it, or choose another out_dir — nothing was overwritten",
-                cli=f"{out} already holds a checkpoint; add --resume to continue it, or choose "
-                "another --out (nothing was overwritten)",
             )
-        _writable(out)  # fail now, not at the first checkpoint an epoch from now
+        writable_dir(out)  # fail now, not at the first checkpoint an epoch from now
     return replicas
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from d2lopt import TrainConfig, fit, init_weights, mlp, synthetic_fashion_mnist
 from d2lopt.cli import build_parser
 from d2lopt.dist import ddp
-from d2lopt.dist.distributed import (
+from d2lopt.distributed import (
     DistributedMeter,
     Replicas,
     env_ranks,
@@ -448,7 +448,7 @@ def test_fully_shard_gets_a_cpu_mesh_when_the_ranks_use_cpu(tmp_path, monkeypatc
     import torch.distributed as dist
     import torch.distributed.fsdp as fsdp
 
-    from d2lopt.dist.sharding import shard_model
+    from d2lopt.sharding import shard_model
 
     real = fsdp.fully_shard
     meshes = []

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from d2lopt.dist import parallelism
+from d2lopt.dist.parallelism import StateBytes, state_bytes
 from d2lopt.dist.pipeline import bubble_fraction, build_schedule, peak_activations, split_stages
-from d2lopt.dist.sharding import StateBytes, gradient_sync, state_bytes
 from d2lopt.models import cnn, mlp
+from d2lopt.sharding import gradient_sync
 
 
 # ------------------------------------------------------------------------------ arithmetic

@@ -6,7 +6,7 @@ Run it on N processes of one machine (N GPUs, or N CPU processes with gloo)::
         --seed 0 --save runs/ddp/model.pt
 
 Every rank runs this same program. What differs from the article's script, line by line:
-the rank and world come from torchrun's environment (:func:`d2lopt.dist.distributed.setup`); the
+the rank and world come from torchrun's environment (:func:`d2lopt.distributed.setup`); the
 backend follows the hardware (NCCL on CUDA, gloo on CPU); each rank owns one device; a
 ``DistributedSampler`` gives each rank its own shard and ``set_epoch`` reshuffles it every
 epoch; only rank 0 logs and writes checkpoints; losses are all-reduced before they are
@@ -37,20 +37,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 
 from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
 from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
-from ..errors import ParamError, UsageError
-from ..flags import (
-    PROGRAM_FLAGS,
-    add_program_flags,
-    build_program_parser,
-    check_out_dir,
-    config_from_args,
-    writable_dir,
-)
-from ..loop import save_weights
-from ..models import cnn, init_weights, mlp
-from ..precision import check_amp
-from ..train import TrainingInterrupted, fit, pin_memory_for
-from .distributed import (
+from ..distributed import (
     DistEnv,
     Replicas,
     exit_rank,
@@ -58,9 +45,16 @@ from .distributed import (
     setup,
     teardown,
 )
+from ..errors import ParamError, UsageError, writable_dir
+from ..flags import config_from_args
+from ..loop import save_weights
+from ..models import cnn, init_weights, mlp
+from ..train import TrainingInterrupted, fit, pin_memory_for
+from .flags import PROGRAM_FLAGS, add_program_flags, build_parser
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "PROGRAM_FLAGS",
     "add_program_flags",
     "build_parser",
     "fork_entry",
@@ -71,15 +65,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ arguments
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m d2lopt.ddp``'s parser (what each torchrun worker parses).
-
-    Its flags are :func:`d2lopt.flags.add_program_flags`': the TrainConfig flags generated
-    from the fields' metadata, as ``d2lopt train`` has them, plus the data-parallel ones.
-    """
-    return build_program_parser()
-
-
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
     """Parse and validate the program's flags before any process group exists.
 
@@ -90,21 +75,25 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
         UsageError: a bad value or combination, naming the flag and the fix.
     """
     args = build_parser().parse_args(argv)
-    return args, validate(args)
+    return args, validate(args, read_checkpoint=False)  # each rank reads it once, in train()
 
 
-def validate(args: argparse.Namespace) -> Any:
-    """Check the flags of one run; return its ``TrainConfig`` (raises :class:`UsageError`)."""
+def validate(args: argparse.Namespace, *, read_checkpoint: bool = True) -> Any:
+    """Check the flags of one run; return its ``TrainConfig`` (raises :class:`UsageError`).
+
+    ``read_checkpoint``: also read and check the checkpoint in ``--out`` that the run would
+    continue (``d2lopt ddp`` does, before it starts torchrun; a rank reads it in
+    :func:`train`, once).
+    """
     if args.device not in ("auto", "cpu", "cuda"):
         raise UsageError(
             f"--device: {args.device!r} cannot be shared by ranks; use 'cuda' (each rank takes "
             "cuda:LOCAL_RANK), 'cpu' or 'auto' (MPS has no distributed backend: use cpu)"
         )
-    try:
+    try:  # TrainConfig decides AMP too: whether this machine's GPU can run it
         config = config_from_args(args)
         device = rank_device(0, args.device)  # counts GPUs without initialising CUDA
-        if device.type == "cpu":  # every mode runs on CPU; CUDA's bf16 is checked in
-            check_amp(device, args.amp)  # main(), once this rank's GPU is selected
+        out = None if args.out is None else writable_dir(args.out, create=False)
     except ParamError as exc:
         raise exc.usage(PROGRAM_FLAGS) from None
     if args.backend == "nccl" and device.type != "cuda":
@@ -113,11 +102,14 @@ def validate(args: argparse.Namespace) -> Any:
         raise UsageError("--channels-last: only the cnn has conv layers; add --model cnn")
     if args.crash_at_step is not None and args.out is None:
         raise UsageError("--crash-at-step: a restart can only resume with --out DIR; add --out")
-    if args.out is not None:
-        out = check_out_dir(args.out)  # creates nothing yet: a refused run leaves no folder
-        _resume_state(args, config, out)  # fails early on a checkpoint we may not continue
+    if out is not None:  # created only now: a refused run leaves no folder
+        if read_checkpoint:
+            _resume_state(args, config, out, check=True)  # fails before any rank starts
         if os.environ.get("RANK", "0") == "0":  # one probe: N ranks probing one folder race
-            writable_dir(out)
+            try:
+                writable_dir(out)
+            except ParamError as exc:
+                raise exc.usage(PROGRAM_FLAGS) from None
     elif args.resume:
         raise UsageError("--resume: needs --out DIR, the folder whose checkpoint to continue")
     return config
@@ -185,8 +177,9 @@ def _set_threads(requested: int) -> None:
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or None for a fresh start.
+def _resume_state(args, config, out: Path | None, *, check: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None for a fresh start (``check``: check it too;
+    a rank leaves that to ``fit``, which checks it once, with the data's size).
 
     ``--resume`` continues any checkpoint. Without it, a checkpoint is continued only when it
     belongs to this job: torchrun restarted the workers (after a failure, or because a node
@@ -212,11 +205,12 @@ def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
             "another --out (nothing was overwritten)"
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    try:  # the one resume check, shared with fit (samples are checked once data is loaded)
-        check_resume(state, path, config, world_size=world, accumulate=args.accumulate,
-                     strategy=args.strategy)  # fmt: skip
-    except ParamError as exc:
-        raise exc.usage(_resume_flags(args)) from None
+    if check:  # fit's own check, before the job starts (samples: once data is loaded)
+        try:
+            check_resume(state, path, config, world_size=world, accumulate=args.accumulate,
+                         strategy=args.strategy)  # fmt: skip
+        except ParamError as exc:
+            raise exc.usage(_resume_flags(args)) from None
     if args.resume and "WORLD_SIZE" in os.environ:  # a rank: it knows the new world size
         # allowed, but never silent (issue 22); an elastic restart changes the world by
         # design (notebook 11), so only a resume the learner asked for says it
@@ -243,8 +237,8 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
 
     The switches (``DistributedSampler.set_epoch``, ``no_sync`` for ``--accumulate``, rank-0
     logging and checkpoints, all-reduced losses, sharded checkpoints) are decided once, in
-    :class:`~d2lopt.dist.distributed.Replicas`: the program has no training loop of its own.
-    ``env`` comes from :func:`d2lopt.dist.distributed.setup`; ``config`` is the run's
+    :class:`~d2lopt.distributed.Replicas`: the program has no training loop of its own.
+    ``env`` comes from :func:`d2lopt.distributed.setup`; ``config`` is the run's
     :class:`~d2lopt.TrainConfig` (``batch_size`` per rank). Returns the per-epoch records.
     """
     if args.strategy == "fsdp" and not env.distributed:
@@ -262,7 +256,7 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     train_loader, test_loader = _loaders(args, config, env)
     net = _model(args, config, env)
     out = Path(args.out) if args.out else None
-    resume = _resume_state(args, config, out) is not None  # --resume, or this job restarted
+    state = _resume_state(args, config, out, check=False)  # --resume, or this job restarted
     world, B, K = env.world_size, config.batch_size, args.accumulate
     replicas.log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
                  f"device={env.device.type} batch={B}/rank global_batch={world * B * K} "
@@ -276,7 +270,7 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
                      f"{test} ({r['samples_per_s']:.0f} samples/s{compiled})")  # fmt: skip
 
     try:
-        history = fit(net, train_loader, test_loader, config, out_dir=out, resume=resume,
+        history = fit(net, train_loader, test_loader, config, out_dir=out, resume=state or False,
                       progress=False, on_epoch_end=log_epoch, replicas=replicas,
                       checkpoint_every=args.checkpoint_every)  # fmt: skip
     except ParamError as exc:  # a checkpoint of other data (--n-train), found once it is read
@@ -302,13 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = setup(args.device, args.backend, args.timeout)
     except ValueError as exc:  # rank-specific (e.g. no GPU for this local rank): every rank says
         print(f"d2lopt ddp: error: rank {rank}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        check_amp(env.device, args.amp)  # after set_device: no stray context on GPU 0
-    except ParamError as exc:
-        teardown()
-        if rank == "0":
-            print(f"d2lopt ddp: error: {exc.usage(PROGRAM_FLAGS)}", file=sys.stderr)
         return 2
     try:
         train(args, config, env)

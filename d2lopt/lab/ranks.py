@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ..compare import Sweep, compare_many
-from ..dist.distributed import exit_rank, free_port, setup, teardown
+from ..distributed import exit_rank, free_port, setup, teardown
 from ..envinfo import _usable_cores
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..compare import Comparison, compare
 from ..devices import synchronize
-from ..dist.distributed import rank_device
+from ..distributed import rank_device
 from ..models import cnn, init_weights, mlp
 from ..verdict import INCONCLUSIVE, Verdict
 from .ranks import RankPool, _cores

@@ -157,6 +157,7 @@ def test_train_and_ddp_flags_come_from_train_config_metadata() -> None:
     from d2lopt.config import TrainConfig
     from d2lopt.dist import ddp
     from d2lopt.flags import CONFIG_FLAGS
+
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
     for parser in (train, ddp.build_parser()):
         actions = {a.dest: a for a in parser._actions}  # noqa: SLF001

@@ -309,7 +309,8 @@ def test_offline_real_data_names_the_folder_and_the_flag(tmp_path, monkeypatch, 
     line = _error_line(["train", "--data", "real", "--out", str(out)], capsys)
     raw = tmp_path / "cache" / "data" / "FashionMNIST" / "raw"
     assert line.startswith("d2lopt train: error: --data: real FashionMNIST could not be downloaded")
-    assert f"copy its idx files into {raw}" in line and line.endswith("or use the 'synthetic' source")
+    assert f"copy its idx files into {raw}" in line
+    assert line.endswith("or use the 'synthetic' source")
     assert "source=" not in line
     assert not out.exists()
 

@@ -31,6 +31,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "batch_change",
     "check_resume",
+    "resume_position",
     "load_checkpoint",
     "rng_state",
     "save_checkpoint",
@@ -239,6 +240,22 @@ def check_resume(
             f"into epoch {needed}; set num_epochs >= {needed} to continue it",
             owner="TrainConfig",
         )
+
+
+def resume_position(
+    state: dict[str, Any], *, world_size: int, accumulate: int, batch_size: int
+) -> tuple[int, int]:
+    """Where a checkpoint's epoch stands for this run: ``(micro-batches done, global step)``.
+
+    Rank r takes every world-th index of one permutation, so the *global* sample stream is
+    the same for any world size: the samples the checkpoint's steps consumed carry over to a
+    job restarted with more or fewer processes (elastic ``--nnodes MIN:MAX``), counted in
+    this run's micro-batches (``10_ddp``, ``11_scheduling``).
+    """
+    done = state["step"] * state.get("global_batch", state["config"]["batch_size"])
+    skip = done // (world_size * accumulate * batch_size) * accumulate
+    history_steps = sum(rec.get("steps", 0) for rec in state["history"])
+    return skip, history_steps + skip // accumulate
 
 
 def batch_change(

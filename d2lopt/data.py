@@ -19,9 +19,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
 
-from .errors import ParamError, ParamUnavailable, check_int
+from .errors import ParamError, ParamTypeError, ParamUnavailable, check_int
 from .synthetic import FASHION_MNIST_CLASSES, synthetic_fashion_mnist
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "image_folder",
     "image_transform",
     "EpochRandomSampler",
+    "check_map_style",
     "seed_worker",
 ]
 
@@ -241,6 +242,23 @@ class EpochRandomSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def check_map_style(dataset: object, param: str = "dataset", what: str = "") -> None:
+    """A :class:`ParamTypeError` naming ``param`` unless ``dataset`` is map-style.
+
+    A DataLoader's sampler, workers and ``len()`` need ``__getitem__`` and ``__len__``; an
+    ``IterableDataset`` (a stream) would repeat in every worker. ``what`` says who needs it
+    (``"tune-loader"``), in the message. The one check of the package (``03_data_loading``).
+    """
+    who = f"{what} needs" if what else "expected"
+    if isinstance(dataset, IterableDataset):
+        raise ParamTypeError(param, f"{who} a map-style Dataset (__getitem__ and __len__), got "
+                             f"the IterableDataset {type(dataset).__name__}; an unsharded stream "
+                             "repeats in every worker")  # fmt: skip
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ParamTypeError(param, f"{who} a map-style Dataset with __getitem__ and __len__, "
+                             f"got {type(dataset).__name__}")  # fmt: skip
 
 
 def seed_worker(worker_id: int) -> None:

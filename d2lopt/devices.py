@@ -11,6 +11,7 @@ import torch
 from .errors import ParamError
 
 __all__ = [
+    "mps_available",
     "try_gpu",
     "try_all_gpus",
     "resolve_device",
@@ -21,7 +22,8 @@ __all__ = [
 ]
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
+    """Apple's MPS backend is built into this PyTorch and usable on this machine."""
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
@@ -38,7 +40,7 @@ def try_gpu(i: int = 0) -> torch.device:
         raise ValueError(f"try_gpu(i): i must be a non-negative int, got {i!r}")
     if torch.cuda.is_available() and i < torch.cuda.device_count():
         return torch.device(f"cuda:{i}")
-    if i == 0 and _mps_available():
+    if i == 0 and mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -47,7 +49,7 @@ def try_all_gpus() -> list[torch.device]:
     """Return every accelerator, or ``[cpu]`` on a CPU-only machine (never an empty list)."""
     if torch.cuda.is_available():
         return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
-    if _mps_available():
+    if mps_available():
         return [torch.device("mps")]
     return [torch.device("cpu")]
 
@@ -83,7 +85,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             )
         return torch.device("cuda", index)
     if dev.type == "mps":
-        if not _mps_available():
+        if not mps_available():
             raise ParamError(
                 "device",
                 f"{device!r} requested but Apple MPS is not available; use device='cpu' or 'auto'",
@@ -121,7 +123,7 @@ def as_device(device: torch.device | str | int, name: str = "device") -> torch.d
             f"{str(dev)!r} requested but CUDA is not available on this machine; "
             "use 'cpu' or d2lopt.try_gpu()",
         )
-    if dev.type == "mps" and not _mps_available():
+    if dev.type == "mps" and not mps_available():
         raise ParamError(
             name,
             "'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()",

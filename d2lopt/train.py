@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
-from .data import EpochRandomSampler, notice_once, seed_worker
+from .data import EpochRandomSampler, check_map_style, notice_once, seed_worker
 from .distributed import Replicas
 from .errors import ParamError, check_int, writable_dir
-from .loop import Loop, _len, _num_samples
+from .loop import Loop, batches_per_epoch, num_samples
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -59,11 +59,7 @@ def make_loader(dataset: Dataset, config: TrainConfig, *, train: bool) -> DataLo
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     if not isinstance(train, bool):
         raise TypeError(f"train: expected True (shuffled, resumable) or False, got {train!r}")
-    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise TypeError(
-            f"dataset: expected a map-style Dataset with __getitem__ and __len__, "
-            f"got {type(dataset).__name__}"
-        )
+    check_map_style(dataset)
     pin = pin_memory_for(config.pin_memory, config.torch_device)
     workers = config.num_workers
     return DataLoader(
@@ -147,6 +143,7 @@ def _check_fit_args(net: Any, train_iter: Any, test_iter: Any, **optional: Any) 
         "log_dir": (lambda p: isinstance(p, (str, os.PathLike)), "a folder path"),
         "progress": (lambda b: isinstance(b, bool), "True or False"),
         "on_epoch_end": (callable, "a function taking the epoch's record"),
+        "on_step": (callable, "a function taking the global step"),
     }
     for name, value in optional.items():
         ok, what = expected[name]
@@ -167,6 +164,7 @@ def fit(
     log_dir: str | Path | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     replicas: Replicas | None = None,
     checkpoint_every: int = 0,
 ) -> list[dict[str, Any]]:
@@ -192,6 +190,8 @@ def fit(
         progress: show a tqdm bar of the run's batches, with samples/s and the time left
             (``None``: shown unless ``TQDM_DISABLE`` is set).
         on_epoch_end: called with each epoch's record (live plots), on rank 0.
+        on_step: called with the global step after every optimizer step (and its
+            checkpoint), on every rank: the DDP program's fault injection for tests.
         replicas: this process's part in a torchrun job
             (:class:`~d2lopt.distributed.Replicas`); ``None``: a world of one, where every
             distributed switch is a no-op.
@@ -214,14 +214,15 @@ def fit(
     """
     replicas = _check_fit(net, train_iter, test_iter, config, replicas, criterion=criterion,
                           optimizer=optimizer, out_dir=out_dir, log_dir=log_dir,
-                          progress=progress, on_epoch_end=on_epoch_end, resume=resume,
+                          progress=progress, on_epoch_end=on_epoch_end, on_step=on_step,
+                          resume=resume,
                           checkpoint_every=checkpoint_every)  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     loop = Loop(net, train_iter, config, criterion=criterion, optimizer=optimizer, out=out,
                 replicas=replicas, checkpoint_every=checkpoint_every)  # fmt: skip
     if resume is not False:  # RNG states come back as CPU tensors; load_state_dict copies them
         state = load_checkpoint(loop.ckpt_path, map_location="cpu") if resume is True else resume
-        check_resume(state, loop.ckpt_path, config, _num_samples(train_iter),
+        check_resume(state, loop.ckpt_path, config, num_samples(train_iter),
                      world_size=replicas.world_size, accumulate=replicas.accumulate,
                      strategy=replicas.strategy)  # fmt: skip
         loop.restore(state)
@@ -234,7 +235,7 @@ def fit(
         with _stop_on_signals(out is not None and not replicas.distributed) as signals:
             for epoch in range(loop.start_epoch, config.num_epochs):
                 bar.epoch(epoch)
-                steps = loop.run_epoch(epoch, signals, on_batch=bar.batch)
+                steps = loop.run_epoch(epoch, signals, on_batch=bar.batch, on_step=on_step)
                 if signals:  # a signal arrived: save this exact point and stop
                     # no step yet: this epoch restarts from its start, with its start's RNGs
                     rng = None if steps else loop.epoch_rng
@@ -270,7 +271,7 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.enabled, self.num_epochs = enabled, config.num_epochs
-        n = _len(loop.train_iter)  # micro-batches per epoch (None: a plain iterable)
+        n = batches_per_epoch(loop.train_iter)  # micro-batches per epoch (None: a plain iterable)
         self.bar = tqdm(
             total=n * config.num_epochs if n else None,
             initial=n * loop.start_epoch + loop.skip if n else 0,
@@ -324,7 +325,7 @@ def _check_fit(
         )
     check_int("checkpoint_every", checkpoint_every, 0)
     replicas = replicas or Replicas()
-    if replicas.accumulate > 1 and _len(train_iter) is None:
+    if replicas.accumulate > 1 and batches_per_epoch(train_iter) is None:
         raise ParamError(
             "accumulate", "needs a train_iter with len() to find each epoch's last micro-batch"
         )

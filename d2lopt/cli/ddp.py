@@ -172,13 +172,6 @@ def cpu_ranks(nproc: str, device: str) -> int | None:
     return torch.cuda.device_count() if nproc == "auto" else int(nproc)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask), not all of the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def rank_memory(n_train: int | None, n_test: int | None) -> int:
     """Bytes one CPU rank of the DDP program needs, at least: an interpreter with PyTorch
     imported (this process's own pages, measured now: the shared libraries are loaded once
@@ -200,10 +193,12 @@ def check_capacity(nproc: str, device: str, n_train: int | None, n_test: int | N
     """
     import psutil
 
+    from .. import envinfo
+
     n = cpu_ranks(nproc, device)
     if n is None:
         return
-    cores, per_rank = usable_cores(), rank_memory(n_train, n_test)
+    cores, per_rank = envinfo.usable_cores(), rank_memory(n_train, n_test)
     available = psutil.virtual_memory().available
     if n <= cores and n * per_rank <= available:
         return

@@ -27,6 +27,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDatas
 from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
 from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
 from ..distributed import (
-    DistEnv,
     Replicas,
+    emulate_torchrun,
     exit_rank,
     rank_device,
     setup,
@@ -125,7 +126,7 @@ def _split(train: bool, source: str, n: int | None) -> TensorDataset:
     return TensorDataset(images.float().div_(255), labels)
 
 
-def _datasets(args: argparse.Namespace, env: DistEnv) -> tuple[TensorDataset, TensorDataset]:
+def _datasets(args: argparse.Namespace, env: Replicas) -> tuple[TensorDataset, TensorDataset]:
     download = args.data != "synthetic" and env.distributed
     if download and env.local_rank != 0:
         dist.barrier()  # local rank 0 downloads first: N ranks writing one file corrupt it
@@ -135,7 +136,7 @@ def _datasets(args: argparse.Namespace, env: DistEnv) -> tuple[TensorDataset, Te
     return sets
 
 
-def _loaders(args, config, env: DistEnv) -> tuple[DataLoader, DataLoader]:
+def _loaders(args, config, env: Replicas) -> tuple[DataLoader, DataLoader]:
     """This rank's training batches (its share of one global order) and its test shard."""
     train_set, test_set = _datasets(args, env)
     # every rank draws the same permutation (same seed) and keeps every world-th index of it
@@ -158,7 +159,7 @@ def _loaders(args, config, env: DistEnv) -> tuple[DataLoader, DataLoader]:
     return loader, DataLoader(shard, batch_size=config.batch_size)
 
 
-def _model(args, config, env: DistEnv) -> nn.Module:
+def _model(args, config, env: Replicas) -> nn.Module:
     """The course model, identical on every rank; ``fit`` places it and wraps it (DDP/FSDP)."""
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = mlp() if args.model == "mlp" else cnn()
@@ -232,7 +233,7 @@ def _restart_info() -> tuple[int, str | None]:
 
 
 # ------------------------------------------------------------------------------ training
-def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]]:
+def train(args: argparse.Namespace, config, env: Replicas) -> list[dict[str, Any]]:
     """What every rank runs: its data and model, then :func:`d2lopt.fit` with the DDP switches.
 
     The switches (``DistributedSampler.set_epoch``, ``no_sync`` for ``--accumulate``, rank-0
@@ -247,11 +248,10 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
             "(torchrun --nproc-per-node N -m d2lopt.ddp ...; N=1 works too)"
         )
     restarts, run_id = _restart_info()
-    crash = args.crash_at_step if env.rank == args.crash_rank and not restarts else None
-    replicas = Replicas.of(
+    replicas = replace(
         env, strategy=args.strategy, accumulate=args.accumulate,
         bucket_cap_mb=args.bucket_cap_mb, verbose=not args.quiet,
-        crash_at_step=crash, run_id=run_id, restarts=restarts,
+        run_id=run_id, restarts=restarts,
     )  # fmt: skip
     train_loader, test_loader = _loaders(args, config, env)
     net = _model(args, config, env)
@@ -272,6 +272,7 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
     try:
         history = fit(net, train_loader, test_loader, config, out_dir=out, resume=state or False,
                       progress=False, on_epoch_end=log_epoch, replicas=replicas,
+                      on_step=_crash_at(args.crash_at_step, env.rank, args.crash_rank, restarts),
                       checkpoint_every=args.checkpoint_every)  # fmt: skip
     except ParamError as exc:  # a checkpoint of other data (--n-train), found once it is read
         raise exc.usage(_resume_flags(args)) from None
@@ -279,6 +280,21 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
         save_weights(args.save, net, replicas)
         replicas.log(f"saved the final state_dict to {args.save}")
     return history
+
+
+def _crash_at(step: int | None, rank: int, crash_rank: int, restarts: int) -> Any:
+    """``--crash-at-step``: fit's ``on_step`` hook that SIGKILLs rank ``crash_rank`` after that
+    global step, on the first attempt only (tests and ``11_scheduling`` restart the job)."""
+    if step is None or rank != crash_rank or restarts:
+        return None
+
+    def crash(global_step: int) -> None:
+        if global_step == step:  # said first, by the process that dies: torchrun logs only
+            print(f"crash injected: rank {rank} kills itself with SIGKILL after global step "
+                  f"{global_step}", file=sys.stderr, flush=True)  # its first failure  # fmt: skip
+            os.kill(os.getpid(), signal.SIGKILL)  # a real, unclean death (as by the OOM killer)
+
+    return crash
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -331,14 +347,7 @@ def fork_entry(local_rank: int, argv: list[str], world_size: int, master_port: i
             "fork_entry: CUDA was initialised in the parent before forking, so the children "
             "cannot use it; launch with torchrun (subprocess) instead"
         )
-    os.environ.update(
-        RANK=str(local_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(master_port),
-    )
+    emulate_torchrun(local_rank, world_size, master_port)
     code = main([*argv, "--threads", "1"])  # the last --threads wins: see the docstring
     if code:
         raise SystemExit(code)  # start_processes reports which rank failed, with this code

@@ -33,7 +33,6 @@ __all__ = [
     "idle_share",
     "peak_activations",
     "split_stages",
-    "stage_sizes",
 ]
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -174,8 +173,3 @@ def build_schedule(
     kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
     pipe_stage = PipelineStage(stage_module, stage, stages, device)
     return kind(pipe_stage, n_microbatches=microbatches, loss_fn=loss_fn)
-
-
-def stage_sizes(stage_modules: Sequence[nn.Module]) -> list[int]:
-    """Parameters per stage (what each rank of a pipeline holds)."""
-    return [sum(p.numel() for p in m.parameters()) for m in stage_modules]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -29,17 +28,13 @@ import torch
 import torch.distributed as dist
 
 from ..compare import Sweep, compare_many
-from ..distributed import exit_rank, free_port, setup, teardown
-from ..envinfo import _usable_cores
+from ..distributed import emulate_torchrun, exit_rank, free_port, setup, teardown
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]
 
 
 def _rank_main(rank: int, fn: Callable, world: int, port: int, folder: str, kwargs: dict) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+    emulate_torchrun(rank, world, port)
     # one thread: a forked child inherits the parent's OpenMP pool without its threads
     # (GNU libgomp is not fork-safe), and a multi-threaded kernel would wait forever
     torch.set_num_threads(1)
@@ -180,10 +175,7 @@ class RankPool:
 
 
 def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout_s: float) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+    emulate_torchrun(rank, world, port)
     try:
         setup(device, timeout_s=timeout_s)  # gloo on CPU, NCCL on cuda:rank
         conn.send(("ok", "ready"))
@@ -201,10 +193,6 @@ def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout
     finally:
         teardown()
     exit_rank(0)  # skip the interpreter's teardown: seconds per rank, and gloo's shutdown race
-
-
-def _cores() -> int:
-    return _usable_cores()  # the cores this process may use (01_environment)
 
 
 def lockstep_compare_many(

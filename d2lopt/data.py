@@ -257,8 +257,8 @@ def check_map_style(dataset: object, param: str = "dataset", what: str = "") -> 
                              f"the IterableDataset {type(dataset).__name__}; an unsharded stream "
                              "repeats in every worker")  # fmt: skip
     if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise ParamTypeError(param, f"{who} a map-style Dataset with __getitem__ and __len__, "
-                             f"got {type(dataset).__name__}")  # fmt: skip
+        raise ParamTypeError(param, f"{who} a map-style Dataset (__getitem__ and __len__), got "
+                             f"a {type(dataset).__name__}, not a Dataset")  # fmt: skip
 
 
 def seed_worker(worker_id: int) -> None:

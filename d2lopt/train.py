@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
@@ -49,23 +49,32 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{name} received: progress saved to {path}; continue with resume=True")
 
 
-def make_loader(dataset: Dataset, config: TrainConfig, *, train: bool) -> DataLoader:
+def make_loader(
+    dataset: Dataset, config: TrainConfig, *, train: bool, sampler: Sampler | None = None,
+    collate_fn: Callable[[list], Any] | None = None, announce: bool = True,
+) -> DataLoader:  # fmt: skip
     """A ``DataLoader`` configured from ``config`` (shuffled, resumable order for training).
 
-    ``pin_memory`` is only requested where it can work (CUDA); elsewhere d2lopt says so once
-    instead of letting PyTorch warn on every loader.
+    The package's one place that builds a DataLoader: ``fit``'s callers, each rank of the
+    DDP program (``sampler``: its ``DistributedSampler``) and the loader sweeps of the lab
+    (``d2lopt.lab.loading.build_loader``). ``pin_memory`` is only requested where it can
+    work (CUDA); elsewhere d2lopt says so once (``announce``) instead of letting PyTorch
+    warn on every loader.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     if not isinstance(train, bool):
         raise TypeError(f"train: expected True (shuffled, resumable) or False, got {train!r}")
     check_map_style(dataset)
-    pin = pin_memory_for(config.pin_memory, config.torch_device)
+    pin = pin_memory_for(config.pin_memory, config.torch_device, announce=announce)
     workers = config.num_workers
+    if sampler is None and train:
+        sampler = EpochRandomSampler(len(dataset), config.seed)
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
-        sampler=EpochRandomSampler(len(dataset), config.seed) if train else None,
+        sampler=sampler,
+        collate_fn=collate_fn,  # None: PyTorch's default_collate
         num_workers=workers,
         pin_memory=pin,
         prefetch_factor=config.prefetch_factor if workers else None,

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
-from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
+from ..data import fashion_mnist, notice_once, synthetic_fashion_mnist
 from ..distributed import (
     Replicas,
     emulate_torchrun,
@@ -50,7 +50,7 @@ from ..errors import ParamError, UsageError, writable_dir
 from ..flags import config_from_args
 from ..loop import save_weights
 from ..models import cnn, init_weights, mlp
-from ..train import TrainingInterrupted, fit, pin_memory_for
+from ..train import TrainingInterrupted, fit, make_loader
 from .flags import PROGRAM_FLAGS, add_program_flags, build_parser
 
 __all__ = [
@@ -143,20 +143,10 @@ def _loaders(args, config, env: Replicas) -> tuple[DataLoader, DataLoader]:
     sampler = DistributedSampler(
         train_set, num_replicas=env.world_size, rank=env.rank, seed=config.seed
     )
-    workers = config.num_workers
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,  # per rank
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory_for(config.pin_memory, env.device, announce=env.is_main),
-        prefetch_factor=config.prefetch_factor if workers else None,
-        persistent_workers=config.persistent_workers,
-        worker_init_fn=seed_worker if workers else None,
-    )
+    loader = make_loader(train_set, config, train=True, sampler=sampler, announce=env.is_main)
     # evaluation shards without padding: a DistributedSampler would count repeats twice
     shard = Subset(test_set, range(env.rank, len(test_set), env.world_size))
-    return loader, DataLoader(shard, batch_size=config.batch_size)
+    return loader, make_loader(shard, config, train=False, announce=False)
 
 
 def _model(args, config, env: Replicas) -> nn.Module:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from ..data import check_map_style
 from ..devices import as_device, try_gpu
 from ..train import pin_memory_for
 from .loading import batched_augment
@@ -88,8 +89,7 @@ class ThreadLoader:
         prefetch: int = 2,
         pin_memory: bool = False,
     ) -> None:
-        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-            raise TypeError(f"dataset: expected a map-style Dataset, got {type(dataset).__name__}")
+        check_map_style(dataset)
         _positive("batch_size", batch_size)
         _positive("num_threads", num_threads)
         _positive("prefetch", prefetch)

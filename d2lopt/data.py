@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
 
-from .errors import ParamError, ParamTypeError, ParamUnavailable, check_int
+from .errors import ParamError, ParamTypeError, ParamUnavailable, check_bool, check_int
 from .synthetic import FASHION_MNIST_CLASSES, synthetic_fashion_mnist
 
 __all__ = [
@@ -128,8 +128,7 @@ def fashion_mnist(
     Returns:
         images, labels and the source actually used (``"real"`` or ``"synthetic"``).
     """
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True (training split) or False (test), got {train!r}")
+    check_bool("train", train)  # True: the training split, False: the test split
     _check_source(source)
     if n is not None:
         check_int("n", n, 1)
@@ -188,8 +187,7 @@ def load_fashion_mnist(
     case), so each batch is a slice, with no per-sample decoding.
     ``loader_kwargs`` go to both ``DataLoader`` s (``num_workers``, ``pin_memory``...).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ParamError("batch_size", f"must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None:
             check_int(name, n, 1)
@@ -299,8 +297,7 @@ def write_image_folder(
     check_int("size", size, 8)
     if fmt not in ("jpeg", "png"):
         raise ParamError("fmt", f"must be 'jpeg' or 'png', got {fmt!r}")
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True or False, got {train!r}")
+    check_bool("train", train)
     _check_source(source)
     root = _check_path("root", root)
     params = {"n": n, "size": size, "fmt": fmt, "train": train, "source": source, "version": 1}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ParamError
+from .errors import ParamError, check_int
 
 __all__ = [
     "mps_available",
@@ -36,8 +36,7 @@ def try_gpu(i: int = 0) -> torch.device:
         >>> try_gpu().type in {"cpu", "cuda", "mps"}
         True
     """
-    if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-        raise ValueError(f"try_gpu(i): i must be a non-negative int, got {i!r}")
+    check_int("i", i, 0)
     if torch.cuda.is_available() and i < torch.cuda.device_count():
         return torch.device(f"cuda:{i}")
     if i == 0 and mps_available():

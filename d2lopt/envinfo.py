@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .devices import cpu_has_bf16_units, mps_available, supports_bf16, try_gpu
+from .errors import check_int
 
 __all__ = [
     "environment_report",
@@ -87,8 +88,7 @@ def recommend_workers(cores: int) -> int:
     course's own sweeps on two cores find that workers do not help (``05_disk_to_memory``,
     claims C2, C3, C8). A starting point either way: ``d2lopt tune-loader`` measures it.
     """
-    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-        raise ValueError(f"cores: expected the number of usable cores (int >= 1), got {cores!r}")
+    check_int("cores", cores, 1)  # the number of usable cores
     return 0 if cores <= 2 else cores // 2
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .devices import synchronize
+from .errors import check_int
 from .profiling import filtered_native_stderr, profiler_activities
 
 __all__ = [
@@ -327,12 +328,9 @@ def worker_memory(
     """
     import psutil
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every: must be an int >= 1 (batches between samples), got {every!r}")
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ValueError(f"max_batches: must be an int >= 1 or None, got {max_batches!r}")
+    check_int("every", every, 1)  # batches between samples
+    if max_batches is not None:
+        check_int("max_batches", max_batches, 1)
     try:
         n = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -386,10 +384,7 @@ def checkpointed_forward(net: nn.Sequential, X: torch.Tensor, every: int) -> tor
     """
     from torch.utils.checkpoint import checkpoint
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(
-            f"every: must be an int >= 1 (layers per checkpointed chunk), got {every!r}"
-        )
+    check_int("every", every, 1)  # layers per checkpointed chunk
     layers = list(net)
     for i in range(0, len(layers), every):
         chunk = nn.Sequential(*layers[i : i + every])

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .devices import as_device
+from .errors import check_int
 
 __all__ = ["Accumulator", "DeviceAccumulator", "evaluate", "evaluate_loss", "evaluate_accuracy"]
 
@@ -34,8 +35,7 @@ class Accumulator:
     """
 
     def __init__(self, n: int) -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"Accumulator(n): n must be a positive int, got {n!r}")
+        check_int("n", n, 1)
         self.data = [0.0] * n
 
     def add(self, *args: Any) -> None:
@@ -80,8 +80,7 @@ class DeviceAccumulator:
     """
 
     def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"DeviceAccumulator(n): n must be a positive int, got {n!r}")
+        check_int("n", n, 1)
         self.device = as_device(device)
         # MPS has no float64; fp32 sums of per-batch sums are accurate enough there.
         self.dtype = torch.float32 if self.device.type == "mps" else torch.float64

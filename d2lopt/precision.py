@@ -18,7 +18,7 @@ import torch
 # AMP_MODES and check_amp are TrainConfig's rules (the one place a run's AMP is decided)
 from .config import AMP_MODES, check_amp
 from .devices import as_device
-from .errors import check_choice
+from .errors import check_bool, check_choice
 
 __all__ = [
     "AmpMode",
@@ -78,8 +78,7 @@ def set_tf32(enabled: bool) -> None:
         >>> torch.backends.cuda.matmul.fp32_precision, torch.get_float32_matmul_precision()
         ('ieee', 'highest')
     """
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    check_bool("enabled", enabled)
     # "high" lets fp32 matmuls use TF32; "highest" keeps them in true fp32
     torch.set_float32_matmul_precision("high" if enabled else "highest")
     torch.backends.cudnn.allow_tf32 = enabled  # convolutions: a separate, cuDNN switch

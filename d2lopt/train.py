@@ -27,7 +27,7 @@ from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
 from .data import EpochRandomSampler, check_map_style, notice_once, seed_worker
 from .distributed import Replicas
-from .errors import ParamError, check_int, writable_dir
+from .errors import ParamError, check_bool, check_int, writable_dir
 from .loop import Loop, batches_per_epoch, num_samples
 
 __all__ = [
@@ -63,8 +63,7 @@ def make_loader(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True (shuffled, resumable) or False, got {train!r}")
+    check_bool("train", train)  # True: shuffled, resumable; False: in order
     check_map_style(dataset)
     pin = pin_memory_for(config.pin_memory, config.torch_device, announce=announce)
     workers = config.num_workers

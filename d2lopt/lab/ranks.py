@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 from ..compare import Sweep, compare_many
 from ..distributed import emulate_torchrun, exit_rank, free_port, setup, teardown
+from ..errors import check_int
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]
 
@@ -58,8 +59,7 @@ def launch(fn: Callable[..., Any], nprocs: int, **kwargs: Any) -> list[Any]:
     ``timeout_s`` (default 60) bounds every collective, so a broken experiment fails
     instead of hanging.
     """
-    if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
-        raise ValueError(f"nprocs: must be a positive int, got {nprocs!r}")
+    check_int("nprocs", nprocs, 1)
     if torch.cuda.is_initialized():
         raise RuntimeError("launch: CUDA is initialised in this process; forked children "
                            "cannot use it. Run from a fresh kernel or use torchrun")  # fmt: skip
@@ -93,8 +93,7 @@ class RankPool:
     """
 
     def __init__(self, nprocs: int, *, device: str = "cpu", timeout_s: float = 120.0) -> None:
-        if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
-            raise ValueError(f"nprocs: must be a positive int, got {nprocs!r}")
+        check_int("nprocs", nprocs, 1)
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device: must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and torch.cuda.device_count() < nprocs:

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from ..data import check_map_style
-from ..errors import ParamError
+from ..errors import ParamError, check_int
 from ..memory import worker_memory
 from .bench import LoaderRun, LoaderSweep, measure_loader, setting_label, sweep_loaders
 from .loading import build_loader
@@ -84,10 +84,10 @@ def sweep_grid(
     ):
         if not values:
             raise ValueError(f"{name}: give at least one value to sweep")
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in workers):
-        raise ValueError(f"workers: must be ints >= 0, got {list(workers)}")
-    if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in prefetch):
-        raise ValueError(f"prefetch: must be ints >= 1, got {list(prefetch)}")
+    for w in workers:
+        check_int("workers", w, 0)
+    for p in prefetch:
+        check_int("prefetch", p, 1)
     grid: list[dict[str, Any]] = []
     for pin_memory in dict.fromkeys(pin):
         pinned = {"pin_memory": True} if pin_memory else {}

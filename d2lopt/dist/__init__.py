@@ -1,7 +1,8 @@
 """The programs ``torchrun`` starts, and what only they use.
 
 * :mod:`~d2lopt.dist.ddp`: the DDP program, run as ``python -m d2lopt.ddp`` or
-  ``torchrun ... -m d2lopt.ddp`` (``10_ddp``, ``11_scheduling``).
+  ``torchrun ... -m d2lopt.ddp`` (``10_ddp``, ``11_scheduling``); its flags in
+  :mod:`~d2lopt.dist.flags` (no PyTorch: ``d2lopt ddp`` shows and checks them).
 * :mod:`~d2lopt.dist.pipeline`, :mod:`~d2lopt.dist.parallelism`: pipeline stages and the
   experiment of ``13_beyond_data_parallelism`` (``python -m d2lopt.parallelism``).
 

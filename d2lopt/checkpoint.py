@@ -212,7 +212,7 @@ def check_resume(
     if state.get("strategy", "ddp") != strategy:
         raise ParamError(
             "strategy",
-            f"the checkpoint was written with strategy={state.get('strategy')!r}, this run "
+            f"the checkpoint was written with strategy {state.get('strategy')!r}, this run "
             f"has {strategy!r}; use the same strategy or a new out_dir",
         )
     step_samples = world_size * config.batch_size * accumulate

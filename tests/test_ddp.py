@@ -439,7 +439,7 @@ def test_fsdp_needs_torchrun_and_a_matching_checkpoint(runs: Path, fsdp_two_rank
     assert proc.returncode == 2 and "--strategy: fsdp shards over a process group" in proc.stderr
     proc = _run([*base, "--out", "fsdp", "--resume"], runs)  # a ddp run on fsdp shards
     assert proc.returncode == 2
-    assert "--strategy: the checkpoint was written with --strategy fsdp" in proc.stderr
+    assert "--strategy: the checkpoint was written with strategy 'fsdp'" in proc.stderr
 
 
 def test_fully_shard_gets_a_cpu_mesh_when_the_ranks_use_cpu(tmp_path, monkeypatch) -> None:

@@ -245,8 +245,8 @@ def test_a_mismatched_net_is_described_whole(tmp_path) -> None:
     with pytest.raises(ParamError) as info:
         fit(mlp(hidden=64), loader, None, TrainConfig(num_epochs=2, batch_size=32),
             out_dir=tmp_path, resume=True, progress=False)  # fmt: skip
-    text = info.value.cli
-    assert "differ in shape" in text and text.endswith("use the same --model, or a new --out")
+    text = str(info.value)
+    assert "differ in shape" in text and text.endswith("(same --model) or choose a new out_dir")
     assert "Missing key" not in text and "size mismatch" not in text  # ours, whole: not cut
 
 

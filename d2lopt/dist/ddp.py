@@ -243,10 +243,10 @@ def train(args: argparse.Namespace, config, env: Replicas) -> list[dict[str, Any
         bucket_cap_mb=args.bucket_cap_mb, verbose=not args.quiet,
         run_id=run_id, restarts=restarts,
     )  # fmt: skip
-    train_loader, test_loader = _loaders(args, config, env)
-    net = _model(args, config, env)
     out = Path(args.out) if args.out else None
     state = _resume_state(args, config, out, check=False)  # --resume, or this job restarted
+    train_loader, test_loader = _loaders(args, config, env)
+    net = _model(args, config, env)
     world, B, K = env.world_size, config.batch_size, args.accumulate
     replicas.log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
                  f"device={env.device.type} batch={B}/rank global_batch={world * B * K} "

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import ParamError, check_choice, check_int
 from .sharding import STRATEGIES, gradient_sync, shard_model
 
 __all__ = [
@@ -79,12 +80,10 @@ class Replicas:
     restarts: int = 0
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: must be one of {STRATEGIES}, got {self.strategy!r}")
+        check_choice("strategy", self.strategy, STRATEGIES)
         if self.strategy == "fsdp" and not self.distributed:
-            raise ValueError("strategy: fsdp shards over a process group; launch with torchrun")
-        if not isinstance(self.accumulate, int) or self.accumulate < 1:
-            raise ValueError(f"accumulate: must be an int >= 1, got {self.accumulate!r}")
+            raise ParamError("strategy", "fsdp shards over a process group; launch with torchrun")
+        check_int("accumulate", self.accumulate, 1)
 
     @property
     def is_main(self) -> bool:

@@ -1,6 +1,6 @@
 """``for batch in loader``, with a clear error and no workers left when the loader fails.
 
-Taught in ``03_dataset_dataloader`` (with the faults of :mod:`d2lopt.lab.faults`); every
+Taught in ``03_dataset_dataloader`` (with the faults of the test suite's ``tests/faults.py``); every
 epoch of :func:`d2lopt.fit` iterates its loaders through :func:`iterate`. When the loader
 fails, it names a worker killed by a signal (PyTorch may report only
 ``ConnectionResetError`` from its half-sent batch) and shuts the workers down at once instead

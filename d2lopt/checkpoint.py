@@ -31,6 +31,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "batch_change",
     "check_resume",
+    "resume_position",
     "load_checkpoint",
     "rng_state",
     "save_checkpoint",
@@ -207,16 +208,12 @@ def check_resume(
                 "resume",
                 f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
                 "use the same value or a new out_dir",
-                cli=f"checkpoint was trained with {key}={was!r} but config has {key}={new!r}; "
-                "use the same value, or a new --out",
             )
     if state.get("strategy", "ddp") != strategy:
         raise ParamError(
             "strategy",
-            f"the checkpoint was written with strategy={state.get('strategy')!r}, this run "
+            f"the checkpoint was written with strategy {state.get('strategy')!r}, this run "
             f"has {strategy!r}; use the same strategy or a new out_dir",
-            cli=f"the checkpoint was written with --strategy {state.get('strategy')}; use it, "
-            "or a new --out",
         )
     step_samples = world_size * config.batch_size * accumulate
     old_b = old.get("batch_size")
@@ -227,17 +224,13 @@ def check_resume(
             f"checkpoint was trained with batch_size={old_b!r} ({old_step} samples per step) "
             f"but config has batch_size={config.batch_size!r} ({step_samples}); use the same "
             "batch, one that gives as many samples per step, or a new out_dir",
-            cli=f"the checkpoint trained {old_b} per rank ({old_step} per step); keep "
-            f"--batch-size {old_b}, or choose one that gives {old_step} per step",
         )
     saved = state.get("train_samples")
     if saved is not None and samples is not None and saved != samples:
         raise ParamError(
             "resume",
-            f"checkpoint was trained on {saved} samples but train_iter has {samples}; "
-            "use the same training data or a new out_dir",
-            cli=f"checkpoint was trained on {saved} samples, this run has {samples}; "
-            f"use --n-train {saved}, or a new --out",
+            f"checkpoint was trained on {saved} samples, this run has {samples}; train on the "
+            f"same {saved} (n_train {saved}), or use a new out_dir",
         )
     needed = state["epoch"] + (1 if state["step"] else 0)
     if needed > config.num_epochs:
@@ -245,10 +238,24 @@ def check_resume(
             "num_epochs",
             f"the checkpoint in {path.parent} has already trained "
             f"into epoch {needed}; set num_epochs >= {needed} to continue it",
-            cli=f"the checkpoint in {path.parent} has already trained into epoch {needed}; "
-            f"use --epochs {needed} or more to continue it",
             owner="TrainConfig",
         )
+
+
+def resume_position(
+    state: dict[str, Any], *, world_size: int, accumulate: int, batch_size: int
+) -> tuple[int, int]:
+    """Where a checkpoint's epoch stands for this run: ``(micro-batches done, global step)``.
+
+    Rank r takes every world-th index of one permutation, so the *global* sample stream is
+    the same for any world size: the samples the checkpoint's steps consumed carry over to a
+    job restarted with more or fewer processes (elastic ``--nnodes MIN:MAX``), counted in
+    this run's micro-batches (``10_ddp``, ``11_scheduling``).
+    """
+    done = state["step"] * state.get("global_batch", state["config"]["batch_size"])
+    skip = done // (world_size * accumulate * batch_size) * accumulate
+    history_steps = sum(rec.get("steps", 0) for rec in state["history"])
+    return skip, history_steps + skip // accumulate
 
 
 def batch_change(

@@ -8,12 +8,11 @@ instead of deep inside a DataLoader worker twenty minutes into a run.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from .errors import ParamError
+from .errors import ParamError, ParamTypeError, check_bool, check_choice, check_int, check_number
 
 if TYPE_CHECKING:
     import torch
@@ -21,9 +20,35 @@ if TYPE_CHECKING:
 # torch, devices and precision are imported where they are used: the command line reads
 # the fields' metadata (its flags) to answer --help without loading PyTorch.
 
-__all__ = ["AMP_MODES", "TrainConfig"]
+__all__ = ["AMP_MODES", "TrainConfig", "check_amp"]
 
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")  # re-exported by d2lopt.precision
+
+
+def check_amp(device: torch.device | str, amp: str) -> None:
+    """Raise a ParamError when ``device`` cannot *run* ``amp`` at all, saying what to use.
+
+    Every mode runs on CPU, MPS and CUDA, with one exception: bf16 on a CUDA GPU that
+    cannot even emulate it. A GPU without bf16 units (a T4, a V100) still runs bf16
+    autocast, emulated and slowly; whether a mode is *fast* is
+    :func:`d2lopt.devices.supports_bf16`'s question, and a measurement's. A run's AMP is
+    decided once, here, when its :class:`TrainConfig` is built (taught in ``08_gpu_compute``;
+    importable from :mod:`d2lopt.precision` too).
+    """
+    import torch
+
+    from .devices import as_device
+
+    check_choice("amp", amp, AMP_MODES)
+    device = as_device(device)
+    if amp == "bf16" and device.type == "cuda":
+        with torch.cuda.device(device):  # is_bf16_supported asks the *current* device
+            runs = torch.cuda.is_bf16_supported(including_emulation=True)
+        if not runs:
+            gpu = torch.cuda.get_device_name(device)
+            raise ParamError(
+                "amp", f"'bf16' cannot run on {gpu}; use 'fp16' (with its GradScaler) or 'off'"
+            )
 
 
 def _setting(default: Any, help: str, **flag: Any) -> Any:
@@ -33,10 +58,6 @@ def _setting(default: Any, help: str, **flag: Any) -> Any:
     the DDP program, so each setting is defined once, here.
     """
     return field(default=default, metadata={"help": help, **flag})
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -95,81 +116,43 @@ class TrainConfig:
     # fmt: on
 
     def __post_init__(self) -> None:
-        def fail(name: str, problem: str, cli: str | None = None) -> None:
-            raise ParamError(name, problem, cli=cli, owner="TrainConfig")
+        try:
+            self._check()
+        except ParamError as exc:  # one wording, naming the field: "TrainConfig.lr: ..."
+            raise exc.with_owner("TrainConfig") from None
 
+    def _check(self) -> None:
         for name in ("num_epochs", "batch_size", "eval_every"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                fail(name, f"must be a positive int, got {value!r}")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            fail("num_workers", f"must be an int >= 0, got {self.num_workers!r}")
+            check_int(name, getattr(self, name), 1)
+        check_int("num_workers", self.num_workers, 0)
         cores = os.cpu_count() or 1
         if self.num_workers > 4 * cores:
-            fail(
+            raise ParamError(
                 "num_workers",
                 f"{self.num_workers} workers on {cores} cores would thrash; "
                 f"use at most {cores} (start with {max(1, cores // 2)})",
             )
+        for name in ("pin_memory", "persistent_workers", "non_blocking", "channels_last",
+                     "compile"):  # fmt: skip
+            check_bool(name, getattr(self, name))
         if self.prefetch_factor is not None:
-            if not _is_int(self.prefetch_factor) or self.prefetch_factor < 1:
-                fail(
-                    "prefetch_factor",
-                    f"must be a positive int or None, got {self.prefetch_factor!r}",
-                )
-            if self.num_workers == 0:
-                fail(
-                    "prefetch_factor",
-                    "needs num_workers > 0 (got num_workers=0); "
-                    "set num_workers >= 1 or prefetch_factor=None",
-                    "needs --num-workers 1 or more (got 0); add --num-workers N, or drop "
-                    "--prefetch-factor",
-                )
-        if self.persistent_workers is True and self.num_workers == 0:
-            fail(
-                "persistent_workers",
-                "needs num_workers > 0 (got num_workers=0); "
-                "set num_workers >= 1 or persistent_workers=False",
-                "needs --num-workers 1 or more (got 0); add --num-workers N, or drop "
-                "--persistent-workers",
-            )
-        for name in (
-            "pin_memory",
-            "persistent_workers",
-            "non_blocking",
-            "channels_last",
-            "compile",
-        ):
-            if not isinstance(getattr(self, name), bool):
-                fail(name, f"must be True or False, got {getattr(self, name)!r}")
-        for name in ("lr", "momentum"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-            ):
-                fail(name, f"must be a finite number, got {value!r}")
-        if self.lr <= 0:
-            fail("lr", f"must be > 0, got {self.lr!r} (try 0.05)")
-        if not 0 <= self.momentum < 1:
-            fail("momentum", f"must be in [0, 1), got {self.momentum!r}")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
-            fail("seed", f"must be an int in [0, 2**32), got {self.seed!r}")
+            check_int("prefetch_factor", self.prefetch_factor, 1)
+        for name in ("prefetch_factor", "persistent_workers"):  # worker settings: need workers
+            if getattr(self, name) not in (None, False) and self.num_workers == 0:
+                raise ParamError(name, "needs num_workers > 0 (got 0); set num_workers to 1 or "
+                                 f"more, or leave {name} out")  # fmt: skip
+        check_number("lr", self.lr, above=0)
+        check_number("momentum", self.momentum, minimum=0, below=1)
+        check_int("seed", self.seed, 0, 2**32 - 1)
         import torch
 
         from .devices import resolve_device
-        from .precision import check_amp
 
         if not isinstance(self.device, (str, torch.device)):
-            fail("device", f"must be a string such as 'cpu' or 'cuda', got {self.device!r}")
-        if self.amp not in AMP_MODES:
-            fail("amp", f"must be one of {AMP_MODES}, got {self.amp!r}")
-        try:
-            device = resolve_device(self.device)
-            check_amp(device, self.amp)
-        except ParamError as exc:
-            raise exc.with_owner("TrainConfig") from None
+            raise ParamTypeError(
+                "device", f"must be a string such as 'cpu' or 'cuda', got {self.device!r}"
+            )
+        check_amp(resolve_device(self.device), self.amp)  # a run's AMP, decided once
 
     @property
     def torch_device(self) -> torch.device:

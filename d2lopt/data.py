@@ -19,9 +19,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
 
-from .errors import ParamError, ParamUnavailable, check_int
+from .errors import ParamError, ParamTypeError, ParamUnavailable, check_bool, check_int
 from .synthetic import FASHION_MNIST_CLASSES, synthetic_fashion_mnist
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "image_folder",
     "image_transform",
     "EpochRandomSampler",
+    "check_map_style",
     "seed_worker",
 ]
 
@@ -127,8 +128,7 @@ def fashion_mnist(
     Returns:
         images, labels and the source actually used (``"real"`` or ``"synthetic"``).
     """
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True (training split) or False (test), got {train!r}")
+    check_bool("train", train)  # True: the training split, False: the test split
     _check_source(source)
     if n is not None:
         check_int("n", n, 1)
@@ -147,11 +147,9 @@ def fashion_mnist(
                 why = " ".join(str(exc).split())
                 raise ParamUnavailable(
                     "source",
-                    f"FashionMNIST could not be downloaded ({why}); connect to the internet, "
-                    f"copy its idx files into {raw}, or use source='synthetic'",
-                    cli=f"real FashionMNIST could not be downloaded ({why}); connect to the "
-                    f"internet, copy its idx files into {raw} (or set D2LOPT_DATA to the "
-                    "folder that holds data/FashionMNIST/raw), or use --data synthetic",
+                    f"real FashionMNIST could not be downloaded ({why}); connect to the internet, "
+                    f"copy its idx files into {raw} (or set D2LOPT_DATA to the folder that holds "
+                    "data/FashionMNIST/raw), or use the 'synthetic' source",
                 ) from exc
             used = "synthetic"
             notice_once(
@@ -167,9 +165,7 @@ def fashion_mnist(
             raise ParamError(
                 "n",
                 f"the {split} split has {len(labels)} samples, "
-                f"asked for {n}; ask for at most {len(labels)} (or None for all)",
-                cli=f"the {split} split has {len(labels)} samples, asked for {n}; ask for at "
-                f"most {len(labels)}, or leave the flag out for all of them",
+                f"asked for {n}; ask for at most {len(labels)}, or leave it out for all",
             )
         images, labels = images[:n], labels[:n]
     return images, labels, used
@@ -191,8 +187,7 @@ def load_fashion_mnist(
     case), so each batch is a slice, with no per-sample decoding.
     ``loader_kwargs`` go to both ``DataLoader`` s (``num_workers``, ``pin_memory``...).
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ParamError("batch_size", f"must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size, 1)
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n is not None:
             check_int(name, n, 1)
@@ -247,6 +242,23 @@ class EpochRandomSampler(Sampler[int]):
         return self.n
 
 
+def check_map_style(dataset: object, param: str = "dataset", what: str = "") -> None:
+    """A :class:`ParamTypeError` naming ``param`` unless ``dataset`` is map-style.
+
+    A DataLoader's sampler, workers and ``len()`` need ``__getitem__`` and ``__len__``; an
+    ``IterableDataset`` (a stream) would repeat in every worker. ``what`` says who needs it
+    (``"tune-loader"``), in the message. The one check of the package (``03_data_loading``).
+    """
+    who = f"{what} needs" if what else "expected"
+    if isinstance(dataset, IterableDataset):
+        raise ParamTypeError(param, f"{who} a map-style Dataset (__getitem__ and __len__), got "
+                             f"the IterableDataset {type(dataset).__name__}; an unsharded stream "
+                             "repeats in every worker")  # fmt: skip
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise ParamTypeError(param, f"{who} a map-style Dataset (__getitem__ and __len__), got "
+                             f"a {type(dataset).__name__}, not a Dataset")  # fmt: skip
+
+
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn`` that seeds Python's and NumPy's RNGs from the worker's torch seed.
 
@@ -285,8 +297,7 @@ def write_image_folder(
     check_int("size", size, 8)
     if fmt not in ("jpeg", "png"):
         raise ParamError("fmt", f"must be 'jpeg' or 'png', got {fmt!r}")
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True or False, got {train!r}")
+    check_bool("train", train)
     _check_source(source)
     root = _check_path("root", root)
     params = {"n": n, "size": size, "fmt": fmt, "train": train, "source": source, "version": 1}

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ParamError
+from .errors import ParamError, check_int
 
 __all__ = [
+    "mps_available",
     "try_gpu",
     "try_all_gpus",
     "resolve_device",
@@ -21,7 +22,8 @@ __all__ = [
 ]
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
+    """Apple's MPS backend is built into this PyTorch and usable on this machine."""
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
@@ -34,11 +36,10 @@ def try_gpu(i: int = 0) -> torch.device:
         >>> try_gpu().type in {"cpu", "cuda", "mps"}
         True
     """
-    if not isinstance(i, int) or isinstance(i, bool) or i < 0:
-        raise ValueError(f"try_gpu(i): i must be a non-negative int, got {i!r}")
+    check_int("i", i, 0)
     if torch.cuda.is_available() and i < torch.cuda.device_count():
         return torch.device(f"cuda:{i}")
-    if i == 0 and _mps_available():
+    if i == 0 and mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -47,7 +48,7 @@ def try_all_gpus() -> list[torch.device]:
     """Return every accelerator, or ``[cpu]`` on a CPU-only machine (never an empty list)."""
     if torch.cuda.is_available():
         return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
-    if _mps_available():
+    if mps_available():
         return [torch.device("mps")]
     return [torch.device("cpu")]
 
@@ -73,8 +74,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
                 "device",
                 f"{device!r} requested but CUDA is not available on this machine; "
                 "use device='cpu' or 'auto'",
-                cli=f"{device!r} requested but CUDA is not available on this machine; "
-                "use --device 'cpu' or 'auto'",
             )
         index = 0 if dev.index is None else dev.index
         if index >= torch.cuda.device_count():
@@ -85,12 +84,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             )
         return torch.device("cuda", index)
     if dev.type == "mps":
-        if not _mps_available():
+        if not mps_available():
             raise ParamError(
                 "device",
                 f"{device!r} requested but Apple MPS is not available; use device='cpu' or 'auto'",
-                cli=f"{device!r} requested but Apple MPS is not available; "
-                "use --device 'cpu' or 'auto'",
             )
         return dev
     if dev.type == "cpu":
@@ -124,13 +121,11 @@ def as_device(device: torch.device | str | int, name: str = "device") -> torch.d
             name,
             f"{str(dev)!r} requested but CUDA is not available on this machine; "
             "use 'cpu' or d2lopt.try_gpu()",
-            cli=f"{str(dev)!r} requested but CUDA is not available on this machine; use cpu",
         )
-    if dev.type == "mps" and not _mps_available():
+    if dev.type == "mps" and not mps_available():
         raise ParamError(
             name,
             "'mps' requested but Apple MPS is not available; use 'cpu' or d2lopt.try_gpu()",
-            cli="'mps' requested but Apple MPS is not available; use cpu",
         )
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ParamError(name, f"{str(dev)!r} is not supported; use 'cpu', 'cuda' or 'mps'")

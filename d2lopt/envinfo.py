@@ -14,12 +14,20 @@ from typing import Any
 
 import torch
 
-from .devices import _mps_available, cpu_has_bf16_units, supports_bf16, try_gpu
+from .devices import cpu_has_bf16_units, mps_available, supports_bf16, try_gpu
+from .errors import check_int
 
-__all__ = ["environment_report", "recommend_settings", "recommend_workers", "format_report"]
+__all__ = [
+    "environment_report",
+    "format_report",
+    "recommend_settings",
+    "recommend_workers",
+    "usable_cores",
+]
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not all of the machine's."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -55,7 +63,7 @@ def environment_report() -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
-        "cpu_cores": _usable_cores(),
+        "cpu_cores": usable_cores(),
         "torch_threads": torch.get_num_threads(),
         "memory_gib": _memory_gib(),
         "cpu_bf16_units": cpu_has_bf16_units(),
@@ -64,7 +72,7 @@ def environment_report() -> dict[str, Any]:
         "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "gpus": gpus,
-        "mps_available": _mps_available(),
+        "mps_available": mps_available(),
         "default_device": str(try_gpu()),
         "distributed": dist.is_available(),
         "nccl": dist.is_available() and dist.is_nccl_available(),
@@ -80,8 +88,7 @@ def recommend_workers(cores: int) -> int:
     course's own sweeps on two cores find that workers do not help (``05_disk_to_memory``,
     claims C2, C3, C8). A starting point either way: ``d2lopt tune-loader`` measures it.
     """
-    if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
-        raise ValueError(f"cores: expected the number of usable cores (int >= 1), got {cores!r}")
+    check_int("cores", cores, 1)  # the number of usable cores
     return 0 if cores <= 2 else cores // 2
 
 

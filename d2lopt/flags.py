@@ -1,38 +1,33 @@
-"""The command line's shared vocabulary: value types, TrainConfig's flags, the --out check.
+"""The flags' shared vocabulary: value types and TrainConfig's flags.
 
-``d2lopt train`` and the DDP program (``python -m d2lopt.ddp``, ``d2lopt ddp``) take the same
-TrainConfig flags; :func:`add_config_flags` generates them from the fields' metadata
+``d2lopt train`` (:mod:`d2lopt.cli`) and the DDP program that torchrun starts
+(:mod:`d2lopt.dist.ddp`, which parses its own argv on every rank) take the same TrainConfig
+flags; :func:`add_config_flags` generates them from the fields' metadata
 (:mod:`d2lopt.config`), so a setting's help, type and accepted values are written once.
-The modules that contribute a sub-command (``ladder``, ``tuning``, ``ddp``) take their value
-types and the output-folder check from here, never from :mod:`d2lopt.cli`, which imports
-them. Nothing here imports PyTorch: ``d2lopt --help`` answers without loading it.
+Because a program of ``dist/`` needs it and layers import downward only, it sits in the
+core, below both. Nothing here imports PyTorch: ``d2lopt --help`` answers without loading it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Any, NoReturn
 
 from .config import TrainConfig
-from .errors import UsageError
 
 __all__ = [
     "CONFIG_FLAGS",
     "OneLineParser",
     "add_config_flag",
     "add_config_flags",
-    "check_out_dir",
     "config_from_args",
     "dashed",
     "non_negative_int",
     "positive_float",
     "positive_int",
     "unit_float",
-    "writable_dir",
 ]
 
 
@@ -131,116 +126,3 @@ def add_config_flag(parser: Any, name: str, *, help: str | None = None) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`~d2lopt.TrainConfig` the parsed flags describe (raises ParamError)."""
     return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.field_names()})
-
-
-def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Raise :class:`UsageError` unless ``path`` is, or can become, a writable folder.
-
-    Creates nothing: a run that fails validation later leaves no empty folder behind.
-    """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(
-            f"{flag}: {out} is a file, not a folder; give a folder path (it is created "
-            "if missing), or move the file away"
-        )
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise UsageError(
-            f"{flag}: {parent} is a file, so {out} cannot be created inside it; "
-            "choose a folder path that does not go through a file"
-        )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag}: cannot write to {parent} (permission denied); choose a "
-                         "writable folder")  # fmt: skip
-    return out
-
-
-def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create ``path`` if needed and prove it is writable, or raise :class:`UsageError`."""
-    out = check_out_dir(path, flag)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".d2lopt-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(
-            f"{flag}: cannot write to {out} ({exc.strerror or exc}); choose a writable folder"
-        ) from None
-    return out
-
-
-# ------------------------------------------------------------------------------ DDP program
-STRATEGIES = ("ddp", "fsdp")  # dist.sharding.STRATEGIES (tests/test_cli.py checks they agree)
-
-_DDP_HELP = {
-    "batch_size": "samples per batch on each rank; global batch = ranks x this x --accumulate",
-    "device": "auto, cpu or cuda (rank r of a node takes cuda:r); MPS has no distributed backend",
-}
-
-
-class RankParser(OneLineParser):
-    """One-line argparse errors, printed by rank 0 only (every rank parses the same argv)."""
-
-    def error(self, message: str) -> NoReturn:
-        if os.environ.get("RANK", "0") != "0":
-            self.exit(2)
-        super().error(message)
-
-
-def add_program_flags(p: argparse.ArgumentParser) -> None:
-    """The DDP program's flags (``python -m d2lopt.ddp``; ``d2lopt ddp`` shows and checks them).
-
-    The TrainConfig flags are :func:`add_config_flags`' (``--batch-size`` is per rank here).
-    """
-    add_config_flags(p, help=_DDP_HELP)
-    g = p.add_argument_group("data-parallel run")
-    add = g.add_argument
-    # fmt: off
-    add("--model", choices=("mlp", "cnn"), default="mlp", help="the course model (default: mlp)")
-    add("--strategy", choices=STRATEGIES, default="ddp",
-        help="ddp: every rank holds the whole model; fsdp: each rank holds 1/N of the "
-        "parameters, gradients and optimizer state (fully_shard), sharded checkpoints "
-        "(default: ddp)")
-    add("--data", choices=("auto", "real", "synthetic"), default="auto",
-        help="FashionMNIST source (default: auto); synthetic with --n-train is the fastest")
-    add("--n-train", type=positive_int, help="training samples (default: all 60000)")
-    add("--n-test", type=positive_int, help="test samples (default: all 10000)")
-    add("--accumulate", type=positive_int, default=1,
-        help="micro-batches per optimizer step; all but the last skip the all-reduce (no_sync)")
-    add("--backend", choices=("auto", "gloo", "nccl"), default="auto",
-        help="process-group backend (default auto: nccl on CUDA, gloo on CPU)")
-    add("--bucket-cap-mb", type=positive_float, default=25.0,
-        help="DDP gradient bucket size in MiB (default: 25)")
-    add("--threads", type=non_negative_int, default=0,
-        help="CPU threads per rank; 0: OMP_NUM_THREADS if set, else cores / local processes")
-    add("--out", help="folder for checkpoint.pt and metrics.json, written by rank 0")
-    add("--checkpoint-every", type=non_negative_int, default=0,
-        help="also checkpoint every N optimizer steps (default 0: at epoch ends only)")
-    add("--resume", action="store_true",
-        help="continue from --out/checkpoint.pt (automatic after a torchrun restart)")
-    add("--save", help="rank 0 writes the final model state_dict to this file")
-    add("--timeout", type=positive_float, help="seconds a collective waits (default: 600)")
-    add("--quiet", action="store_true", help="no log lines (results go to --out)")
-    add("--crash-at-step", type=positive_int,
-        help="fault injection: rank --crash-rank SIGKILLs itself after this global step, on "
-        "the first attempt only (to test torchrun --max-restarts)")
-    add("--crash-rank", type=non_negative_int, default=1, help="see --crash-at-step (default: 1)")
-    # fmt: on
-
-
-def build_program_parser() -> argparse.ArgumentParser:
-    """``python -m d2lopt.ddp``'s parser (what each torchrun worker parses)."""
-    p = RankParser(
-        prog="python -m d2lopt.ddp",
-        description="Data-parallel training of the course model; launch with torchrun.",
-    )
-    add_program_flags(p)
-    return p
-
-
-# flags of the DDP program that a ParamError's parameter may name
-PROGRAM_FLAGS: dict[str, str] = {**CONFIG_FLAGS, "out_dir": "--out", "source": "--data"}

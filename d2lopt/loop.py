@@ -6,7 +6,7 @@
 differs between one process and a torchrun job is decided once, before the loop, in a
 :class:`Replicas` (taught in ``10_ddp``); on one process every switch is a no-op, as in
 nanoGPT's ``train.py``. The DDP program (``python -m d2lopt.ddp``) builds its data and model
-and calls ``fit`` with ``replicas=Replicas.of(env, ...)``: one loop for 1 to N ranks.
+and calls ``fit`` with ``replicas=`` this rank's :class:`Replicas`: one loop for 1 to N ranks.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import itertools
 import math
 import os
 import shutil
-import signal
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,20 +27,21 @@ from torch import nn
 from .batches import iterate
 from .checkpoint import (
     CHECKPOINT_NAME,
+    resume_position,
     rng_state,
     save_checkpoint,
     set_rng_state,
     write_metrics,
 )
 from .config import TrainConfig
-from .dist.distributed import DistributedMeter, Replicas
-from .dist.sharding import full_state_dict, load_sharded, save_sharded
+from .distributed import Replicas
 from .errors import ParamError
-from .metrics import evaluate
+from .metrics import DeviceAccumulator, evaluate
 from .precision import autocast_ctx, grad_scaler
+from .sharding import full_state_dict, load_sharded, save_sharded
 from .timing import Timer
 
-__all__ = ["Loop", "TrainStep", "place", "save_weights"]
+__all__ = ["Loop", "TrainStep", "batches_per_epoch", "num_samples", "place", "save_weights"]
 
 SHARDS_DIR = "shards"  # strategy fsdp: one DCP folder per checkpoint, next to checkpoint.pt
 
@@ -53,7 +52,7 @@ class TrainStep:
     """One micro-batch of the article's step, every optimization a visible switch (``04``).
 
     ``sync=False`` (accumulation) keeps the gradients for the next micro-batch, without the
-    optimizer step; the ladder's rungs call the same object (``ladder_runs.train_step``).
+    optimizer step; the ladder's rungs call the same object (``d2lopt.lab.ladder.train_step``).
     """
 
     model: nn.Module
@@ -142,14 +141,16 @@ def _state_mismatch(saved: Any, net: nn.Module) -> str | None:
     return "; ".join(parts) or None
 
 
-def _num_samples(loader: Iterable) -> int | None:
+def num_samples(loader: Iterable) -> int | None:
+    """The samples of ``loader``'s data set (``None`` for a plain or iterable-style one)."""
     try:
         return len(loader.dataset)  # type: ignore[attr-defined]
     except (AttributeError, TypeError):  # plain iterables, iterable-style data sets
         return None
 
 
-def _len(loader: Iterable) -> int | None:
+def batches_per_epoch(loader: Iterable) -> int | None:
+    """``len(loader)``, or ``None`` for a plain iterable without one."""
     try:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -212,7 +213,7 @@ class Loop:
         self.loader_gen = getattr(train_iter, "generator", None)
         self.ckpt_path = out / CHECKPOINT_NAME if out is not None else None
         self.checkpoint_every = checkpoint_every
-        self.meter = DistributedMeter(2, device)  # loss sum, samples: all-reduced when read
+        self.meter = DeviceAccumulator(2, device)  # loss sum, samples: all-reduced when read
         self.timer, self.eval_timer = Timer(device), Timer(device)
         # --compile: the run's first step (compilation, lazy CUDA initialisation) is timed
         # apart, as the ladder times compile_s apart: (epoch, seconds, samples) once booked
@@ -239,18 +240,14 @@ class Loop:
                     "resume",
                     f"the model/optimizer in {path} do not fit this net ({why}); "
                     "train the same architecture (same --model) or choose a new out_dir",
-                    cli=f"the model/optimizer in {path} do not fit this net ({why}); "
-                    "use the same --model, or a new --out",
                 ) from None
         self.step.scaler.load_state_dict(state["scaler"])
         self.state, self.history, self.start_epoch = state, state["history"], state["epoch"]
-        # rank r takes every world-th index of one permutation, so the *global* sample
-        # stream is the same for any world size: the position in it carries over to a
-        # job restarted with more or fewer processes (elastic --nnodes MIN:MAX)
-        K, B = r.accumulate, self.config.batch_size
-        done = state["step"] * state.get("global_batch", state["config"]["batch_size"])
-        self.skip = done // (r.world_size * K * B) * K  # micro-batches trained this epoch
-        self.global_step = sum(rec.get("steps", 0) for rec in self.history) + self.skip // K
+        # where this epoch's sample stream stands, in this world's micro-batches
+        self.skip, self.global_step = resume_position(
+            state, world_size=r.world_size, accumulate=r.accumulate,
+            batch_size=self.config.batch_size,
+        )  # fmt: skip
         r.log(f"resumed from checkpoint: epoch {self.start_epoch + 1}, micro-batch {self.skip} "
               f"(saved by {state.get('world_size', 1)} process(es), now {r.world_size}; "
               f"restart {r.restarts})")  # fmt: skip
@@ -277,7 +274,7 @@ class Loop:
         if self.first:
             _skip(self.batches, self.first)  # same order: replay the sampler, skip done steps
             if self.replicas.is_main:
-                self.meter.load(state["train_sums"])  # the epoch's global sums, counted once
+                self.meter.load_state(state["train_sums"])  # the epoch's global sums, counted once
             if state.get("rng") is not None:
                 set_rng_state(state["rng"])
             if self.loader_gen is not None and state.get("loader_rng") is not None:
@@ -285,14 +282,16 @@ class Loop:
             self.timer.start()  # the speed of this process's steps: not the replayed skip
 
     def run_epoch(
-        self, epoch: int, signals: list[int], on_batch: Callable[[int], None] | None = None
-    ) -> int:
+        self, epoch: int, signals: list[int], on_batch: Callable[[int], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> int:  # fmt: skip
         """Train one epoch (after a resume: its rest); return its optimizer steps so far.
 
-        ``on_batch(samples)`` is called after every micro-batch (fit's progress bar).
+        ``on_batch(samples)`` is called after every micro-batch (fit's progress bar),
+        ``on_step(global_step)`` after every optimizer step and its checkpoint.
         """
         self._start_epoch(epoch)
-        r, K, n = self.replicas, self.replicas.accumulate, _len(self.train_iter)
+        K, n = self.replicas.accumulate, batches_per_epoch(self.train_iter)
         step = self.first // K
         for i, (X, y) in enumerate(_until_failure_after(signals, self.batches), self.first):
             sync = (i + 1) % K == 0 or i + 1 == n  # the last micro-batch of a step all-reduces
@@ -311,11 +310,8 @@ class Loop:
             every = self.checkpoint_every
             if every and step % every == 0 and (n is None or i + 1 < n):
                 self.checkpoint(epoch, step, self.meter.reduced())  # a collective: every rank
-            if self.global_step == r.crash_at_step:
-                # said first, by the process that dies: torchrun logs only its first failure
-                print(f"crash injected: rank {r.rank} kills itself with SIGKILL after global "
-                      f"step {self.global_step}", file=sys.stderr, flush=True)  # fmt: skip
-                os.kill(os.getpid(), signal.SIGKILL)  # a real, unclean death (as by the OOM killer)
+            if on_step is not None:
+                on_step(self.global_step)
             if signals:
                 break
         return step
@@ -354,7 +350,7 @@ class Loop:
         loss, acc = result["loss"], result["accuracy"]
         if r.distributed:  # sums over the shards, then the means: every sample counts once
             n = result["samples"]
-            meter = DistributedMeter(3, device)
+            meter = DeviceAccumulator(3, device)
             meter.add(loss * n if n else 0.0, acc * n if n else 0.0, n)
             loss_sum, correct, count = meter.reduced()
             loss, acc = loss_sum / count, correct / count
@@ -380,7 +376,7 @@ class Loop:
             "rng": rng if rng is not None else rng_state(),
             "epoch_rng": self.epoch_rng if step else None,
             "loader_rng": self.loader_gen.get_state() if self.loader_gen is not None else None,
-            "train_samples": _num_samples(self.train_iter), "config": config.to_dict(),
+            "train_samples": num_samples(self.train_iter), "config": config.to_dict(),
             "world_size": r.world_size, "accumulate": r.accumulate,
             "global_batch": r.world_size * config.batch_size * r.accumulate, "run_id": r.run_id,
         })  # fmt: skip

@@ -266,7 +266,7 @@ def summarize(
     """Intervals and verdicts for timings already taken in paired rounds.
 
     For measurements :func:`compare_many` cannot run itself, e.g. inside a
-    distributed program where every rank must execute the same rounds (``d2lopt.dist.sharding``,
+    distributed program where every rank must execute the same rounds (``d2lopt.sharding``,
     ``d2lopt.dist.pipeline``): ``seconds[name][i]`` must come from round ``i`` for every name,
     with the order alternated between rounds. ``looks``: how many times the caller looked at
     the intervals to decide whether to stop (see :func:`d2lopt.stats.planned_looks`); a fixed

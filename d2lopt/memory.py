@@ -31,6 +31,8 @@ import torch
 from torch import nn
 
 from .devices import synchronize
+from .errors import check_int
+from .profiling import filtered_native_stderr, profiler_activities
 
 __all__ = [
     "MemoryUse",
@@ -98,10 +100,8 @@ def _cpu_events(fn: Callable[[], Any]) -> tuple[Any, list[int]]:
     go through it (oneDNN's own buffers, NumPy arrays) is not seen; the process's RSS would
     see it, mixed with everything else the process does.
     """
-    from .profiling import _activities, _filtered_native_stderr  # the profiler's plumbing
-
-    with _filtered_native_stderr():
-        with torch.profiler.profile(activities=_activities(torch.device("cpu")),
+    with filtered_native_stderr():
+        with torch.profiler.profile(activities=profiler_activities(torch.device("cpu")),
                                     profile_memory=True) as prof:  # fmt: skip
             result = fn()
         events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -328,12 +328,9 @@ def worker_memory(
     """
     import psutil
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every: must be an int >= 1 (batches between samples), got {every!r}")
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ValueError(f"max_batches: must be an int >= 1 or None, got {max_batches!r}")
+    check_int("every", every, 1)  # batches between samples
+    if max_batches is not None:
+        check_int("max_batches", max_batches, 1)
     try:
         n = len(loader)  # type: ignore[arg-type]
     except TypeError:
@@ -387,10 +384,7 @@ def checkpointed_forward(net: nn.Sequential, X: torch.Tensor, every: int) -> tor
     """
     from torch.utils.checkpoint import checkpoint
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(
-            f"every: must be an int >= 1 (layers per checkpointed chunk), got {every!r}"
-        )
+    check_int("every", every, 1)  # layers per checkpointed chunk
     layers = list(net)
     for i in range(0, len(layers), every):
         chunk = nn.Sequential(*layers[i : i + every])

@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import check_int, check_number
+
 __all__ = ["mlp", "cnn", "init_weights", "count_parameters"]
 
 
 def _check_sizes(**sizes: object) -> None:
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: must be a positive int, got {value!r}")
+        check_int(name, value, 1)
 
 
 def _check_module(name: str, value: object) -> None:
@@ -33,8 +34,7 @@ def mlp(
         torch.Size([2, 10])
     """
     _check_sizes(in_features=in_features, hidden=hidden, num_classes=num_classes)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout: must be a probability in [0, 1), got {dropout!r}")
+    check_number("dropout", dropout, minimum=0, below=1)  # a probability
     layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU()]
     if dropout:
         layers.append(nn.Dropout(dropout))

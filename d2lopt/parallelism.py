@@ -6,7 +6,7 @@ working. Import from ``d2lopt.dist.parallelism``.
 """
 
 if __name__ == "__main__":
-    from d2lopt.dist.distributed import exit_rank
     from d2lopt.dist.parallelism import main
+    from d2lopt.distributed import exit_rank
 
     exit_rank(main())  # not sys.exit: see exit_rank (gloo's thread races the shutdown)

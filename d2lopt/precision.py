@@ -15,9 +15,10 @@ from typing import Literal
 
 import torch
 
-from .config import AMP_MODES  # defined with TrainConfig.amp, its one definition
+# AMP_MODES and check_amp are TrainConfig's rules (the one place a run's AMP is decided)
+from .config import AMP_MODES, check_amp
 from .devices import as_device
-from .errors import ParamError
+from .errors import check_bool, check_choice
 
 __all__ = [
     "AmpMode",
@@ -34,37 +35,13 @@ AmpMode = Literal["off", "bf16", "fp16"]
 
 def amp_dtype(amp: str) -> torch.dtype | None:
     """``'bf16'`` -> ``torch.bfloat16``, ``'fp16'`` -> ``torch.float16``, ``'off'`` -> None."""
-    if amp not in AMP_MODES:
-        raise ParamError("amp", f"must be one of {AMP_MODES}, got {amp!r}")
+    check_choice("amp", amp, AMP_MODES)
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def check_amp(device: torch.device | str, amp: str) -> None:
-    """Raise ``ValueError`` when ``device`` cannot *run* ``amp`` at all, saying what to use.
-
-    Every mode runs on CPU, MPS and CUDA, with one exception: bf16 on a CUDA GPU that
-    cannot even emulate it. A GPU without bf16 units (a T4, a V100) still runs bf16
-    autocast, emulated and slowly; whether a mode is *fast* is
-    :func:`d2lopt.devices.supports_bf16`'s question, and a measurement's.
-    """
-    amp_dtype(amp)
-    device = as_device(device)
-    if amp == "bf16" and device.type == "cuda":
-        with torch.cuda.device(device):  # is_bf16_supported asks the *current* device
-            runs = torch.cuda.is_bf16_supported(including_emulation=True)
-        if not runs:
-            gpu = torch.cuda.get_device_name(device)
-            raise ParamError(
-                "amp",
-                f"'bf16' cannot run on {gpu}; use amp='fp16' (with its GradScaler) or amp='off'",
-                cli=f"bf16 cannot run on {gpu}; use --amp fp16 (with its GradScaler) or --amp off",
-            )
 
 
 def autocast_ctx(device: torch.device | str, amp: str) -> contextlib.AbstractContextManager:
     """``torch.autocast`` for ``amp``, or a ``nullcontext`` when AMP is off."""
-    check_amp(device, amp)  # fails here, with the fix, rather than inside the first matmul
-    dtype = amp_dtype(amp)
+    dtype = amp_dtype(amp)  # whether the device runs it: decided once, by TrainConfig (check_amp)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=as_device(device).type, dtype=dtype)
@@ -77,7 +54,7 @@ def grad_scaler(device: torch.device | str, amp: str) -> torch.amp.GradScaler:
     with ``.item()`` to decide whether to skip the optimizer step. On a GPU that read waits
     for the backward pass to finish; disabled, ``step`` is a plain ``optimizer.step()``.
     """
-    check_amp(device, amp)
+    amp_dtype(amp)
     return torch.amp.GradScaler(as_device(device).type, enabled=amp == "fp16")
 
 
@@ -101,8 +78,7 @@ def set_tf32(enabled: bool) -> None:
         >>> torch.backends.cuda.matmul.fp32_precision, torch.get_float32_matmul_precision()
         ('ieee', 'highest')
     """
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    check_bool("enabled", enabled)
     # "high" lets fp32 matmuls use TF32; "highest" keeps them in true fp32
     torch.set_float32_matmul_precision("high" if enabled else "highest")
     torch.backends.cudnn.allow_tf32 = enabled  # convolutions: a separate, cuDNN switch

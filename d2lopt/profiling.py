@@ -5,8 +5,8 @@ Timing verdicts go through :func:`d2lopt.compare`, never through this module.
 ``torch.profiler`` sees what Python cannot: every ``aten::_local_scalar_dense`` is a tensor
 read back to the host (``.item()``, ``float(t)``, ``print(t)``, ``if t:``), and on CUDA the
 runtime calls that block the host (``cudaStreamSynchronize``...). Peak memory
-(:func:`peak_memory`) lives in :mod:`d2lopt.memory` and reads the profiler's allocation
-events on a CPU; it is importable from here too.
+(:func:`d2lopt.memory.peak_memory`) reads the profiler's allocation events on a CPU with
+:func:`profiler_activities` and :func:`filtered_native_stderr` from here.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .devices import synchronize
-from .memory import peak_memory  # noqa: F401  (its home since 14_memory; imported from here too)
 
 __all__ = [
     "SyncProfile",
+    "filtered_native_stderr",
     "profile_host_syncs",
-    "peak_memory",
+    "profiler_activities",
     "quiet_cpp_extension",
 ]
 
@@ -51,7 +51,7 @@ _NATIVE_NOISE = re.compile(
 
 
 @contextlib.contextmanager
-def _filtered_native_stderr() -> Iterator[None]:
+def filtered_native_stderr() -> Iterator[None]:
     """Capture file descriptor 2 while profiling; re-emit every line but kineto's status."""
     sys.stderr.flush()
     try:
@@ -76,7 +76,7 @@ def _filtered_native_stderr() -> Iterator[None]:
                 print("\n".join(kept), file=sys.stderr)
 
 
-def _activities(device: torch.device) -> list[torch.profiler.ProfilerActivity]:
+def profiler_activities(device: torch.device) -> list[torch.profiler.ProfilerActivity]:
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
@@ -115,8 +115,8 @@ def profile_host_syncs(
     """
     dev = torch.device(device)
     synchronize(dev)  # earlier queued work must not be blamed on fn (outside the profile)
-    with _filtered_native_stderr():
-        with torch.profiler.profile(activities=_activities(dev)) as prof:
+    with filtered_native_stderr():
+        with torch.profiler.profile(activities=profiler_activities(dev)) as prof:
             fn()
         names = Counter(e.name for e in prof.events())
     by_op = {k: names[k] for k in SCALAR_READ_OPS + CUDA_SYNC_CALLS if names[k]}

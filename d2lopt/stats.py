@@ -3,7 +3,7 @@
 Taught in ``01_environment`` (:func:`ratio_interval` on repeated timings) and behind every
 timing verdict of the course (:mod:`d2lopt.measure` measures, this module judges). Kept
 apart from the measuring loop so that programs that take their own rounds (every rank in
-lockstep: ``d2lopt.dist.parallelism``, ``d2lopt.dist.sharding``) use the same statistics.
+lockstep: ``d2lopt.dist.parallelism``, ``d2lopt.sharding``) use the same statistics.
 """
 
 from __future__ import annotations

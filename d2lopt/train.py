@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -22,14 +21,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checkpoint import CHECKPOINT_NAME, check_resume, load_checkpoint
 from .config import TrainConfig
-from .data import EpochRandomSampler, notice_once, seed_worker
-from .dist.distributed import Replicas
-from .errors import ParamError
-from .loop import Loop, _len, _num_samples
+from .data import EpochRandomSampler, check_map_style, notice_once, seed_worker
+from .distributed import Replicas
+from .errors import ParamError, check_bool, check_int, writable_dir
+from .loop import Loop, batches_per_epoch, num_samples
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -50,27 +49,31 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{name} received: progress saved to {path}; continue with resume=True")
 
 
-def make_loader(dataset: Dataset, config: TrainConfig, *, train: bool) -> DataLoader:
+def make_loader(
+    dataset: Dataset, config: TrainConfig, *, train: bool, sampler: Sampler | None = None,
+    collate_fn: Callable[[list], Any] | None = None, announce: bool = True,
+) -> DataLoader:  # fmt: skip
     """A ``DataLoader`` configured from ``config`` (shuffled, resumable order for training).
 
-    ``pin_memory`` is only requested where it can work (CUDA); elsewhere d2lopt says so once
-    instead of letting PyTorch warn on every loader.
+    The package's one place that builds a DataLoader: ``fit``'s callers, each rank of the
+    DDP program (``sampler``: its ``DistributedSampler``) and the loader sweeps of the lab
+    (``d2lopt.lab.loading.build_loader``). ``pin_memory`` is only requested where it can
+    work (CUDA); elsewhere d2lopt says so once (``announce``) instead of letting PyTorch
+    warn on every loader.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    if not isinstance(train, bool):
-        raise TypeError(f"train: expected True (shuffled, resumable) or False, got {train!r}")
-    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-        raise TypeError(
-            f"dataset: expected a map-style Dataset with __getitem__ and __len__, "
-            f"got {type(dataset).__name__}"
-        )
-    pin = pin_memory_for(config.pin_memory, config.torch_device)
+    check_bool("train", train)  # True: shuffled, resumable; False: in order
+    check_map_style(dataset)
+    pin = pin_memory_for(config.pin_memory, config.torch_device, announce=announce)
     workers = config.num_workers
+    if sampler is None and train:
+        sampler = EpochRandomSampler(len(dataset), config.seed)
     return DataLoader(
         dataset,
         batch_size=config.batch_size,
-        sampler=EpochRandomSampler(len(dataset), config.seed) if train else None,
+        sampler=sampler,
+        collate_fn=collate_fn,  # None: PyTorch's default_collate
         num_workers=workers,
         pin_memory=pin,
         prefetch_factor=config.prefetch_factor if workers else None,
@@ -131,18 +134,6 @@ def _stop_on_signals(enabled: bool) -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def _writable(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ParamError(
-            "out_dir", f"cannot write to {out} ({exc.strerror or exc}); choose a writable folder"
-        ) from None
-    return out
-
-
 def _check_fit_args(net: Any, train_iter: Any, test_iter: Any, **optional: Any) -> None:
     if not isinstance(net, nn.Module):
         raise TypeError(
@@ -160,6 +151,7 @@ def _check_fit_args(net: Any, train_iter: Any, test_iter: Any, **optional: Any) 
         "log_dir": (lambda p: isinstance(p, (str, os.PathLike)), "a folder path"),
         "progress": (lambda b: isinstance(b, bool), "True or False"),
         "on_epoch_end": (callable, "a function taking the epoch's record"),
+        "on_step": (callable, "a function taking the global step"),
     }
     for name, value in optional.items():
         ok, what = expected[name]
@@ -176,10 +168,11 @@ def fit(
     criterion: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     out_dir: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | dict[str, Any] = False,
     log_dir: str | Path | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     replicas: Replicas | None = None,
     checkpoint_every: int = 0,
 ) -> list[dict[str, Any]]:
@@ -199,13 +192,16 @@ def fit(
             ``replicas`` wrapped the net: FSDP replaces its parameters by shards).
         out_dir: receives ``checkpoint.pt`` (every epoch, and on SIGINT/SIGTERM),
             ``metrics.json`` and TensorBoard events (``out_dir/tb``); on rank 0 only.
-        resume: continue from ``out_dir/checkpoint.pt``.
+        resume: continue from ``out_dir/checkpoint.pt``; or that checkpoint itself, already
+            loaded by the caller (the DDP program reads it once to decide whether to resume).
         log_dir: TensorBoard folder (defaults to ``out_dir/tb``; ``None`` without out_dir).
         progress: show a tqdm bar of the run's batches, with samples/s and the time left
             (``None``: shown unless ``TQDM_DISABLE`` is set).
         on_epoch_end: called with each epoch's record (live plots), on rank 0.
+        on_step: called with the global step after every optimizer step (and its
+            checkpoint), on every rank: the DDP program's fault injection for tests.
         replicas: this process's part in a torchrun job
-            (:class:`~d2lopt.dist.distributed.Replicas`); ``None``: a world of one, where every
+            (:class:`~d2lopt.distributed.Replicas`); ``None``: a world of one, where every
             distributed switch is a no-op.
         checkpoint_every: also checkpoint every N optimizer steps (0: at epoch ends only).
 
@@ -226,14 +222,15 @@ def fit(
     """
     replicas = _check_fit(net, train_iter, test_iter, config, replicas, criterion=criterion,
                           optimizer=optimizer, out_dir=out_dir, log_dir=log_dir,
-                          progress=progress, on_epoch_end=on_epoch_end, resume=resume,
+                          progress=progress, on_epoch_end=on_epoch_end, on_step=on_step,
+                          resume=resume,
                           checkpoint_every=checkpoint_every)  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     loop = Loop(net, train_iter, config, criterion=criterion, optimizer=optimizer, out=out,
                 replicas=replicas, checkpoint_every=checkpoint_every)  # fmt: skip
-    if resume:  # RNG states must come back as CPU tensors; load_state_dict copies to the device
-        state = load_checkpoint(loop.ckpt_path, map_location="cpu")
-        check_resume(state, loop.ckpt_path, config, _num_samples(train_iter),
+    if resume is not False:  # RNG states come back as CPU tensors; load_state_dict copies them
+        state = load_checkpoint(loop.ckpt_path, map_location="cpu") if resume is True else resume
+        check_resume(state, loop.ckpt_path, config, num_samples(train_iter),
                      world_size=replicas.world_size, accumulate=replicas.accumulate,
                      strategy=replicas.strategy)  # fmt: skip
         loop.restore(state)
@@ -246,7 +243,7 @@ def fit(
         with _stop_on_signals(out is not None and not replicas.distributed) as signals:
             for epoch in range(loop.start_epoch, config.num_epochs):
                 bar.epoch(epoch)
-                steps = loop.run_epoch(epoch, signals, on_batch=bar.batch)
+                steps = loop.run_epoch(epoch, signals, on_batch=bar.batch, on_step=on_step)
                 if signals:  # a signal arrived: save this exact point and stop
                     # no step yet: this epoch restarts from its start, with its start's RNGs
                     rng = None if steps else loop.epoch_rng
@@ -282,7 +279,7 @@ class _Progress:
         from tqdm.auto import tqdm
 
         self.enabled, self.num_epochs = enabled, config.num_epochs
-        n = _len(loop.train_iter)  # micro-batches per epoch (None: a plain iterable)
+        n = batches_per_epoch(loop.train_iter)  # micro-batches per epoch (None: a plain iterable)
         self.bar = tqdm(
             total=n * config.num_epochs if n else None,
             initial=n * loop.start_epoch + loop.skip if n else 0,
@@ -327,34 +324,31 @@ def _check_fit(
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     _check_fit_args(net, train_iter, test_iter, **optional)
-    if not isinstance(resume, bool):
+    if not isinstance(resume, (bool, dict)):
         raise TypeError(f"resume: expected True or False, got {resume!r}")
     if replicas is not None and not isinstance(replicas, Replicas):
         raise TypeError(
-            f"replicas: expected a d2lopt.dist.distributed.Replicas or None, got "
+            f"replicas: expected a d2lopt.distributed.Replicas or None, got "
             f"{type(replicas).__name__}"
         )
-    if not isinstance(checkpoint_every, int) or checkpoint_every < 0:
-        raise ParamError("checkpoint_every", f"must be an int >= 0, got {checkpoint_every!r}")
+    check_int("checkpoint_every", checkpoint_every, 0)
     replicas = replicas or Replicas()
-    if replicas.accumulate > 1 and _len(train_iter) is None:
+    if replicas.accumulate > 1 and batches_per_epoch(train_iter) is None:
         raise ParamError(
             "accumulate", "needs a train_iter with len() to find each epoch's last micro-batch"
         )
     out_dir = optional["out_dir"]
-    if resume and out_dir is None:
+    if resume is not False and out_dir is None:
         raise ParamError("resume", "needs out_dir, the folder whose checkpoint.pt to continue")
     if out_dir is not None:
         out = Path(out_dir)
-        if not resume and (out / CHECKPOINT_NAME).exists():
+        if resume is False and (out / CHECKPOINT_NAME).exists():
             raise ParamError(
                 "out_dir",
                 f"{out} already holds a checkpoint; pass resume=True (--resume) to "
                 "continue it, or choose another out_dir — nothing was overwritten",
-                cli=f"{out} already holds a checkpoint; add --resume to continue it, or choose "
-                "another --out (nothing was overwritten)",
             )
-        _writable(out)  # fail now, not at the first checkpoint an epoch from now
+        writable_dir(out)  # fail now, not at the first checkpoint an epoch from now
     return replicas
 
 

@@ -156,10 +156,8 @@ def test_train_and_ddp_flags_come_from_train_config_metadata() -> None:
 
     from d2lopt.config import TrainConfig
     from d2lopt.dist import ddp
-    from d2lopt.dist.sharding import STRATEGIES as SHARDING_STRATEGIES
-    from d2lopt.flags import CONFIG_FLAGS, STRATEGIES
+    from d2lopt.flags import CONFIG_FLAGS
 
-    assert STRATEGIES == SHARDING_STRATEGIES
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
     for parser in (train, ddp.build_parser()):
         actions = {a.dest: a for a in parser._actions}  # noqa: SLF001
@@ -187,12 +185,13 @@ def test_d2lopt_ddp_passes_the_program_arguments_as_typed(capsys) -> None:
 def test_param_error_carries_its_parameter() -> None:
     import pickle
 
-    from d2lopt.errors import ParamError, ParamTypeError
+    from d2lopt.errors import ParamError, ParamTypeError, ParamUnavailable
 
-    err = ParamError("amp", "use amp='fp16'", cli="use --amp fp16", owner="TrainConfig")
+    err = ParamError("amp", "use 'fp16'", owner="TrainConfig")
     assert isinstance(err, ValueError) and err.param == "amp"
-    assert str(err) == "TrainConfig.amp: use amp='fp16'"
-    assert str(err.usage({"amp": "--amp"})) == "--amp: use --amp fp16"
-    again = pickle.loads(pickle.dumps(err))
-    assert (type(again), str(again), again.cli) == (ParamError, str(err), err.cli)
+    assert str(err) == "TrainConfig.amp: use 'fp16'"
+    assert str(err.usage({"amp": "--amp"})) == "--amp: use 'fp16'"  # one wording: the flag first
+    for sent in (err, ParamTypeError("dataset", "not a Dataset"), ParamUnavailable("source", "x")):
+        again = pickle.loads(pickle.dumps(sent))  # DataLoader workers, spawn: intact
+        assert (type(again), str(again), again.param) == (type(sent), str(sent), sent.param)
     assert isinstance(ParamTypeError("dataset", "not a Dataset"), TypeError)

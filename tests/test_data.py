@@ -79,7 +79,7 @@ def test_real_source_fails_clearly_when_offline(monkeypatch) -> None:
     try:
         fashion_mnist(True, source="real")
     except RuntimeError as exc:
-        assert "source='synthetic'" in str(exc)
+        assert "use the 'synthetic' source" in str(exc)
     else:  # pragma: no cover - only reached if the download unexpectedly succeeded
         raise AssertionError("expected RuntimeError")
 

@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from d2lopt import TrainConfig, fit, init_weights, mlp, synthetic_fashion_mnist
 from d2lopt.cli import build_parser
 from d2lopt.dist import ddp
-from d2lopt.dist.distributed import (
-    DistributedMeter,
+from d2lopt.distributed import (
     Replicas,
     env_ranks,
     free_port,
@@ -36,6 +35,7 @@ from d2lopt.dist.distributed import (
 from d2lopt.lab.balance import sampler_shards
 from d2lopt.lab.comm import comm_worker
 from d2lopt.lab.ranks import launch
+from d2lopt.metrics import DeviceAccumulator
 
 # small for testing efficiency: 256 samples, global batch 16 -> 16 steps per epoch
 DATA = ["--data", "synthetic", "--n-train", "256", "--n-test", "64", "--seed", "5", "--quiet"]
@@ -340,7 +340,7 @@ def test_replicas_of_one_process_switch_nothing_on() -> None:
 
 
 def test_meter_in_a_world_of_one() -> None:
-    meter = DistributedMeter(2)
+    meter = DeviceAccumulator(2)
     meter.add(torch.tensor(3.0), 2)
     meter.add(1.0, 1)
     assert meter.reduced() == [4.0, 3.0]
@@ -349,7 +349,7 @@ def test_meter_in_a_world_of_one() -> None:
 
 
 def _meter_worker(rank: int, world: int) -> list[float]:
-    meter = DistributedMeter(2)
+    meter = DeviceAccumulator(2)
     meter.add(torch.tensor(float(rank + 1)), rank + 1)  # rank 0: (1, 1); rank 1: (2, 2)
     return meter.reduced()
 
@@ -439,7 +439,7 @@ def test_fsdp_needs_torchrun_and_a_matching_checkpoint(runs: Path, fsdp_two_rank
     assert proc.returncode == 2 and "--strategy: fsdp shards over a process group" in proc.stderr
     proc = _run([*base, "--out", "fsdp", "--resume"], runs)  # a ddp run on fsdp shards
     assert proc.returncode == 2
-    assert "--strategy: the checkpoint was written with --strategy fsdp" in proc.stderr
+    assert "--strategy: the checkpoint was written with strategy 'fsdp'" in proc.stderr
 
 
 def test_fully_shard_gets_a_cpu_mesh_when_the_ranks_use_cpu(tmp_path, monkeypatch) -> None:
@@ -448,7 +448,7 @@ def test_fully_shard_gets_a_cpu_mesh_when_the_ranks_use_cpu(tmp_path, monkeypatc
     import torch.distributed as dist
     import torch.distributed.fsdp as fsdp
 
-    from d2lopt.dist.sharding import shard_model
+    from d2lopt.sharding import shard_model
 
     real = fsdp.fully_shard
     meshes = []

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from d2lopt.dist import parallelism
+from d2lopt.dist.parallelism import StateBytes, state_bytes
 from d2lopt.dist.pipeline import bubble_fraction, build_schedule, peak_activations, split_stages
-from d2lopt.dist.sharding import StateBytes, gradient_sync, state_bytes
 from d2lopt.models import cnn, mlp
+from d2lopt.sharding import gradient_sync
 
 
 # ------------------------------------------------------------------------------ arithmetic
@@ -49,8 +50,8 @@ def test_bubble_and_activation_arithmetic():
     [
         (lambda: split_stages(mlp(), 3), ValueError, "stages: the model has 2 layers with weights"),
         (lambda: split_stages(nn.Linear(2, 2), 1), TypeError, "net: expected an nn.Sequential"),
-        (lambda: split_stages(mlp(), 0), ValueError, "stages: must be an int >= 1"),
-        (lambda: bubble_fraction(2, 0), ValueError, "microbatches: must be an int >= 1"),
+        (lambda: split_stages(mlp(), 0), ValueError, "stages: must be >= 1, got 0"),
+        (lambda: bubble_fraction(2, 0), ValueError, "microbatches: must be >= 1, got 0"),
         (lambda: peak_activations("zb", 2, 2), ValueError, "schedule: must be one of"),
         (lambda: peak_activations("gpipe", 2, 2, stage=2), ValueError, "stage: must be in 0..1"),
         (lambda: build_schedule(mlp(), 0, 2, torch.device("cpu"), "1f1b", 1, None), ValueError,

@@ -299,8 +299,8 @@ def test_interval_chart_draws_each_measured_interval_against_the_bar():
     import math
 
     import matplotlib.pyplot as plt
-
     from d2lopt.compare import Comparison
+
     from d2lopt.plot import interval_chart
 
     def made(speedup, lo, hi, verdict):

@@ -9,9 +9,9 @@ import torch
 from conftest import requires_cuda
 
 import d2lopt
+from d2lopt.memory import peak_memory
 from d2lopt.profiling import (
-    _filtered_native_stderr,
-    peak_memory,
+    filtered_native_stderr,
     profile_host_syncs,
     quiet_cpp_extension,
 )
@@ -51,7 +51,7 @@ def test_profiling_keeps_kineto_status_lines_out_of_stderr(capfd):
 
 
 def test_native_stderr_filter_passes_other_lines_through(capfd):
-    with _filtered_native_stderr():
+    with filtered_native_stderr():
         os.write(2, b"USDT: SyncActivityProfilerHandler.cpp:39] profiler_start\n")
         os.write(2, b"a real error\n")
     err = capfd.readouterr().err

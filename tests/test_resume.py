@@ -444,7 +444,7 @@ def test_resume_with_other_data_or_model_is_refused(small, tmp_path) -> None:
     config = TrainConfig(num_epochs=2, batch_size=100, device="cpu")
     _fit_shuffled(small, TrainConfig(num_epochs=1, batch_size=100, device="cpu"), out_dir=tmp_path)
     fewer = TensorDataset(*small[0][:500])
-    with pytest.raises(ValueError, match="trained on 600 samples but train_iter has 500"):
+    with pytest.raises(ValueError, match="trained on 600 samples, this run has 500"):
         fit(mlp(), DataLoader(fewer, batch_size=100), None, config, out_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="do not fit this net.*same --model"):
         fit(mlp(hidden=64), DataLoader(small[0], batch_size=100), None, config,

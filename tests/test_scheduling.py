@@ -175,7 +175,7 @@ def test_b1_is_measured_once_and_reused_by_the_next_notebook(tmp_path, monkeypat
     assert len(calls) == 1 and again == saved and source.startswith("measured by 10_ddp at ")
     # another set-up (batch, or another machine's cores) is not the same measurement
     assert load_scaling(_Pool(), path, batch=32) is None
-    monkeypatch.setattr(scaling_mod, "_cores", lambda: 96)
+    monkeypatch.setattr(scaling_mod, "usable_cores", lambda: 96)
     assert load_scaling(_Pool(), path, batch=64) is None
     path.write_text("{not json")
     assert load_scaling(_Pool(), path, batch=64) is None

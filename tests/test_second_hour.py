@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import d2lopt
-from d2lopt import TrainConfig, fit, mlp, synthetic_fashion_mnist
+from d2lopt import TrainConfig, envinfo, fit, mlp, synthetic_fashion_mnist
 from d2lopt.cli import ddp as ddp_cli
 from d2lopt.cli import main
 from d2lopt.cli.torchrun_output import RankOutput
@@ -71,7 +71,7 @@ def test_capacity_counts_memory_too_and_oversubscribe_goes_ahead(monkeypatch, tm
         def memory_full_info(self):
             return type("Info", (), {"uss": 400 * 1024**2})()
 
-    monkeypatch.setattr(ddp_cli, "usable_cores", lambda: 64)
+    monkeypatch.setattr(envinfo, "usable_cores", lambda: 64)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory())
     monkeypatch.setattr(psutil, "Process", Process)
     with pytest.raises(Exception, match=r"--nproc-per-node: 4 CPU processes .* 1\.0 GB avail"):
@@ -245,8 +245,8 @@ def test_a_mismatched_net_is_described_whole(tmp_path) -> None:
     with pytest.raises(ParamError) as info:
         fit(mlp(hidden=64), loader, None, TrainConfig(num_epochs=2, batch_size=32),
             out_dir=tmp_path, resume=True, progress=False)  # fmt: skip
-    text = info.value.cli
-    assert "differ in shape" in text and text.endswith("use the same --model, or a new --out")
+    text = str(info.value)
+    assert "differ in shape" in text and text.endswith("(same --model) or choose a new out_dir")
     assert "Missing key" not in text and "size mismatch" not in text  # ours, whole: not cut
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 import d2lopt.data as data_mod
 from d2lopt import TrainConfig, cnn, fit, init_weights, make_loader, mlp, synthetic_fashion_mnist
-from d2lopt.dist.distributed import Replicas
+from d2lopt.distributed import Replicas
 
 # what describes the run rather than the training: a resumed run differs only there
 TIMING = ("epoch_time", "eval_time", "samples_per_s", "resumed")

@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -244,7 +243,7 @@ def test_cli_sweeps_a_user_dataset_and_saves_json_and_heatmap(
         (["--dataset", "mydata:missing"], "--dataset: module 'mydata' has no attribute"),
         (["--dataset", "mydata:stream"], "IterableDataset"),
         (["--dataset", "my-data:x"], "--dataset: 'my-data:x' is not an import path"),
-        (["--dataset", "mydata:train_set", "mydata:train_set"], "--dataset: given twice"),
+        (["--dataset", "mydata:train_set", "mydata:train_set"], "unrecognized arguments"),
         (["--workers", "a,b"], "--workers"),
         (["--workers", "-1"], "--workers"),
         (["--prefetch", "0"], "--prefetch"),
@@ -279,17 +278,11 @@ def test_cli_error_under_python_m_has_no_traceback(user_module, cli_env) -> None
     assert len(lines) == 1 and "no data here" in lines[0] and "Traceback" not in proc.stderr
 
 
-def test_cli_still_takes_the_old_positional_data_set_with_a_note(user_module, capsys) -> None:
+def test_cli_takes_the_data_set_by_flag_only(user_module, capsys) -> None:
     from d2lopt.cli import build_parser
 
     args = build_parser().parse_args(["tune-loader", "--dataset", "mydata:train_set"])
-    assert args.dataset == "mydata:train_set" and args.old_dataset is None
-    code = main(["tune-loader", "mydata:train_set", "--workers", "0", "--max-seconds", "1",
-                 "--device", "cpu", "--out", "tuned"])  # fmt: skip
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "deprecated; write --dataset mydata:train_set" in captured.err
-    assert json.loads(Path("tuned/tune-loader.json").read_text())["dataset"] == "mydata:train_set"
+    assert args.dataset == "mydata:train_set"
     with pytest.raises(SystemExit):
         main(["tune-loader", "--help"])
     help_text = capsys.readouterr().out

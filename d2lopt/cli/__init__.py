@@ -21,43 +21,21 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ParamError, ParamUnavailable, UsageError
-from ..flags import (
-    OneLineParser,
-    config_from_args,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    unit_float,
-    writable_dir,
-)
-from ..flags import add_config_flags as add_train_config_flags
+from ..flags import OneLineParser
 
-__all__ = [
-    "UsageError",
-    "add_train_config_flags",
-    "build_parser",
-    "config_from_args",
-    "main",
-    "non_negative_int",
-    "positive_float",
-    "positive_int",
-    "unit_float",
-    "writable_dir",
-]
-
-_Parser = OneLineParser  # the name tests and older code import
+__all__ = ["build_parser", "main"]
 
 # the sub-command modules of this package, in --help order
 COMMANDS: tuple[str, ...] = ("env", "train", "ladder", "tune_loader", "ddp")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="d2lopt",
         description="Measure what makes PyTorch training fast on this machine.",
     )
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_command(sub)
     return parser

@@ -1,7 +1,7 @@
 """``d2lopt ddp``: check the DDP program's flags, then hand them to ``torchrun``.
 
 The launch flags (``--nproc-per-node``, ``--nnodes``, rendezvous) are this command's; every
-other argument is the program's (:func:`d2lopt.flags.add_program_flags`). They are checked
+other argument is the program's (:func:`d2lopt.dist.flags.add_program_flags`). They are checked
 here, with the program's own parser and :func:`d2lopt.dist.ddp.validate`, so a bad flag fails
 before any process starts; then torchrun (``python -m torch.distributed.run``) runs
 ``-m d2lopt.ddp`` with the user's own program arguments, exactly as typed.
@@ -24,8 +24,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from ..errors import ParamError, UsageError
-from ..flags import PROGRAM_FLAGS, add_program_flags, non_negative_int, positive_int
+from ..dist.flags import PROGRAM_FLAGS, add_program_flags
+from ..errors import UsageError
+from ..flags import non_negative_int, positive_int
 
 
 def _nproc(text: str) -> str:
@@ -108,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..dist.ddp import validate
-    from ..dist.distributed import rank_device, torchrun_command, torchrun_env
-    from ..precision import check_amp
+    from ..distributed import torchrun_command, torchrun_env
 
     if args.nnodes != "1" and args.rdzv_endpoint is None:
         raise UsageError("--rdzv-endpoint: several nodes need HOST:PORT of the rendezvous")
@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
             )
     if not (args.print_command or args.oversubscribe):
         check_capacity(args.nproc_per_node, args.device, args.n_train, args.n_test)
-    validate(args)  # the last check: it creates --out once everything else holds
-    try:  # this process execs another next: initialising CUDA here costs nothing
-        check_amp(rank_device(0, args.device), args.amp)
-    except ParamError as exc:
-        raise exc.usage(PROGRAM_FLAGS) from None
+    validate(args)  # the last check (AMP too, in TrainConfig): it creates --out if all hold
     cmd = torchrun_command(
         "d2lopt.ddp",
         program_argv(args.argv),
@@ -176,13 +172,6 @@ def cpu_ranks(nproc: str, device: str) -> int | None:
     return torch.cuda.device_count() if nproc == "auto" else int(nproc)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask), not all of the machine's."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def rank_memory(n_train: int | None, n_test: int | None) -> int:
     """Bytes one CPU rank of the DDP program needs, at least: an interpreter with PyTorch
     imported (this process's own pages, measured now: the shared libraries are loaded once
@@ -204,10 +193,12 @@ def check_capacity(nproc: str, device: str, n_train: int | None, n_test: int | N
     """
     import psutil
 
+    from .. import envinfo
+
     n = cpu_ranks(nproc, device)
     if n is None:
         return
-    cores, per_rank = usable_cores(), rank_memory(n_train, n_test)
+    cores, per_rank = envinfo.usable_cores(), rank_memory(n_train, n_test)
     available = psutil.virtual_memory().available
     if n <= cores and n * per_rank <= available:
         return

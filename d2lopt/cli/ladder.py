@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
+from ..errors import UsageError, writable_dir
 from ..flags import (
     add_config_flag,
     dashed,
     non_negative_int,
     positive_float,
     positive_int,
-    writable_dir,
 )
 
 # the LadderSettings sizes and budgets with a flag each (passed on to LadderSettings.preset)
@@ -21,6 +20,7 @@ _SIZES = ("n_train", "n_test", "image_size", "batch_size", "epochs", "warmup", "
 FLAGS: dict[str, str] = {
     **dashed(*_SIZES, "device", "seed", "dataset", "model", "data_dir"),
     "max_rounds": "--rounds",
+    "out_dir": "--out",
 }
 
 

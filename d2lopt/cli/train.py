@@ -7,11 +7,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import ParamError, UsageError
+from ..errors import ParamError, UsageError, writable_dir
 from ..flags import (
     CONFIG_FLAGS,
     add_config_flags,
-    check_out_dir,
     config_from_args,
     dashed,
     positive_int,
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     # every check before anything is written: a refused run leaves no --out folder behind
     config = config_from_args(args)
-    out = check_out_dir(args.out)
+    out = writable_dir(args.out, create=False)
     if args.resume:
         state = load_checkpoint(out / CHECKPOINT_NAME)  # missing/corrupt: ParamError("resume")
         _check_model(state, args.model, out)

@@ -9,14 +9,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import UsageError, writable_dir
 from ..flags import (
     add_config_flag,
-    check_out_dir,
     non_negative_int,
     positive_float,
     positive_int,
-    writable_dir,
 )
 
 if TYPE_CHECKING:
@@ -25,7 +23,13 @@ if TYPE_CHECKING:
     from ..lab.bench import LoaderSweep
 
 # parameter of the code tune-loader calls -> the flag that sets it
-FLAGS = {"device": "--device", "dataset": "--dataset", "size": "--image-size", "n": "--n"}
+FLAGS = {
+    "out_dir": "--out",
+    "device": "--device",
+    "dataset": "--dataset",
+    "size": "--image-size",
+    "n": "--n",
+}
 
 
 def _int_list(minimum: int) -> Callable[[str], list[int]]:
@@ -68,8 +72,6 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         "and the best setting, then what each setting costs in memory, save a heatmap.",
     )
     add_dataset_flag(p)
-    # the positional form of earlier versions: still accepted, with a note (see run)
-    p.add_argument("old_dataset", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=positive_int, default=64, help="default: %(default)s")
     p.add_argument(
         "--workers",
@@ -213,19 +215,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--workers: {max(workers)} workers on {cores} cores would thrash; use at most {cores}"
         )
-    out = check_out_dir(args.out)  # created once the data set is known to load
-    if args.old_dataset is not None:
-        if args.dataset is not None:
-            raise UsageError(
-                f"--dataset: given twice ({args.dataset!r} and {args.old_dataset!r}); "
-                "keep only --dataset"
-            )
-        print(
-            f"tune-loader: a data set without --dataset is deprecated; write "
-            f"--dataset {args.old_dataset}",
-            file=sys.stderr,
-        )
-        args.dataset = args.old_dataset
+    out = writable_dir(args.out, create=False)  # created once the data set is known to load
     if args.dataset is not None:
         dataset = dataset_from_flag(args.dataset)
         name = args.dataset

@@ -6,7 +6,7 @@ Run it on N processes of one machine (N GPUs, or N CPU processes with gloo)::
         --seed 0 --save runs/ddp/model.pt
 
 Every rank runs this same program. What differs from the article's script, line by line:
-the rank and world come from torchrun's environment (:func:`d2lopt.dist.distributed.setup`); the
+the rank and world come from torchrun's environment (:func:`d2lopt.distributed.setup`); the
 backend follows the hardware (NCCL on CUDA, gloo on CPU); each rank owns one device; a
 ``DistributedSampler`` gives each rank its own shard and ``set_epoch`` reshuffles it every
 epoch; only rank 0 logs and writes checkpoints; losses are all-reduced before they are
@@ -27,6 +27,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,31 +37,25 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from ..checkpoint import CHECKPOINT_NAME, batch_change, check_resume, load_checkpoint
-from ..data import fashion_mnist, notice_once, seed_worker, synthetic_fashion_mnist
-from ..errors import ParamError, UsageError
-from ..flags import (
-    PROGRAM_FLAGS,
-    add_program_flags,
-    build_program_parser,
-    check_out_dir,
-    config_from_args,
-    writable_dir,
-)
-from ..loop import save_weights
-from ..models import cnn, init_weights, mlp
-from ..precision import check_amp
-from ..train import TrainingInterrupted, fit, pin_memory_for
-from .distributed import (
-    DistEnv,
+from ..data import fashion_mnist, notice_once, synthetic_fashion_mnist
+from ..distributed import (
     Replicas,
+    emulate_torchrun,
     exit_rank,
     rank_device,
     setup,
     teardown,
 )
+from ..errors import ParamError, UsageError, writable_dir
+from ..flags import config_from_args
+from ..loop import save_weights
+from ..models import cnn, init_weights, mlp
+from ..train import TrainingInterrupted, fit, make_loader
+from .flags import PROGRAM_FLAGS, add_program_flags, build_parser
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "PROGRAM_FLAGS",
     "add_program_flags",
     "build_parser",
     "fork_entry",
@@ -71,15 +66,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------ arguments
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m d2lopt.ddp``'s parser (what each torchrun worker parses).
-
-    Its flags are :func:`d2lopt.flags.add_program_flags`': the TrainConfig flags generated
-    from the fields' metadata, as ``d2lopt train`` has them, plus the data-parallel ones.
-    """
-    return build_program_parser()
-
-
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, Any]:
     """Parse and validate the program's flags before any process group exists.
 
@@ -90,21 +76,25 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, A
         UsageError: a bad value or combination, naming the flag and the fix.
     """
     args = build_parser().parse_args(argv)
-    return args, validate(args)
+    return args, validate(args, read_checkpoint=False)  # each rank reads it once, in train()
 
 
-def validate(args: argparse.Namespace) -> Any:
-    """Check the flags of one run; return its ``TrainConfig`` (raises :class:`UsageError`)."""
+def validate(args: argparse.Namespace, *, read_checkpoint: bool = True) -> Any:
+    """Check the flags of one run; return its ``TrainConfig`` (raises :class:`UsageError`).
+
+    ``read_checkpoint``: also read and check the checkpoint in ``--out`` that the run would
+    continue (``d2lopt ddp`` does, before it starts torchrun; a rank reads it in
+    :func:`train`, once).
+    """
     if args.device not in ("auto", "cpu", "cuda"):
         raise UsageError(
             f"--device: {args.device!r} cannot be shared by ranks; use 'cuda' (each rank takes "
             "cuda:LOCAL_RANK), 'cpu' or 'auto' (MPS has no distributed backend: use cpu)"
         )
-    try:
+    try:  # TrainConfig decides AMP too: whether this machine's GPU can run it
         config = config_from_args(args)
         device = rank_device(0, args.device)  # counts GPUs without initialising CUDA
-        if device.type == "cpu":  # every mode runs on CPU; CUDA's bf16 is checked in
-            check_amp(device, args.amp)  # main(), once this rank's GPU is selected
+        out = None if args.out is None else writable_dir(args.out, create=False)
     except ParamError as exc:
         raise exc.usage(PROGRAM_FLAGS) from None
     if args.backend == "nccl" and device.type != "cuda":
@@ -113,11 +103,14 @@ def validate(args: argparse.Namespace) -> Any:
         raise UsageError("--channels-last: only the cnn has conv layers; add --model cnn")
     if args.crash_at_step is not None and args.out is None:
         raise UsageError("--crash-at-step: a restart can only resume with --out DIR; add --out")
-    if args.out is not None:
-        out = check_out_dir(args.out)  # creates nothing yet: a refused run leaves no folder
-        _resume_state(args, config, out)  # fails early on a checkpoint we may not continue
+    if out is not None:  # created only now: a refused run leaves no folder
+        if read_checkpoint:
+            _resume_state(args, config, out, check=True)  # fails before any rank starts
         if os.environ.get("RANK", "0") == "0":  # one probe: N ranks probing one folder race
-            writable_dir(out)
+            try:
+                writable_dir(out)
+            except ParamError as exc:
+                raise exc.usage(PROGRAM_FLAGS) from None
     elif args.resume:
         raise UsageError("--resume: needs --out DIR, the folder whose checkpoint to continue")
     return config
@@ -133,7 +126,7 @@ def _split(train: bool, source: str, n: int | None) -> TensorDataset:
     return TensorDataset(images.float().div_(255), labels)
 
 
-def _datasets(args: argparse.Namespace, env: DistEnv) -> tuple[TensorDataset, TensorDataset]:
+def _datasets(args: argparse.Namespace, env: Replicas) -> tuple[TensorDataset, TensorDataset]:
     download = args.data != "synthetic" and env.distributed
     if download and env.local_rank != 0:
         dist.barrier()  # local rank 0 downloads first: N ranks writing one file corrupt it
@@ -143,30 +136,20 @@ def _datasets(args: argparse.Namespace, env: DistEnv) -> tuple[TensorDataset, Te
     return sets
 
 
-def _loaders(args, config, env: DistEnv) -> tuple[DataLoader, DataLoader]:
+def _loaders(args, config, env: Replicas) -> tuple[DataLoader, DataLoader]:
     """This rank's training batches (its share of one global order) and its test shard."""
     train_set, test_set = _datasets(args, env)
     # every rank draws the same permutation (same seed) and keeps every world-th index of it
     sampler = DistributedSampler(
         train_set, num_replicas=env.world_size, rank=env.rank, seed=config.seed
     )
-    workers = config.num_workers
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,  # per rank
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin_memory_for(config.pin_memory, env.device, announce=env.is_main),
-        prefetch_factor=config.prefetch_factor if workers else None,
-        persistent_workers=config.persistent_workers,
-        worker_init_fn=seed_worker if workers else None,
-    )
+    loader = make_loader(train_set, config, train=True, sampler=sampler, announce=env.is_main)
     # evaluation shards without padding: a DistributedSampler would count repeats twice
     shard = Subset(test_set, range(env.rank, len(test_set), env.world_size))
-    return loader, DataLoader(shard, batch_size=config.batch_size)
+    return loader, make_loader(shard, config, train=False, announce=False)
 
 
-def _model(args, config, env: DistEnv) -> nn.Module:
+def _model(args, config, env: Replicas) -> nn.Module:
     """The course model, identical on every rank; ``fit`` places it and wraps it (DDP/FSDP)."""
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     net = mlp() if args.model == "mlp" else cnn()
@@ -185,8 +168,9 @@ def _set_threads(requested: int) -> None:
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or None for a fresh start.
+def _resume_state(args, config, out: Path | None, *, check: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or None for a fresh start (``check``: check it too;
+    a rank leaves that to ``fit``, which checks it once, with the data's size).
 
     ``--resume`` continues any checkpoint. Without it, a checkpoint is continued only when it
     belongs to this job: torchrun restarted the workers (after a failure, or because a node
@@ -212,11 +196,12 @@ def _resume_state(args, config, out: Path | None) -> dict[str, Any] | None:
             "another --out (nothing was overwritten)"
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    try:  # the one resume check, shared with fit (samples are checked once data is loaded)
-        check_resume(state, path, config, world_size=world, accumulate=args.accumulate,
-                     strategy=args.strategy)  # fmt: skip
-    except ParamError as exc:
-        raise exc.usage(_resume_flags(args)) from None
+    if check:  # fit's own check, before the job starts (samples: once data is loaded)
+        try:
+            check_resume(state, path, config, world_size=world, accumulate=args.accumulate,
+                         strategy=args.strategy)  # fmt: skip
+        except ParamError as exc:
+            raise exc.usage(_resume_flags(args)) from None
     if args.resume and "WORLD_SIZE" in os.environ:  # a rank: it knows the new world size
         # allowed, but never silent (issue 22); an elastic restart changes the world by
         # design (notebook 11), so only a resume the learner asked for says it
@@ -238,13 +223,13 @@ def _restart_info() -> tuple[int, str | None]:
 
 
 # ------------------------------------------------------------------------------ training
-def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]]:
+def train(args: argparse.Namespace, config, env: Replicas) -> list[dict[str, Any]]:
     """What every rank runs: its data and model, then :func:`d2lopt.fit` with the DDP switches.
 
     The switches (``DistributedSampler.set_epoch``, ``no_sync`` for ``--accumulate``, rank-0
     logging and checkpoints, all-reduced losses, sharded checkpoints) are decided once, in
-    :class:`~d2lopt.dist.distributed.Replicas`: the program has no training loop of its own.
-    ``env`` comes from :func:`d2lopt.dist.distributed.setup`; ``config`` is the run's
+    :class:`~d2lopt.distributed.Replicas`: the program has no training loop of its own.
+    ``env`` comes from :func:`d2lopt.distributed.setup`; ``config`` is the run's
     :class:`~d2lopt.TrainConfig` (``batch_size`` per rank). Returns the per-epoch records.
     """
     if args.strategy == "fsdp" and not env.distributed:
@@ -253,16 +238,15 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
             "(torchrun --nproc-per-node N -m d2lopt.ddp ...; N=1 works too)"
         )
     restarts, run_id = _restart_info()
-    crash = args.crash_at_step if env.rank == args.crash_rank and not restarts else None
-    replicas = Replicas.of(
+    replicas = replace(
         env, strategy=args.strategy, accumulate=args.accumulate,
         bucket_cap_mb=args.bucket_cap_mb, verbose=not args.quiet,
-        crash_at_step=crash, run_id=run_id, restarts=restarts,
+        run_id=run_id, restarts=restarts,
     )  # fmt: skip
+    out = Path(args.out) if args.out else None
+    state = _resume_state(args, config, out, check=False)  # --resume, or this job restarted
     train_loader, test_loader = _loaders(args, config, env)
     net = _model(args, config, env)
-    out = Path(args.out) if args.out else None
-    resume = _resume_state(args, config, out) is not None  # --resume, or this job restarted
     world, B, K = env.world_size, config.batch_size, args.accumulate
     replicas.log(f"world_size={world} strategy={args.strategy} backend={env.backend or 'none'} "
                  f"device={env.device.type} batch={B}/rank global_batch={world * B * K} "
@@ -276,8 +260,9 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
                      f"{test} ({r['samples_per_s']:.0f} samples/s{compiled})")  # fmt: skip
 
     try:
-        history = fit(net, train_loader, test_loader, config, out_dir=out, resume=resume,
+        history = fit(net, train_loader, test_loader, config, out_dir=out, resume=state or False,
                       progress=False, on_epoch_end=log_epoch, replicas=replicas,
+                      on_step=_crash_at(args.crash_at_step, env.rank, args.crash_rank, restarts),
                       checkpoint_every=args.checkpoint_every)  # fmt: skip
     except ParamError as exc:  # a checkpoint of other data (--n-train), found once it is read
         raise exc.usage(_resume_flags(args)) from None
@@ -285,6 +270,21 @@ def train(args: argparse.Namespace, config, env: DistEnv) -> list[dict[str, Any]
         save_weights(args.save, net, replicas)
         replicas.log(f"saved the final state_dict to {args.save}")
     return history
+
+
+def _crash_at(step: int | None, rank: int, crash_rank: int, restarts: int) -> Any:
+    """``--crash-at-step``: fit's ``on_step`` hook that SIGKILLs rank ``crash_rank`` after that
+    global step, on the first attempt only (tests and ``11_scheduling`` restart the job)."""
+    if step is None or rank != crash_rank or restarts:
+        return None
+
+    def crash(global_step: int) -> None:
+        if global_step == step:  # said first, by the process that dies: torchrun logs only
+            print(f"crash injected: rank {rank} kills itself with SIGKILL after global step "
+                  f"{global_step}", file=sys.stderr, flush=True)  # its first failure  # fmt: skip
+            os.kill(os.getpid(), signal.SIGKILL)  # a real, unclean death (as by the OOM killer)
+
+    return crash
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -302,13 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = setup(args.device, args.backend, args.timeout)
     except ValueError as exc:  # rank-specific (e.g. no GPU for this local rank): every rank says
         print(f"d2lopt ddp: error: rank {rank}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        check_amp(env.device, args.amp)  # after set_device: no stray context on GPU 0
-    except ParamError as exc:
-        teardown()
-        if rank == "0":
-            print(f"d2lopt ddp: error: {exc.usage(PROGRAM_FLAGS)}", file=sys.stderr)
         return 2
     try:
         train(args, config, env)
@@ -344,14 +337,7 @@ def fork_entry(local_rank: int, argv: list[str], world_size: int, master_port: i
             "fork_entry: CUDA was initialised in the parent before forking, so the children "
             "cannot use it; launch with torchrun (subprocess) instead"
         )
-    os.environ.update(
-        RANK=str(local_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(master_port),
-    )
+    emulate_torchrun(local_rank, world_size, master_port)
     code = main([*argv, "--threads", "1"])  # the last --threads wins: see the docstring
     if code:
         raise SystemExit(code)  # start_processes reports which rank failed, with this code

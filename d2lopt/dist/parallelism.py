@@ -25,6 +25,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..devices import synchronize
+from ..distributed import exit_rank, free_port, setup, teardown, torchrun_command, torchrun_env
 from ..models import cnn, init_weights
+from ..sharding import shard_model
 from ..stats import round_order
-from .distributed import exit_rank, free_port, setup, teardown, torchrun_command, torchrun_env
 from .pipeline import SCHEDULES, build_schedule, split_stages
-from .sharding import shard_model, state_bytes
 
-__all__ = ["launch", "main", "run"]
+__all__ = ["StateBytes", "launch", "main", "run", "state_bytes"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +136,47 @@ class _Lab:
             else:
                 out.backward(torch.ones_like(out))
         self.stage.zero_grad(set_to_none=True)
+
+
+@dataclass(frozen=True)
+class StateBytes:
+    """Bytes of training state this rank holds: exact, from the tensors themselves."""
+
+    params: int
+    grads: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total": self.total}
+
+
+def _local_bytes(t: Any) -> int:
+    if not isinstance(t, torch.Tensor):
+        return 0
+    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor: this rank's shard
+    return local.numel() * local.element_size()
+
+
+def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> StateBytes:
+    """Parameter, gradient and optimizer-state bytes held by *this* rank.
+
+    With DDP each rank reports the whole model; with FSDP about 1/N of it; with a pipeline
+    only its stage. Call it after a step and before ``zero_grad`` to count gradients.
+    """
+    params = list(model.parameters())
+    optim = 0
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            optim += sum(_local_bytes(v) for v in state.values())
+    return StateBytes(
+        params=sum(_local_bytes(p) for p in params),
+        grads=sum(_local_bytes(p.grad) for p in params if p.grad is not None),
+        optimizer=optim,
+    )
 
 
 def _gather(obj: Any) -> list[Any]:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..errors import check_int
 from ..stats import ratio_interval
 from ..verdict import clip_interval
 
@@ -33,15 +34,9 @@ __all__ = [
     "idle_share",
     "peak_activations",
     "split_stages",
-    "stage_sizes",
 ]
 
 SCHEDULES = ("gpipe", "1f1b")
-
-
-def _check_count(name: str, value: Any, lowest: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-        raise ValueError(f"{name}: must be an int >= {lowest}, got {value!r}")
 
 
 def split_stages(net: nn.Sequential, stages: int) -> list[nn.Sequential]:
@@ -58,7 +53,7 @@ def split_stages(net: nn.Sequential, stages: int) -> list[nn.Sequential]:
     """
     if not isinstance(net, nn.Sequential):
         raise TypeError(f"net: expected an nn.Sequential such as mlp(), got {type(net).__name__}")
-    _check_count("stages", stages)
+    check_int("stages", stages, 1)
     layers = list(net)
     weights = [sum(p.numel() for p in layer.parameters()) for layer in layers]
     with_params = [i for i, w in enumerate(weights) if w]
@@ -87,8 +82,8 @@ def bubble_fraction(stages: int, microbatches: int) -> float:
         >>> bubble_fraction(2, 1), round(bubble_fraction(2, 8), 3)
         (0.5, 0.111)
     """
-    _check_count("stages", stages)
-    _check_count("microbatches", microbatches)
+    check_int("stages", stages, 1)
+    check_int("microbatches", microbatches, 1)
     return (stages - 1) / (microbatches + stages - 1)
 
 
@@ -139,8 +134,8 @@ def peak_activations(schedule: str, stages: int, microbatches: int, stage: int =
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: must be one of {SCHEDULES}, got {schedule!r}")
-    _check_count("stages", stages)
-    _check_count("microbatches", microbatches)
+    check_int("stages", stages, 1)
+    check_int("microbatches", microbatches, 1)
     if not 0 <= stage < stages:
         raise ValueError(f"stage: must be in 0..{stages - 1}, got {stage!r}")
     return microbatches if schedule == "gpipe" else min(microbatches, stages - stage)
@@ -165,7 +160,7 @@ def build_schedule(
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule: must be one of {SCHEDULES}, got {schedule!r}")
-    _check_count("microbatches", microbatches)
+    check_int("microbatches", microbatches, 1)
     if schedule == "1f1b" and microbatches < stages:
         raise ValueError(
             f"microbatches: 1F1B needs at least as many micro-batches as stages ({stages}), "
@@ -174,8 +169,3 @@ def build_schedule(
     kind = ScheduleGPipe if schedule == "gpipe" else Schedule1F1B
     pipe_stage = PipelineStage(stage_module, stage, stages, device)
     return kind(pipe_stage, n_microbatches=microbatches, loss_fn=loss_fn)
-
-
-def stage_sizes(stage_modules: Sequence[nn.Module]) -> list[int]:
-    """Parameters per stage (what each rank of a pipeline holds)."""
-    return [sum(p.numel() for p in m.parameters()) for m in stage_modules]

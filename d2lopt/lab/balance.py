@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..envinfo import usable_cores
 from ..measure import Sweep
 from .comm import comm_model
-from .ranks import _cores, lockstep_compare_many
+from .ranks import lockstep_compare_many
 
 __all__ = ["delay_name", "sampler_shards", "straggler_compare", "uneven_inputs_worker"]
 
@@ -85,7 +86,7 @@ def straggler_compare(
         raise ValueError(f"delays: need seconds >= 0, e.g. [0.0, 0.01], got {delays!r}")
     if not 0 < slow_rank < world:
         raise ValueError(f"slow_rank: must be in 1..{world - 1} (rank 0 measures), got {slow_rank}")
-    torch.set_num_threads(max(1, _cores() // world))
+    torch.set_num_threads(max(1, usable_cores() // world))
     model = DDP(comm_model([width, width, width, 10]))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(batch, width, generator=torch.Generator().manual_seed(rank))

@@ -21,8 +21,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..envinfo import usable_cores
 from ..measure import Sweep
-from .ranks import _cores, lockstep_compare_many
+from .ranks import lockstep_compare_many
 
 __all__ = [
     "COMM_WIDTHS",
@@ -184,7 +185,7 @@ def comm_compare(
     The configs are those of :func:`comm_worker`; ``reference`` names one of them. Returns
     the :class:`~d2lopt.measure.Sweep` on rank 0, None elsewhere (``11_scheduling``).
     """
-    torch.set_num_threads(max(1, _cores() // world))
+    torch.set_num_threads(max(1, usable_cores() // world))
     data = _comm_data(rank, widths, batch)
     fns = {}
     for cfg in configs:

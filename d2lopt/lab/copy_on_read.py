@@ -23,15 +23,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .datasets import SlowDataset, _check_positive_int
+from ..errors import check_int
+from .datasets import SlowDataset
 
 __all__ = ["PythonObjectsDataset", "ArrayDataset", "PayloadDataset", "make_samples"]
 
 
 def make_samples(n: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` seeded samples: a ``float32 [n, features]`` array and ``int64`` labels in 0..9."""
-    _check_positive_int("n", n)
-    _check_positive_int("features", features)
+    check_int("n", n, 1)
+    check_int("features", features, 1)
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, features), dtype=np.float32), rng.integers(0, 10, n)
 
@@ -83,7 +84,7 @@ class PayloadDataset(SlowDataset):
     """
 
     def __init__(self, n: int, sample_bytes: int = 1 << 16, delay_s: float = 0.0) -> None:
-        _check_positive_int("sample_bytes", sample_bytes)
+        check_int("sample_bytes", sample_bytes, 1)
         if sample_bytes % 4:
             raise ValueError(f"sample_bytes: must be a multiple of 4 (float32), got {sample_bytes}")
         super().__init__(n, delay_s)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, TensorDataset, get_worker_info
 
-from ..errors import ParamError
+from ..errors import ParamError, check_int, check_number
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -50,19 +50,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WORKER_SLOTS = 256  # SlowDataset counts loads per worker; more workers share slots
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ParamError(name, f"must be a positive int, got {value!r}")
-
-
 def _check_delay(delay_s: Any) -> None:
-    if (
-        isinstance(delay_s, bool)
-        or not isinstance(delay_s, (int, float))
-        or not math.isfinite(delay_s)
-        or delay_s < 0
-    ):
-        raise ParamError("delay_s", f"must be a finite number of seconds >= 0, got {delay_s!r}")
+    check_number("delay_s", delay_s, minimum=0)  # seconds
 
 
 # ----------------------------------------------------------------------------- files on disk
@@ -168,9 +157,9 @@ class VariableLengthSequences(Dataset):
     def __init__(
         self, n: int, *, min_len: int = 2, max_len: int = 12, vocab: int = 100, seed: int = 0
     ) -> None:
-        _check_positive_int("n", n)
-        _check_positive_int("min_len", min_len)
-        _check_positive_int("max_len", max_len)
+        check_int("n", n, 1)
+        check_int("min_len", min_len, 1)
+        check_int("max_len", max_len, 1)
         if max_len < min_len:
             raise ParamError("max_len", f"must be >= min_len ({min_len}), got {max_len}")
         if not isinstance(vocab, int) or vocab < 2:
@@ -223,7 +212,7 @@ class SlowDataset(Dataset):
     """
 
     def __init__(self, n: int, delay_s: float = 0.01) -> None:
-        _check_positive_int("n", n)
+        check_int("n", n, 1)
         _check_delay(delay_s)
         self.n, self.delay_s = n, float(delay_s)
         # counters in shared memory, one slot per process (main + workers) so that no lock
@@ -281,7 +270,7 @@ class WorkerProbe(Dataset):
     """
 
     def __init__(self, n: int) -> None:
-        _check_positive_int("n", n)
+        check_int("n", n, 1)
         self.n = n
 
     def __len__(self) -> int:

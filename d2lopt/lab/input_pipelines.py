@@ -35,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from ..data import check_map_style
 from ..devices import as_device, try_gpu
+from ..errors import check_bool, check_int
 from ..train import pin_memory_for
 from .loading import batched_augment
 
@@ -51,11 +53,6 @@ __all__ = [
 
 # the course's normalization (d2lopt.data.image_transform): (x / 255 - 0.5) / 0.25
 MEAN, STD = 0.5, 0.25
-
-
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: must be an int >= 1, got {value!r}")
 
 
 class ThreadLoader:
@@ -88,11 +85,10 @@ class ThreadLoader:
         prefetch: int = 2,
         pin_memory: bool = False,
     ) -> None:
-        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-            raise TypeError(f"dataset: expected a map-style Dataset, got {type(dataset).__name__}")
-        _positive("batch_size", batch_size)
-        _positive("num_threads", num_threads)
-        _positive("prefetch", prefetch)
+        check_map_style(dataset)
+        check_int("batch_size", batch_size, 1)
+        check_int("num_threads", num_threads, 1)
+        check_int("prefetch", prefetch, 1)
         self.dataset, self.batch_size, self.num_threads = dataset, batch_size, num_threads
         self.sampler, self.prefetch = sampler, prefetch
         # page-locking needs CUDA; quiet here: the ladder, which builds these per rung, decides
@@ -185,10 +181,9 @@ class _BatchedImages:
     """Shuffle, batch and transform ``uint8`` images already in memory (shared by the two)."""
 
     def __init__(self, n: int, batch_size: int, size: int, train: bool, seed: int) -> None:
-        _positive("batch_size", batch_size)
-        _positive("size", size)
-        if not isinstance(train, bool):
-            raise TypeError(f"train: expected True (augment, shuffle) or False, got {train!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("size", size, 1)
+        check_bool("train", train)  # True: augment and shuffle
         self.n, self.batch_size, self.size, self.train = n, batch_size, size, train
         # one generator for the whole run: a new order and new crops every epoch, reproducible
         self.generator = torch.Generator().manual_seed(seed)

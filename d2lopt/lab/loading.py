@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ..devices import try_gpu
+from ..config import TrainConfig
+from ..errors import check_int
 from ..measure import Comparison, Sweep
-from ..train import pin_memory_for
+from ..train import make_loader
 from ..verdict import knee, plateau  # the rules live with the other verdict rules
 
 T = TypeVar("T")
@@ -117,38 +118,20 @@ def build_loader(
     seed: int = 0,
     collate_fn: Callable[[list], Any] | None = None,
 ) -> DataLoader:
-    """A ``DataLoader`` with the article's knobs, checked first and quiet where it should be.
+    """:func:`d2lopt.make_loader` with the article's knobs as arguments, quiet where it should be.
 
-    ``pin_memory`` is only passed on when CUDA exists (elsewhere d2lopt says so once instead
-    of PyTorch warning on every loader). ``num_workers`` above the core count is allowed
-    without PyTorch's warning: the sweeps of ``05_disk_to_memory`` go there on purpose.
+    The knobs are checked once, as :class:`~d2lopt.TrainConfig`'s fields (a bad one names
+    its field). ``pin_memory`` is only passed on when CUDA exists (elsewhere d2lopt says so
+    once instead of PyTorch warning on every loader). ``num_workers`` above the core count
+    is allowed without PyTorch's warning: the sweeps of ``05_disk_to_memory`` go there on
+    purpose. ``shuffle``: a seeded random order (``seed``), as ``fit``'s training loaders.
     """
-    for name, value, lowest in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-            raise ValueError(f"{name}: must be an int >= {lowest}, got {value!r}")
-    if prefetch_factor is not None and num_workers == 0:
-        raise ValueError(
-            "prefetch_factor: needs num_workers > 0 (the main process does not prefetch); "
-            "use prefetch_factor=None or add workers"
-        )
-    bad_factor = not isinstance(prefetch_factor, int) or isinstance(prefetch_factor, bool)
-    if prefetch_factor is not None and (bad_factor or prefetch_factor < 1):
-        raise ValueError(f"prefetch_factor: must be an int >= 1 or None, got {prefetch_factor!r}")
-    if persistent_workers and num_workers == 0:
-        raise ValueError("persistent_workers: needs num_workers > 0; use num_workers >= 1")
-    pin = pin_memory_for(pin_memory, try_gpu())  # no CUDA: said once, passed on as False
+    config = TrainConfig(
+        batch_size=batch_size, num_workers=num_workers, prefetch_factor=prefetch_factor,
+        persistent_workers=persistent_workers, pin_memory=pin_memory, seed=seed,
+    )  # fmt: skip
     with _allow_many_workers():
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=num_workers,
-            prefetch_factor=prefetch_factor,
-            persistent_workers=persistent_workers,
-            pin_memory=pin,
-            generator=torch.Generator().manual_seed(seed),
-            collate_fn=collate_fn,  # None: PyTorch's default_collate
-        )
+        return make_loader(dataset, config, train=shuffle, collate_fn=collate_fn)
 
 
 def consume(
@@ -249,8 +232,7 @@ def num_threads(n: int) -> Iterator[None]:
     Intra-op threads are process-wide state: a notebook that changes them and forgets to
     restore them silently slows (or speeds up) every later cell. Taught in ``06_cpu_compute``.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"num_threads: n must be an int >= 1, got {n!r}")
+    check_int("num_threads", n, 1)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

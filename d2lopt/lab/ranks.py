@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -28,18 +27,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..dist.distributed import exit_rank, free_port, setup, teardown
-from ..envinfo import _usable_cores
+from ..distributed import emulate_torchrun, exit_rank, free_port, setup, teardown
+from ..errors import check_int
 from ..measure import Sweep, compare_many
 
 __all__ = ["RankPool", "launch", "lockstep_compare_many"]
 
 
 def _rank_main(rank: int, fn: Callable, world: int, port: int, folder: str, kwargs: dict) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+    emulate_torchrun(rank, world, port)
     # one thread: a forked child inherits the parent's OpenMP pool without its threads
     # (GNU libgomp is not fork-safe), and a multi-threaded kernel would wait forever
     torch.set_num_threads(1)
@@ -63,8 +59,7 @@ def launch(fn: Callable[..., Any], nprocs: int, **kwargs: Any) -> list[Any]:
     ``timeout_s`` (default 60) bounds every collective, so a broken experiment fails
     instead of hanging.
     """
-    if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
-        raise ValueError(f"nprocs: must be a positive int, got {nprocs!r}")
+    check_int("nprocs", nprocs, 1)
     if torch.cuda.is_initialized():
         raise RuntimeError("launch: CUDA is initialised in this process; forked children "
                            "cannot use it. Run from a fresh kernel or use torchrun")  # fmt: skip
@@ -98,8 +93,7 @@ class RankPool:
     """
 
     def __init__(self, nprocs: int, *, device: str = "cpu", timeout_s: float = 120.0) -> None:
-        if not isinstance(nprocs, int) or isinstance(nprocs, bool) or nprocs < 1:
-            raise ValueError(f"nprocs: must be a positive int, got {nprocs!r}")
+        check_int("nprocs", nprocs, 1)
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device: must be 'cpu' or 'cuda', got {device!r}")
         if device == "cuda" and torch.cuda.device_count() < nprocs:
@@ -180,10 +174,7 @@ class RankPool:
 
 
 def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout_s: float) -> None:
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+    emulate_torchrun(rank, world, port)
     try:
         setup(device, timeout_s=timeout_s)  # gloo on CPU, NCCL on cuda:rank
         conn.send(("ok", "ready"))
@@ -201,10 +192,6 @@ def _pool_main(rank: int, world: int, port: int, device: str, conn: Any, timeout
     finally:
         teardown()
     exit_rank(0)  # skip the interpreter's teardown: seconds per rank, and gloo's shutdown race
-
-
-def _cores() -> int:
-    return _usable_cores()  # the cores this process may use (01_environment)
 
 
 def lockstep_compare_many(

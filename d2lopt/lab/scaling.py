@@ -29,11 +29,12 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..devices import synchronize
-from ..dist.distributed import rank_device
+from ..distributed import rank_device
+from ..envinfo import usable_cores
 from ..measure import Comparison, compare
 from ..models import cnn, init_weights, mlp
 from ..verdict import INCONCLUSIVE, Verdict
-from .ranks import RankPool, _cores
+from .ranks import RankPool
 
 __all__ = [
     "B1_RECORD",
@@ -73,7 +74,7 @@ def data_parallel_step(
     if mode == "one" and rank != 0:
         return None  # back to the pipe: this rank takes no core while rank 0 trains
     dev = rank_device(rank, device)
-    torch.set_num_threads(_cores() if mode == "one" else max(1, _cores() // world))
+    torch.set_num_threads(usable_cores() if mode == "one" else max(1, usable_cores() // world))
     key = ("data_parallel_step", mode, batch, model, str(dev))
     if key not in _STATE:
         torch.manual_seed(0)  # the same initial weights on every rank and in both modes
@@ -139,8 +140,8 @@ def scaling_verdict(
 
 def _setup(pool: RankPool, batch: int, steps: int, model: str) -> dict[str, Any]:
     """What a recorded measurement must match to stand for a new one: same machine, same work."""
-    return {"world": pool.world, "device": str(pool.device), "cores": _cores(), "batch": batch,
-            "steps": steps, "model": model, "torch": torch.__version__}  # fmt: skip
+    return {"world": pool.world, "device": str(pool.device), "cores": usable_cores(),
+            "batch": batch, "steps": steps, "model": model, "torch": torch.__version__}  # fmt: skip
 
 
 def save_scaling(

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import check_int
 from ..measure import time_repeats
 
 __all__ = [
@@ -129,8 +130,7 @@ def copy_fn(
     """
     if mode not in COPY_MODES:
         raise ValueError(f"mode: must be one of {COPY_MODES}, got {mode!r}")
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 4:
-        raise ValueError(f"nbytes: must be an int >= 4 (one float32), got {nbytes!r}")
+    check_int("nbytes", nbytes, 4)  # one float32 at least
     dev = _require_cuda("device", device)
     x = torch.ones(nbytes // 4, dtype=torch.float32)
     if mode.startswith("pinned"):
@@ -183,8 +183,7 @@ def copy_bandwidth(
     """
     if mode not in COPY_MODES:
         raise ValueError(f"mode: must be one of {COPY_MODES}, got {mode!r}")
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 4:
-        raise ValueError(f"nbytes: must be an int >= 4 (one float32), got {nbytes!r}")
+    check_int("nbytes", nbytes, 4)  # one float32 at least
     reason = cuda_skip_reason(device)
     if reason:
         return CopyResult(mode, nbytes, skipped=reason)

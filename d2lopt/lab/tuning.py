@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, IterableDataset
 
-from ..errors import ParamError, ParamTypeError
+from ..data import check_map_style
+from ..errors import ParamError, check_int
 from ..measure import setting_label
 from ..memory import worker_memory
 from .bench import LoaderRun, LoaderSweep, measure_loader, sweep_loaders
@@ -84,10 +85,10 @@ def sweep_grid(
     ):
         if not values:
             raise ValueError(f"{name}: give at least one value to sweep")
-    if any(isinstance(w, bool) or not isinstance(w, int) or w < 0 for w in workers):
-        raise ValueError(f"workers: must be ints >= 0, got {list(workers)}")
-    if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in prefetch):
-        raise ValueError(f"prefetch: must be ints >= 1, got {list(prefetch)}")
+    for w in workers:
+        check_int("workers", w, 0)
+    for p in prefetch:
+        check_int("prefetch", p, 1)
     grid: list[dict[str, Any]] = []
     for pin_memory in dict.fromkeys(pin):
         pinned = {"pin_memory": True} if pin_memory else {}
@@ -195,7 +196,7 @@ def tune_loader(
         bar.close()
 
 
-def load_dataset(spec: str) -> Dataset:
+def load_dataset(spec: str, *, from_cwd: bool = False) -> Dataset:
     """Import ``module:attr``: a Dataset instance, or a zero-argument factory returning one.
 
     ``attr`` may be dotted (``pkg.data:Sets.train``); resolved by ``pkgutil.resolve_name``,
@@ -203,34 +204,14 @@ def load_dataset(spec: str) -> Dataset:
     ``sys.path`` (:func:`dataset_from_flag` adds the current folder, as ``python -m`` does).
 
     Raises:
-        ValueError: malformed spec, module or attribute missing, or the factory failed.
-        TypeError: the object is not a map-style data set.
+        ParamError (a ValueError) naming ``dataset``: malformed spec, module or attribute
+            missing, or the factory failed; a ParamTypeError (also a TypeError): the object
+            is not a map-style data set.
     """
-    try:
-        return _resolve_dataset(spec)
-    except ParamTypeError as exc:  # the plain built-in classes, as notebook 12 shows them
-        raise TypeError(str(exc)) from None
-    except ParamError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _resolve_dataset(spec: str, *, from_cwd: bool = False) -> Dataset:
-    """:func:`load_dataset`, raising ParamError("dataset") (a ParamTypeError for a type)."""
     obj = resolve(spec, "dataset", from_cwd=from_cwd)
     if not isinstance(obj, Dataset) and callable(obj):
         obj = call_factory(obj, spec, "dataset")
-    if isinstance(obj, IterableDataset):
-        raise ParamTypeError(
-            "dataset",
-            f"{spec} is an IterableDataset; tune-loader needs a map-style Dataset "
-            "(__len__ and __getitem__), since an unsharded stream repeats in every worker",
-        )
-    if not (hasattr(obj, "__getitem__") and hasattr(obj, "__len__")):
-        raise ParamTypeError(
-            "dataset",
-            f"{spec} is a {type(obj).__name__}, not a Dataset; point to a Dataset "
-            "instance or a zero-argument function that returns one",
-        )
+    check_map_style(obj, "dataset", what=f"{spec}: tune-loader")
     check_sample(obj, spec, "dataset", labels=False)  # (x, y) items: said here, not mid-sweep
     return obj
 
@@ -298,7 +279,7 @@ def plot_heatmap(results: LoaderSweep | Iterable[LoaderRun | dict], ax: Any = No
 
 def dataset_from_flag(spec: str) -> Dataset:
     """:func:`load_dataset` for ``--dataset``: the current folder's modules are importable."""
-    return _resolve_dataset(spec, from_cwd=True)  # a bad spec: ParamError, named --dataset
+    return load_dataset(spec, from_cwd=True)  # a bad spec: ParamError, named --dataset
 
 
 def standard_dataset(

@@ -17,25 +17,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # imported where used: the command line reads STRATEGIES without PyTorch
+    import torch
+    from torch import nn
 
 __all__ = [
     "STRATEGIES",
-    "StateBytes",
     "full_state_dict",
     "gradient_sync",
     "load_sharded",
     "save_sharded",
     "shard_model",
-    "state_bytes",
 ]
 
-STRATEGIES = ("ddp", "fsdp")
+STRATEGIES = ("ddp", "fsdp")  # the one definition: Replicas, the DDP program's --strategy
 
 
 def shard_model(net: nn.Module, device: torch.device | str | None = None) -> nn.Module:
@@ -54,6 +52,7 @@ def shard_model(net: nn.Module, device: torch.device | str | None = None) -> nn.
     while the labels stay on the CPU. Notebook 13 runs its FSDP ranks on the CPU on a
     one-GPU machine.
     """
+    import torch
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -126,45 +125,4 @@ def load_sharded(folder: str | Path, model: nn.Module, optimizer: torch.optim.Op
     dcp.load(state, checkpoint_id=str(folder))
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
-    )
-
-
-@dataclass(frozen=True)
-class StateBytes:
-    """Bytes of training state this rank holds: exact, from the tensors themselves."""
-
-    params: int
-    grads: int
-    optimizer: int
-
-    @property
-    def total(self) -> int:
-        return self.params + self.grads + self.optimizer
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self) | {"total": self.total}
-
-
-def _local_bytes(t: Any) -> int:
-    if not isinstance(t, torch.Tensor):
-        return 0
-    local = t.to_local() if hasattr(t, "to_local") else t  # a DTensor: this rank's shard
-    return local.numel() * local.element_size()
-
-
-def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> StateBytes:
-    """Parameter, gradient and optimizer-state bytes held by *this* rank.
-
-    With DDP each rank reports the whole model; with FSDP about 1/N of it; with a pipeline
-    only its stage. Call it after a step and before ``zero_grad`` to count gradients.
-    """
-    params = list(model.parameters())
-    optim = 0
-    if optimizer is not None:
-        for state in optimizer.state.values():
-            optim += sum(_local_bytes(v) for v in state.values())
-    return StateBytes(
-        params=sum(_local_bytes(p) for p in params),
-        grads=sum(_local_bytes(p.grad) for p in params if p.grad is not None),
-        optimizer=optim,
     )

@@ -1,4 +1,4 @@
-"""torchrun-driven process groups: set-up, teardown, rank-0 logging, a DDP-aware meter.
+"""torchrun-driven process groups: set-up, teardown, rank-0 logging, the DDP switches.
 
 Taught in ``10_ddp``. A training program launched by ``torchrun`` (or by
 ``torch.multiprocessing.start_processes``) learns who it is from the environment that the
@@ -18,17 +18,16 @@ import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import ParamError, check_choice, check_int
 from .sharding import STRATEGIES, gradient_sync, shard_model
 
 __all__ = [
-    "DistEnv",
-    "DistributedMeter",
+    "emulate_torchrun",
     "Replicas",
     "env_ranks",
     "free_port",
@@ -46,42 +45,24 @@ _ENV_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 @dataclass(frozen=True)
-class DistEnv:
-    """Who this process is in the job, and what it runs on.
-
-    ``distributed`` is False for a world of one started without a launcher: no process
-    group exists, so collectives are skipped rather than called.
-    """
-
-    rank: int
-    local_rank: int
-    world_size: int
-    device: torch.device
-    backend: str | None
-    distributed: bool
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the one process that logs and writes checkpoints."""
-        return self.rank == 0
-
-
-@dataclass(frozen=True)
 class Replicas:
-    """How this process trains next to the others: the DDP switches, decided once (``10_ddp``).
+    """Who this process is in the job, and how it trains next to the others (``10_ddp``).
 
-    :func:`d2lopt.fit` takes it as ``replicas=`` and runs the same loop on one process and
-    on N ranks (as nanoGPT's ``train.py`` does). The default is a world of one, where every
-    switch is a no-op: no wrapper, no ``no_sync``, this process logs and writes, the meter's
-    all-reduce is skipped. :meth:`of` describes one rank of a torchrun job (the ``DistEnv``
-    of :func:`setup`); the DDP program ``python -m d2lopt.ddp`` builds it from its flags.
+    :func:`setup` returns this rank's (rank, world, device, backend); the DDP program adds
+    its switches with ``dataclasses.replace(env, strategy=..., ...)`` from its flags, and
+    :func:`d2lopt.fit` takes it as ``replicas=``: the same loop on one process and on N
+    ranks (as nanoGPT's ``train.py`` does), the switches decided once. The default is a
+    world of one started without a launcher, where every switch is a no-op: no process
+    group, no wrapper, no ``no_sync``, this process logs and writes, the meter's all-reduce
+    is skipped.
 
     Attributes:
+        distributed: a process group exists (collectives run); False for a world of one.
+        local_rank, backend: this rank's index on its node, and the group's backend.
         strategy: ``'ddp'`` (every rank holds the whole model) or ``'fsdp'`` (each rank 1/N).
         accumulate: micro-batches per optimizer step; all but the last skip the gradient
             collective (``no_sync``).
         verbose: rank 0 prints progress lines (the DDP program's log).
-        crash_at_step: fault injection for tests: SIGKILL this process after this global step.
         run_id, restarts: torchrun's job id and restart count, recorded in checkpoints.
     """
 
@@ -89,26 +70,20 @@ class Replicas:
     world_size: int = 1
     device: torch.device | None = None  # None: config.device
     distributed: bool = False  # a process group exists: collectives run
+    local_rank: int = 0
+    backend: str | None = None
     strategy: str = "ddp"
     accumulate: int = 1
     bucket_cap_mb: float = 25.0
     verbose: bool = False
-    crash_at_step: int | None = None
     run_id: str | None = None
     restarts: int = 0
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: must be one of {STRATEGIES}, got {self.strategy!r}")
+        check_choice("strategy", self.strategy, STRATEGIES)
         if self.strategy == "fsdp" and not self.distributed:
-            raise ValueError("strategy: fsdp shards over a process group; launch with torchrun")
-        if not isinstance(self.accumulate, int) or self.accumulate < 1:
-            raise ValueError(f"accumulate: must be an int >= 1, got {self.accumulate!r}")
-
-    @classmethod
-    def of(cls, env: DistEnv, **switches: Any) -> Replicas:
-        """This rank of ``env``, with the program's switches (strategy, accumulate, ...)."""
-        return cls(env.rank, env.world_size, env.device, env.distributed, **switches)
+            raise ParamError("strategy", "fsdp shards over a process group; launch with torchrun")
+        check_int("accumulate", self.accumulate, 1)
 
     @property
     def is_main(self) -> bool:
@@ -203,7 +178,7 @@ def pick_backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None = None) -> DistEnv:
+def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None = None) -> Replicas:
     """Join the process group that torchrun (or ``start_processes``) prepared.
 
     Args:
@@ -213,7 +188,8 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None =
             (``None``: PyTorch's default of 10 minutes).
 
     Returns:
-        this process's :class:`DistEnv`.
+        this process's :class:`Replicas` (the default switches: add the program's with
+        ``dataclasses.replace``).
     """
     rank, local_rank, world = env_ranks()
     dev = rank_device(local_rank, device)
@@ -226,7 +202,7 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None =
         torch.cuda.set_device(dev)  # one GPU per rank, before any CUDA work or NCCL init
     launched = os.environ.get("RANK") is not None
     if not launched:
-        return DistEnv(0, 0, 1, dev, None, False)
+        return Replicas(device=dev)
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     if restarted and rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
         print(
@@ -240,7 +216,7 @@ def setup(device: str = "auto", backend: str = "auto", timeout_s: float | None =
             kwargs["timeout"] = datetime.timedelta(seconds=timeout_s)
         # env:// reads MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE set by the launcher
         dist.init_process_group(chosen, **kwargs)
-    return DistEnv(rank, local_rank, world, dev, chosen, True)
+    return Replicas(rank, world, dev, True, local_rank=local_rank, backend=chosen)
 
 
 def teardown() -> None:
@@ -274,52 +250,6 @@ def log0(*args: object, file=None) -> None:
     """``print`` on rank 0 only: N ranks printing the same line, in any order, is noise."""
     if is_main_process():
         print(*args, file=file or sys.stdout, flush=True)
-
-
-class DistributedMeter:
-    """Running sums kept on this rank's device, all-reduced across ranks when read.
-
-    Each rank adds what it saw (``loss sum, samples``); :meth:`reduced` sums those vectors
-    over all ranks with one ``all_reduce``, so rank 0 reports the mean over *all* samples,
-    not over its own shard. Every rank must call :meth:`reduced` (it is a collective).
-
-    Example:
-        >>> meter = DistributedMeter(2, "cpu")
-        >>> meter.add(torch.tensor(6.0), 3)
-        >>> meter.reduced()  # a world of one: nothing to reduce
-        [6.0, 3.0]
-    """
-
-    def __init__(self, n: int, device: torch.device | str = "cpu") -> None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"DistributedMeter(n): n must be a positive int, got {n!r}")
-        self.device = torch.device(device)
-        # MPS has no float64; fp32 sums of per-batch sums are accurate enough there
-        self.dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        self.sums = torch.zeros(n, dtype=self.dtype, device=self.device)
-
-    def add(self, *values: torch.Tensor | float | int) -> None:
-        """Add one value per quantity; tensors stay on the device (no host sync)."""
-        if len(values) != len(self.sums):
-            raise ValueError(
-                f"DistributedMeter.add: expected {len(self.sums)} values, got {len(values)}"
-            )
-        for i, v in enumerate(values):
-            self.sums[i] += v.detach().to(self.sums) if isinstance(v, torch.Tensor) else v
-
-    def load(self, values: Sequence[float]) -> None:
-        """Start from ``values`` (a resumed epoch's global sums: load them on one rank only)."""
-        self.sums = torch.tensor(list(values), dtype=self.dtype, device=self.device)
-
-    def reset(self) -> None:
-        self.sums.zero_()
-
-    def reduced(self) -> list[float]:
-        """Sums over every rank (a collective), read back with one host sync."""
-        total = self.sums.clone()
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total.tolist()  # the one device->host sync of a read
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -372,6 +302,18 @@ def torchrun_command(
         cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
         cmd += ["--rdzv-id", rdzv_id or "d2lopt"]
     return [*cmd, *extra, "-m", module, *args]
+
+
+def emulate_torchrun(rank: int, world_size: int, master_port: int) -> None:
+    """Set what torchrun sets for rank ``rank`` of a one-node job, in this process.
+
+    For ranks forked from a notebook (``torch.multiprocessing.start_processes``): the same
+    variables, so :func:`setup` and ``init_process_group("env://")`` run as under torchrun.
+    """
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(master_port),
+    )  # fmt: skip
 
 
 def torchrun_env(base: dict[str, str] | None = None) -> dict[str, str]:

@@ -349,8 +349,8 @@ def test_tune_loader_explains_its_columns(learner, monkeypatch, capsys) -> None:
 
 # ------------------------------------------------------------------ 7. ladder.md
 def test_ladder_reproduce_line_and_hints_name_the_flags() -> None:
-    from d2lopt.lab.ladder import LadderSettings
-    from d2lopt.lab.ladder_report import _in_flags, reproduce_command
+    from d2lopt.lab.ladder import LadderSettings, reproduce_command
+    from d2lopt.lab.ladder_report import _in_flags
 
     s = LadderSettings.preset(True, "cpu", dataset="mydata:pairs", model="mymodels:Net")
     result = {"settings": vars(s) | {"n_train": 100}, "device": "cpu: x86"}

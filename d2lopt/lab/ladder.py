@@ -44,7 +44,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,7 @@ def run_ladder(
     result["targets"] = check_targets(result)
     result["load_average"] = {"before": load_before, "after": load_average()}
     result["elapsed_s"] = time.perf_counter() - started
+    result["reproduce"] = reproduce_command(result)
     result = json_safe(result)
     if out_dir is not None:
         save_outputs(result, out_dir)
@@ -1457,3 +1458,39 @@ def report(
         "final_share": sweep.share,  # and spend this many looks' share of the error
     }
     return result
+
+
+# LadderSettings fields -> the flag of d2lopt ladder that sets them (d2lopt.cli.ladder.FLAGS)
+_SIZE_FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "image_size": "--image-size",
+               "batch_size": "--batch-size", "epochs": "--epochs", "warmup": "--warmup",
+               "max_rounds": "--rounds", "max_seconds": "--max-seconds",
+               "decide_seconds": "--decide-seconds"}  # fmt: skip
+
+
+def reproduce_command(result: dict[str, Any]) -> str:
+    """The ``d2lopt ladder`` command that measures this workload again, every flag included.
+
+    The learner's ``--dataset``/``--model``, ``--compile``, ``--seed`` and ``--device``
+    always; a size or budget only where it differs from the preset for ``--quick`` and this
+    device kind (the preset scales them to the hardware).
+    """
+    import shlex
+
+    s = result["settings"]
+    words = ["d2lopt", "ladder"] + (["--quick"] if s.get("quick") else [])
+    if s.get("device", "auto") != "auto":
+        words += ["--device", s["device"]]
+    if s.get("compile"):
+        words.append("--compile")
+    for key in ("dataset", "model", "data_dir"):
+        if s.get(key):
+            words += [f"--{key.replace('_', '-')}", str(s[key])]
+    if s.get("seed"):
+        words += ["--seed", str(s["seed"])]
+    kind = "cpu" if str(result.get("device", "cpu")).startswith("cpu") else "gpu"
+    preset = {f.name: f.default for f in fields(LadderSettings)}
+    preset |= dict(zip(_PRESET_FIELDS, _PRESETS[kind, bool(s.get("quick"))], strict=True))
+    for key, flag in _SIZE_FLAGS.items():
+        if key in s and s[key] != preset[key]:
+            words += [flag, f"{s[key]:g}" if isinstance(s[key], float) else str(s[key])]
+    return shlex.join([*words, "--out", "DIR"])

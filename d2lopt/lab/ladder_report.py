@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -427,7 +426,8 @@ def ladder_markdown(result: dict[str, Any]) -> str:
         decisions_table(result),
     ]
     out += ["", "## Targets and caveats", ""] + [f"- {c}" for c in caveats(result)]
-    out += ["", f"Reproduce: `{reproduce_command(result)}`."]
+    if "reproduce" in result:  # written by run_ladder (d2lopt.lab.ladder.reproduce_command)
+        out += ["", f"Reproduce: `{result['reproduce']}`."]
     return "\n".join(out) + "\n"
 
 
@@ -438,44 +438,6 @@ def _in_flags(reason: str) -> str:
     rung's comparison gets ``decide_seconds`` of it, which the learner sets with a flag.
     """
     return reason.replace("raise max_seconds", "raise --decide-seconds (each rung's budget)")
-
-
-# LadderSettings fields -> the flag of d2lopt ladder that sets them (d2lopt.cli.ladder.FLAGS)
-_SIZE_FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "image_size": "--image-size",
-               "batch_size": "--batch-size", "epochs": "--epochs", "warmup": "--warmup",
-               "max_rounds": "--rounds", "max_seconds": "--max-seconds",
-               "decide_seconds": "--decide-seconds"}  # fmt: skip
-
-
-def reproduce_command(result: dict[str, Any]) -> str:
-    """The ``d2lopt ladder`` command that measures this workload again, every flag included.
-
-    The learner's ``--dataset``/``--model``, ``--compile``, ``--seed`` and ``--device``
-    always; a size or budget only where it differs from the preset for ``--quick`` and this
-    device kind (the preset scales them to the hardware).
-    """
-    import shlex
-
-    from .ladder import _PRESET_FIELDS, _PRESETS, LadderSettings  # ladder imports this module
-
-    s = result["settings"]
-    words = ["d2lopt", "ladder"] + (["--quick"] if s.get("quick") else [])
-    if s.get("device", "auto") != "auto":
-        words += ["--device", s["device"]]
-    if s.get("compile"):
-        words.append("--compile")
-    for key in ("dataset", "model", "data_dir"):
-        if s.get(key):
-            words += [f"--{key.replace('_', '-')}", str(s[key])]
-    if s.get("seed"):
-        words += ["--seed", str(s["seed"])]
-    kind = "cpu" if str(result.get("device", "cpu")).startswith("cpu") else "gpu"
-    preset = {f.name: f.default for f in fields(LadderSettings)}
-    preset |= dict(zip(_PRESET_FIELDS, _PRESETS[kind, bool(s.get("quick"))], strict=True))
-    for key, flag in _SIZE_FLAGS.items():
-        if key in s and s[key] != preset[key]:
-            words += [flag, f"{s[key]:g}" if isinstance(s[key], float) else str(s[key])]
-    return shlex.join([*words, "--out", "DIR"])
 
 
 # ------------------------------------------------------------------------------ plot

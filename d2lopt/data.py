@@ -312,9 +312,16 @@ def write_image_folder(
     ext = "jpg" if fmt == "jpeg" else "png"
     for y in sorted(set(labels.tolist())):  # no empty class folders: ImageFolder rejects them
         (root / FASHION_MNIST_CLASSES[y]).mkdir(parents=True, exist_ok=True)
+    # Each file appears whole (written aside, then renamed), and the marker last: two
+    # processes may write the same folder at once (notebooks run side by side under `make
+    # test`), and neither may read a file the other is still writing.
+    tmp = f".{os.getpid()}.tmp"
     for i, (img, y) in enumerate(zip(rgb, labels.tolist(), strict=True)):
-        Image.fromarray(img).save(root / FASHION_MNIST_CLASSES[y] / f"{i:06d}.{ext}", quality=90)
-    marker.write_text(json.dumps(params))
+        path = root / FASHION_MNIST_CLASSES[y] / f"{i:06d}.{ext}"
+        Image.fromarray(img).save(path.with_name(path.name + tmp), format=fmt, quality=90)
+        os.replace(path.with_name(path.name + tmp), path)
+    marker.with_name(marker.name + tmp).write_text(json.dumps(params))
+    os.replace(marker.with_name(marker.name + tmp), marker)
     return root
 
 

@@ -20,6 +20,7 @@ proportional set size (USS/PSS, psutil) during an epoch, which is how copy-on-re
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -100,6 +101,7 @@ def _cpu_events(fn: Callable[[], Any]) -> tuple[Any, list[int]]:
     go through it (oneDNN's own buffers, NumPy arrays) is not seen; the process's RSS would
     see it, mixed with everything else the process does.
     """
+    gc.collect()  # garbage of earlier calls would be freed inside this window, as our frees
     with filtered_native_stderr():
         with torch.profiler.profile(activities=profiler_activities(torch.device("cpu")),
                                     profile_memory=True) as prof:  # fmt: skip

@@ -1,7 +1,8 @@
 """Plots the notebooks draw: live loss curves and bar charts of measurements.
 
 Taught in ``04_training_loop`` (:class:`LiveLossPlot`) and ``03_dataset_dataloader``
-(:func:`bar_chart`, :func:`explore`; ``05_disk_to_memory`` explores loaders with it too).
+(:func:`bar_chart`, :func:`explore`; ``05_disk_to_memory`` explores loaders with it too);
+``06_cpu_compute`` and ``07_cpu_to_gpu`` draw their comparisons with :func:`interval_chart`.
 Unlike ``d2l.Animator``, which calls ``clear_output()`` and so wipes everything else the
 cell printed (progress bar, messages), the live plot owns exactly one output and redraws it
 in place through a display handle.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["LiveLossPlot", "bar_chart", "explore"]
+__all__ = ["LiveLossPlot", "bar_chart", "explore", "interval_chart"]
 
 # characters per line of a bar's label (wrap_label): long setting labels break after commas
 LABEL_WIDTH = 40
@@ -181,6 +182,45 @@ def bar_chart(
     if title:
         ax.set_title(title)
     keep_values_inside(ax)
+    return ax
+
+
+def interval_chart(ax: Any, comparisons: Mapping[str, Any], *, title: str | None = None) -> Any:
+    """Each comparison's speed-up with its interval, against the line its verdict is about.
+
+    Look before you read the verdict table: a point right of the dashed line ``1 +
+    min_effect`` with its whole interval there *holds*; an interval across the line is
+    *inconclusive*. ``comparisons`` maps a label to a :class:`d2lopt.sweep.Comparison`
+    (``speedup``, ``ci``, ``min_effect``); draw only what was measured (no empty charts).
+
+    Args:
+        ax: a matplotlib ``Axes``.
+        comparisons: label -> comparison, drawn top to bottom; at least one.
+        title: axes title (say the device: the verdicts are for it).
+
+    Returns:
+        ``ax``, for chaining.
+    """
+    if not comparisons:
+        raise ValueError("comparisons: need at least one measured comparison to draw")
+    effects = {c.min_effect for c in comparisons.values()}
+    for i, c in enumerate(comparisons.values()):
+        low, high = c.ci
+        err = [[max(0.0, c.speedup - low)], [max(0.0, high - c.speedup)]] if low == low else None
+        ax.errorbar([c.speedup], [i], xerr=err, fmt="o", capsize=4, color="tab:blue")
+    ax.axvline(1, color="gray", lw=1)
+    for effect in sorted(effects):
+        ax.axvline(1 + effect, color="gray", ls="--", lw=1)
+    bars = ", ".join(f"{1 + e:g}" for e in sorted(effects))
+    ax.set(
+        yticks=range(len(comparisons)),
+        yticklabels=[wrap_label(str(label)) for label in comparisons],
+        xscale="log",
+        xlabel=f"speed-up (interval; dashed: {bars})",
+    )
+    ax.invert_yaxis()
+    if title:
+        ax.set_title(title)
     return ax
 
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt import TrainConfig, fit, mlp, plot
-from d2lopt.plot import LiveLossPlot, bar_chart, explore
+from d2lopt.plot import LiveLossPlot, bar_chart, explore, interval_chart
 
 matplotlib.use("Agg")
 
@@ -137,6 +137,23 @@ def test_bar_chart_draws_one_annotated_bar_per_value():
     assert ax.get_ylabel() == "setting"
     with pytest.raises(ValueError, match="one label per value"):
         bar_chart(ax, ["a"], [1.0, 2.0], xlabel="x")
+    plt.close(fig)
+
+
+def test_interval_chart_draws_each_interval_against_its_bar():
+    import matplotlib.pyplot as plt
+
+    from d2lopt.sweep import Comparison
+
+    fast = Comparison("fast", 2.0, (1.8, 2.2), 6, "holds", "", 0.05, 0.95, (), ())
+    fig, ax = plt.subplots()
+    interval_chart(ax, {"fast": fast, "same": fast}, title="cpu")
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["fast", "same"]
+    dashed = [ln.get_xdata()[0] for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert dashed == [1 + fast.min_effect]
+    assert ax.get_title() == "cpu" and ax.get_xscale() == "log"
+    with pytest.raises(ValueError, match="comparisons"):
+        interval_chart(ax, {})  # nothing measured: no empty chart
     plt.close(fig)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from d2lopt import TrainConfig, fit, mlp, plot
-from d2lopt.plot import LiveLossPlot, bar_chart, explore
+from d2lopt.plot import LiveLossPlot, bar_chart, explore, interval_chart
 
 matplotlib.use("Agg")
 
@@ -299,9 +299,7 @@ def test_interval_chart_draws_each_measured_interval_against_the_bar():
     import math
 
     import matplotlib.pyplot as plt
-    from d2lopt.compare import Comparison
-
-    from d2lopt.plot import interval_chart
+    from d2lopt.measure import Comparison
 
     def made(speedup, lo, hi, verdict):
         return Comparison("x", speedup, (lo, hi), 9, verdict, "", 0.05, 0.95, (), ())

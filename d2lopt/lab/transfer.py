@@ -53,6 +53,8 @@ __all__ = [
     "cuda_event_seconds",
     "CudaPrefetcher",
     "overlap_loops",
+    "host_copy_bandwidth",
+    "pinning_skip_reason",
 ]
 
 COPY_MODES: tuple[str, ...] = (
@@ -346,3 +348,45 @@ def overlap_loops(
     loops = (copy_only, compute_only, blocking_pageable, blocking_pinned,
              non_blocking_pinned, prefetch)  # fmt: skip
     return dict(zip(OVERLAP_LOOPS, loops, strict=True))
+
+
+# ---------------------------------------------------------------- what a CPU can show (07)
+def pinning_skip_reason() -> str:
+    """``""`` when this PyTorch can page-lock host memory here, else the error it raises.
+
+    Pinning needs an accelerator runtime: ``torch.empty(..., pin_memory=True)`` asks the
+    accelerator's host allocator for the block. A CUDA build without a driver raises
+    ("Found no NVIDIA driver"), a CPU-only build raises too; the message differs between
+    builds, so a notebook prints it only in a cell whose output is not compared. Nothing is
+    estimated when it is not available: ``07_cpu_to_gpu`` then measures the host copy alone.
+    """
+    try:
+        torch.empty(1, pin_memory=True)
+    except RuntimeError as exc:
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    return ""
+
+
+def host_copy_bandwidth(nbytes: int, *, repeats: int = 5, warmup: int = 2) -> CopyResult:
+    """Median seconds of one host memory copy of ``nbytes`` bytes, measured on any machine.
+
+    After warm-up, ``x.pin_memory()`` is a cached page-locked block plus exactly this copy
+    (see the module docstring): the part of "pinning on the spot" a CPU can measure. The
+    destination is allocated once, as the caching host allocator's block is reused; the
+    first copy is timed apart (``first``: it may fault the destination's pages in).
+
+    Example:
+        >>> host_copy_bandwidth(1 << 20, repeats=1).label
+        'host_copy'
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 4:
+        raise ValueError(f"nbytes: must be an int >= 4 (one float32), got {nbytes!r}")
+    src = torch.ones(nbytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)  # allocated once, like a cached pinned block
+
+    def copy() -> torch.Tensor:
+        return dst.copy_(src)
+
+    (first,) = time_repeats(copy, repeats=1, warmup=0)
+    seconds = time_repeats(copy, repeats=repeats, warmup=max(warmup - 1, 0))
+    return CopyResult("host_copy", nbytes // 4 * 4, seconds, first=first)

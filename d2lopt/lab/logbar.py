@@ -1,0 +1,63 @@
+"""A progress bar fed by a log callback: a long run shows that it moves, not its whole log.
+
+``run_ladder(..., log=print)`` prints a line per decision and per round: 25 lines a learner
+scrolls past before the summary table (``12_putting_it_together``). ``LogBar`` takes the
+same lines, shows the latest one on a tqdm bar while the run goes, and keeps them all in
+``lines`` for whoever wants to read them afterwards. ``TQDM_DISABLE=1`` (CI) makes it
+silent: ``tqdm.notebook`` ignores that variable, so it is read here, as
+:func:`d2lopt.fit` does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["LogBar", "bars_enabled"]
+
+
+def bars_enabled() -> bool:
+    """False when ``TQDM_DISABLE`` is set to 1/true/yes (CI, recorded notebooks)."""
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
+class LogBar:
+    """A callable log sink that advances a bar by one step per line and keeps every line.
+
+    Args:
+        desc: the bar's label (what runs).
+        enabled: show the bar (default: unless ``TQDM_DISABLE`` says not to).
+        width: characters of the latest line shown next to the bar.
+
+    Example:
+        >>> with LogBar("ladder", enabled=False) as bar:
+        ...     bar("[   1 s] + AMP: kept")
+        >>> bar.lines
+        ['[   1 s] + AMP: kept']
+    """
+
+    def __init__(self, desc: str, *, enabled: bool | None = None, width: int = 70) -> None:
+        from tqdm.auto import tqdm
+
+        self.lines: list[str] = []
+        self.width = width
+        self.bar = tqdm(
+            desc=desc,
+            unit="step",
+            disable=not (bars_enabled() if enabled is None else enabled),
+            bar_format="{desc}: {n} steps [{elapsed}] {postfix}",
+        )
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+        self.bar.set_postfix_str(line[: self.width], refresh=False)
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> LogBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -108,10 +108,10 @@ def test_to_dict_is_json_ready():
         (lambda: sweep_loaders(DS, {}), "grid: give at least one"),
         (lambda: sweep_loaders(DS, []), "grid: give at least one setting"),
         (lambda: sweep_loaders(DS, {"num_workers": [-1]}), "num_workers: must be >= 0"),
-        (lambda: measure_loader([], repeats=0), "repeats: must be an int >= 1"),
-        (lambda: measure_loader([], epochs=0), "epochs: must be an int >= 1"),
-        (lambda: measure_loader([], max_batches=0), "max_batches: must be an int >= 1"),
-        (lambda: time_repeats(print, repeats=0), "repeats: must be an int >= 1"),
+        (lambda: measure_loader([], repeats=0), "repeats: must be >= 1, got 0"),
+        (lambda: measure_loader([], epochs=0), "epochs: must be >= 1, got 0"),
+        (lambda: measure_loader([], max_batches=0), "max_batches: must be >= 1, got 0"),
+        (lambda: time_repeats(print, repeats=0), "repeats: must be >= 1, got 0"),
     ],
 )
 def test_bad_input_names_the_parameter(call, match):

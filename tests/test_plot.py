@@ -299,6 +299,7 @@ def test_interval_chart_draws_each_measured_interval_against_the_bar():
     import math
 
     import matplotlib.pyplot as plt
+
     from d2lopt.measure import Comparison
 
     def made(speedup, lo, hi, verdict):

@@ -159,6 +159,15 @@ def _check_fit_args(net: Any, train_iter: Any, test_iter: Any, **optional: Any) 
             raise TypeError(f"{name}: expected {what} or None, got {type(value).__name__}")
 
 
+def bars_enabled() -> bool:
+    """False when ``TQDM_DISABLE`` is 1/true/yes (CI, recorded notebooks).
+
+    ``tqdm.notebook`` ignores that variable, so the package reads it here, once, for
+    :func:`fit`'s bars and :class:`d2lopt.lab.logbar.LogBar`.
+    """
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+
+
 def fit(
     net: nn.Module,
     train_iter: Iterable,
@@ -235,8 +244,8 @@ def fit(
                      strategy=replicas.strategy)  # fmt: skip
         loop.restore(state)
     writer = _writer(log_dir, out) if replicas.is_main else None
-    if progress is None:  # tqdm.notebook ignores TQDM_DISABLE: read it here, for both
-        progress = os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+    if progress is None:
+        progress = bars_enabled()
     bar = _Progress(loop, config, enabled=progress and replicas.is_main)
     try:
         # signals stop one process; N ranks stopping at different steps would deadlock

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from d2lopt.lab.logbar import LogBar, bars_enabled
+from d2lopt.lab.logbar import LogBar
+from d2lopt.train import bars_enabled
 
 
 def test_tqdm_disable_turns_bars_off(monkeypatch):

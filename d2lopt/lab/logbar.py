@@ -4,21 +4,16 @@
 scrolls past before the summary table (``12_putting_it_together``). ``LogBar`` takes the
 same lines, shows the latest one on a tqdm bar while the run goes, and keeps them all in
 ``lines`` for whoever wants to read them afterwards. ``TQDM_DISABLE=1`` (CI) makes it
-silent: ``tqdm.notebook`` ignores that variable, so it is read here, as
-:func:`d2lopt.fit` does.
+silent (:func:`d2lopt.train.bars_enabled` reads it, for ``fit`` too).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-__all__ = ["LogBar", "bars_enabled"]
+from ..train import bars_enabled
 
-
-def bars_enabled() -> bool:
-    """False when ``TQDM_DISABLE`` is set to 1/true/yes (CI, recorded notebooks)."""
-    return os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")
+__all__ = ["LogBar"]
 
 
 class LogBar:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import verdict as verdict_rules
 from .devices import as_device, synchronize
 from .errors import check_int
 from .stats import (
@@ -119,11 +120,13 @@ class Comparison:
         return f"{self.speedup:.2f}x {interval}, {self.rounds} rounds"
 
     def to_verdict(self, claim: str, statement: str, *, condition: str = "") -> Verdict:
-        """A verdict-table row: the evidence always shows the interval and the rounds."""
-        evidence = str(self)
-        if self.verdict == INCONCLUSIVE:
-            evidence += f"; {self.reason}"
-        return Verdict(claim, statement, evidence, self.verdict, condition)
+        """A verdict-table row: the evidence always shows the interval and the rounds.
+
+        The same row as ``verdict.claim(claim, statement, verdict.measured(self))``.
+        """
+        return verdict_rules.claim(
+            claim, statement, verdict_rules.measured(self), condition=condition
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

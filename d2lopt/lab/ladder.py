@@ -35,14 +35,12 @@ import contextlib
 import functools
 import gc
 import importlib.util
-import logging
 import math
 import os
 import statistics
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -72,6 +70,7 @@ from .input_pipelines import (
     read_encoded,
 )
 from .ladder_report import PEERS, check_targets, save_outputs
+from .peers import d2l_train_ch6, lightning_module, quiet_lightning
 from .specs import call_factory, check_sample, resolve
 from .tuning import default_workers, standard_dataset
 
@@ -83,7 +82,6 @@ __all__ = [
     "RunStats",
     "Timed",
     "Workload",
-    "d2l_train_ch6",
     "load_user_data",
     "load_user_model",
     "run_ladder",
@@ -678,102 +676,6 @@ def _article_loop(
             article_evaluate_loss(net, test, criterion, device)
 
 
-def d2l_train_ch6(
-    net: nn.Module,
-    train_iter: Iterable,
-    test_iter: Iterable,
-    num_epochs: int,
-    lr: float,
-    device: torch.device,
-    momentum: float = 0.0,
-) -> dict[str, float]:
-    """d2l's ``train_ch6`` (d2l 1.0.3) with its own ``Accumulator``, ``Timer`` and helpers.
-
-    Left out: its ``Animator`` plot, its prints and its re-initialization (the net comes
-    initialized like every rung's). ``momentum`` lets the ladder match its optimizer, so the
-    comparison is loop against loop.
-    """
-    from d2l import torch as d2l
-
-    net.to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
-    loss = nn.CrossEntropyLoss()
-    timer = d2l.Timer()
-    train_l = train_acc = test_acc = math.nan
-    metric = d2l.Accumulator(3)
-    for _ in range(num_epochs):
-        # Sum of training loss, sum of training accuracy, no. of examples
-        metric = d2l.Accumulator(3)
-        net.train()
-        for X, y in train_iter:
-            timer.start()
-            optimizer.zero_grad()
-            X, y = X.to(device), y.to(device)
-            y_hat = net(X)
-            ls = loss(y_hat, y)
-            ls.backward()
-            optimizer.step()
-            with torch.no_grad():  # float() of the loss and accuracy: host syncs every batch
-                metric.add(ls * X.shape[0], d2l.accuracy(y_hat, y), X.shape[0])
-            timer.stop()
-            train_l, train_acc = metric[0] / metric[2], metric[1] / metric[2]
-        test_acc = d2l.evaluate_accuracy_gpu(net, test_iter)
-    return {
-        "train_loss": train_l,
-        "train_acc": train_acc,
-        "test_acc": test_acc,
-        "examples_per_s": metric[2] * num_epochs / timer.sum(),
-    }
-
-
-@functools.cache
-def _lightning_module() -> type:
-    import lightning as L
-
-    class LadderModule(L.LightningModule):
-        """The ladder's model in Lightning: same loss, optimizer and memory format."""
-
-        def __init__(self, net: nn.Module, config: TrainConfig) -> None:
-            super().__init__()
-            self.net, self.config = net, config
-            self.criterion = nn.CrossEntropyLoss(reduction="none")
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            X, y = batch
-            if self.config.channels_last:
-                X = X.contiguous(memory_format=torch.channels_last)
-            return self.criterion(self.net(X), y).mean()
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            X, y = batch
-            self.log("test_loss", self.criterion(self.net(X), y).mean(), batch_size=len(y))
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            c = self.config
-            return torch.optim.SGD(self.net.parameters(), lr=c.lr, momentum=c.momentum)
-
-    return LadderModule
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning announces devices and tips on every Trainer: the ladder compares loops."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            # torch 2.10+ deprecates LeafSpec, which Lightning 2.6 still builds on every step
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 # ------------------------------------------------------------------------------ the entries
 def _timed_run(body: Callable[[float], Timed], device: torch.device) -> RunStats:
     """Run ``body(start)`` (it builds its loaders and trains); its time is the whole run."""
@@ -852,7 +754,7 @@ def _run_lightning(wl: Workload, top: Rung) -> RunStats:
     def body(start: float) -> Timed:
         train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
         test = wl.loader(top.loader, config, train=False)
-        with _quiet_lightning():
+        with quiet_lightning():
             trainer = L.Trainer(
                 accelerator={"cuda": "gpu", "mps": "mps"}.get(dev.type, "cpu"),
                 devices=[dev.index or 0] if dev.type == "cuda" else 1,
@@ -866,7 +768,7 @@ def _run_lightning(wl: Workload, top: Rung) -> RunStats:
                 enable_progress_bar=False,
                 enable_model_summary=False,
             )
-            trainer.fit(_lightning_module()(_peer_net(wl, config), config), train, test)
+            trainer.fit(lightning_module()(_peer_net(wl, config), config), train, test)
         return train
 
     return _timed_run(body, wl.device)

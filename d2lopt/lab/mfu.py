@@ -54,8 +54,8 @@ def flops_per_sample(
     ``conv_backward_flop``: grad_input only ``if output_mask[0]``, grad_weight ``if
     output_mask[1]``; the mm/addmm backward likewise runs only the products autograd
     needs). The input batch does not require grad, so the *first* layer computes its weight
-    gradient but no input gradient: a training step is 3x the forward FLOPs minus the
-    first layer's forward, not 3x (``tests/test_mfu.py`` checks this by hand count).
+    gradient but no input gradient: for the course CNN a training step is 3x the forward
+    FLOPs minus the first conv's forward, not 3x (``tests/test_mfu.py`` counts it by hand).
     """
     check_bool("train", train)
     check_bool("channels_last", channels_last)

@@ -80,10 +80,11 @@ def user_workload() -> dict:
     return result
 
 
-def other_loader(kind: dict) -> dict:
+def other_loader(kind: dict, **config) -> dict:
     result = committed()
     for name in ("+ decode once", "+ AMP", "+ loop hygiene", "+ channels_last"):
         rung(result, name)["loader"] = dict(kind)
+        rung(result, name)["config"].update(config)
     return result
 
 
@@ -95,6 +96,7 @@ CASES = {
     "undecided": lambda: nothing_kept(undecided=("+ AMP", "+ channels_last")),
     "user_workload": user_workload,
     "threads": lambda: other_loader({"kind": "threads", "threads": 2}),
+    "threads_pinned": lambda: other_loader({"kind": "threads", "threads": 4}, pin_memory=True),
     "gpu_decode": lambda: other_loader({"kind": "gpu_decode"}),
 }
 

@@ -105,55 +105,57 @@ _ONE_LINE = {  # the summary's line for the d2lopt loaders (the script has them 
 }
 
 
-def _loader_lines(spec: dict[str, Any], cfg: dict[str, Any], batch: str) -> list[str]:
-    """Lines that build ``train_iter`` and ``test_iter`` as the kept rung did."""
-    kind = spec["kind"]
-    common = [f"batch_size={batch}", "size=size", "seed=SEED", "train=train"]
+_D2LOPT_LOADERS = {  # the body of the script's loaders() for d2lopt's own loaders
+    "threads": """from d2lopt.lab.input_pipelines import ThreadLoader
 
-    def ret(head: str, args: list[str]) -> list[str]:  # a return inside a nested def
-        return ["    " + x for x in _call(f"return {head}", args, indent=8).split("\n")]
+def threads(ds, sampler=None):  # batches built by threads in this process
+{ret}
 
-    if kind == "dataloader":
-        train = _dataloader_args(cfg, batch)
-        test = [a for a in train if a != "shuffle=True"]
-        return [
-            *_call("train_iter = torch.utils.data.DataLoader", ["train_set", *train]).split("\n"),
-            *_call("test_iter = torch.utils.data.DataLoader", ["test_set", *test]).split("\n"),
+train_iter = threads(train_set, torch.utils.data.RandomSampler(train_set))
+test_iter = threads(test_set)""",
+    "decode_once": """from d2lopt.lab.input_pipelines import DeviceAugmentLoader, decode_images
+
+def decoded(ds, train):  # every file decoded once; crop + flip per batch
+    cache = decode_images(ds.samples, device)
+    return DeviceAugmentLoader(
+        cache.images, cache.labels, batch_size=BATCH_SIZE, size=size, seed=SEED, train=train
+    )
+
+train_iter, test_iter = decoded(train_set, True), decoded(test_set, False)""",
+    "gpu_decode": """from d2lopt.lab.input_pipelines import GpuDecodeLoader, read_encoded
+
+def gpu_decoded(ds, train):  # JPEG bytes read once, decoded per batch on the GPU
+    encoded = read_encoded(ds.samples)
+    return GpuDecodeLoader(
+        encoded, device=device, batch_size=BATCH_SIZE, size=size, seed=SEED, train=train
+    )
+
+train_iter, test_iter = gpu_decoded(train_set, True), gpu_decoded(test_set, False)""",
+}
+
+
+def _loader_code(spec: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """The body of the script's ``loaders()``: train and test loaders, as the rung built them."""
+    if spec["kind"] in _D2LOPT_LOADERS:
+        args = [
+            "ds",
+            "batch_size=BATCH_SIZE",
+            f"num_threads={spec.get('threads')}",
+            "sampler=sampler",
         ]
-    if kind == "threads":
-        return [
-            "from d2lopt.lab.input_pipelines import ThreadLoader",
-            "",
-            "def threads(ds, sampler=None):  # batches built by threads in this process",
-            *ret(
-                "ThreadLoader",
-                ["ds", f"batch_size={batch}", f"num_threads={spec['threads']}", "sampler=sampler"],
-            ),
-            "",
-            "train_iter = threads(train_set, torch.utils.data.RandomSampler(train_set))",
-            "test_iter = threads(test_set)",
+        args += ["pin_memory=True"] if cfg["pin_memory"] else []
+        ret = textwrap.indent(_call("return ThreadLoader", args, indent=8), "    ")
+        return _D2LOPT_LOADERS[spec["kind"]].format(ret=ret)
+    if spec["kind"] != "dataloader":
+        raise ValueError(f"loader: unknown kind {spec['kind']!r}")
+    train = _dataloader_args(cfg, "BATCH_SIZE")
+    test = [a for a in train if a != "shuffle=True"]
+    return "\n".join(
+        [
+            _call("train_iter = torch.utils.data.DataLoader", ["train_set", *train]),
+            _call("test_iter = torch.utils.data.DataLoader", ["test_set", *test]),
         ]
-    if kind == "decode_once":
-        return [
-            "from d2lopt.lab.input_pipelines import DeviceAugmentLoader, decode_images",
-            "",
-            "def decoded(ds, train):  # every file decoded once; crop + flip per batch",
-            "    cache = decode_images(ds.samples, device)",
-            *ret("DeviceAugmentLoader", ["cache.images", "cache.labels", *common]),
-            "",
-            "train_iter, test_iter = decoded(train_set, True), decoded(test_set, False)",
-        ]
-    if kind == "gpu_decode":
-        return [
-            "from d2lopt.lab.input_pipelines import GpuDecodeLoader, read_encoded",
-            "",
-            "def gpu_decoded(ds, train):  # JPEG bytes read once, decoded per batch on the GPU",
-            *ret("GpuDecodeLoader", ["read_encoded(ds.samples)", "device=device", *common]),
-            "",
-            "train_iter = gpu_decoded(train_set, True)",
-            "test_iter = gpu_decoded(test_set, False)",
-        ]
-    raise ValueError(f"loader: unknown kind {kind!r}")
+    )
 
 
 def _plain_lines(best: dict[str, Any]) -> list[str]:
@@ -283,7 +285,7 @@ SEED = {_lit(s["seed"])}
 
 # (a) data loading, as kept: {_KINDS[best["loader"]["kind"]]}
 def loaders(train_set, test_set, device, size):
-{textwrap.indent(chr(10).join(_loader_lines(best["loader"], cfg, "BATCH_SIZE")), ind)}
+{textwrap.indent(_loader_code(best["loader"], cfg), ind)}
     return train_iter, test_iter
 
 

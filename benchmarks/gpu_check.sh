@@ -45,9 +45,9 @@ KILL_GRACE_S=5     # after a timeout's SIGTERM, SIGKILL follows this much later
 MIN_STEP_S=10      # a step with less time left than this is skipped
 
 # ---- the ladder's and the DDP program's arguments (`--out` is added by this script) -----
-# `d2lopt ladder --quick` is sized for ~100 s; shorter decisions keep it in its budget (or set
+# `d2lopt ladder --quick` takes its budget: 60 s keeps it inside this step's 80 (or set
 # GPU_CHECK_LADDER_ARGS / GPU_CHECK_DDP_ARGS). Word-split on purpose: plain flags only.
-LADDER_ARGS=${GPU_CHECK_LADDER_ARGS:-"--quick --device cuda --decide-seconds 5 --max-seconds 25"}
+LADDER_ARGS=${GPU_CHECK_LADDER_ARGS:-"--quick --device cuda --budget 60"}
 DDP_ARGS=${GPU_CHECK_DDP_ARGS:-"--device cuda --backend nccl --epochs 1 --data synthetic \
 --n-train 16384 --n-test 2048 --batch-size 256 --timeout 120"}
 # what the notebook steps import beyond the image's usual packages (python3 kernel, backend)

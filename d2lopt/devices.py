@@ -6,6 +6,8 @@ The course runs on CPU, CUDA and Apple MPS. Every helper that needs a device goe
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import ParamError, check_int
@@ -159,14 +161,30 @@ def supports_bf16(device: torch.device | str) -> bool:
     return cpu_has_bf16_units()
 
 
+# oneDNN ISA names (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: no bf16 dot products
+_NO_BF16_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                 "AVX512_CORE_VNNI"}  # fmt: skip
+
+
 def cpu_has_bf16_units() -> bool:
-    """True when the CPU advertises native bf16 instructions (AVX512-BF16 or AMX-BF16)."""
+    """True when the CPU advertises native bf16 instructions (AVX512-BF16 or AMX-BF16) and
+    this process may use them.
+
+    ``ONEDNN_MAX_CPU_ISA`` (oneDNN runs the convolutions and matmuls) or
+    ``ATEN_CPU_CAPABILITY`` capped below AVX-512 make the process compute like a CPU without
+    them: that is how the course emulates a common AVX2 laptop, where bf16 autocast runs
+    about 8x slower than fp32 (``08_gpu_compute``, ``d2lopt ladder``).
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return isa not in _NO_BF16_ISAS and aten not in ("default", "avx2", "zvector", "vsx")
 
 
 def accelerator_name(device: torch.device | str) -> str:

@@ -62,6 +62,8 @@ __all__ = [
     "Sweep",
     "compare",
     "compare_many",
+    "Sizing",
+    "size_rounds",
     "setting_label",
     "summarize",
     "time_repeats",
@@ -475,6 +477,140 @@ def _settled(seconds, reference, confidence, min_effect, limit) -> bool:
         if max(math.log(hi / est), math.log(est / lo)) > limit:
             return False
     return True
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How much work each call of a comparison does, chosen from measured rounds.
+
+    Attributes:
+        size: the work per call picked (batches an epoch, for the ladder).
+        round_seconds: what one round (every variant once) costs at ``size``: measured,
+            or scaled up in proportion from the largest measured size (an upper bound,
+            since fixed costs do not grow with the size).
+        rounds: the rounds that fit what is left of the budget at that cost.
+        wanted: the rounds the comparison was sized for.
+        probes: ``(size, seconds of a round)`` for every untimed round run to size it;
+            they also warmed every variant up.
+        spent: seconds the probes took, out of the budget.
+        note: one line: what was sized, or why ``wanted`` rounds do not fit.
+    """
+
+    size: int
+    round_seconds: float
+    rounds: int
+    wanted: int
+    probes: tuple[tuple[int, float], ...]
+    spent: float
+    note: str
+
+    @property
+    def fits(self) -> bool:
+        """The rounds wanted fit the budget; when not, even the smallest size costs too much.
+
+        A size above the smallest was only chosen because its rounds were predicted to fit.
+        """
+        return self.rounds >= self.wanted or self.size > self.probes[0][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "round_seconds": self.round_seconds, "rounds": self.rounds,
+                "wanted": self.wanted, "probes": [list(p) for p in self.probes],
+                "spent": self.spent, "fits": self.fits, "note": self.note}  # fmt: skip
+
+
+def size_rounds(
+    run_round: Callable[[int], Any],
+    *,
+    budget: float,
+    rounds: int,
+    largest: int,
+    smallest: int = 1,
+    margin: float = 1.3,
+    unit: str = "batches an epoch",
+    timer: Callable[[], float] = time.perf_counter,
+) -> Sizing:
+    """Choose the work per call so that ``rounds`` paired rounds fit ``budget``, by measuring.
+
+    A comparison's budget is seconds, but what a round costs depends on the machine: the
+    ladder's presets sized for one machine gave a 2-core AVX2 laptop one round per decision
+    (issue 21). So the cost is measured here, not assumed: ``run_round(size)`` runs every
+    variant once at ``size`` (untimed: it doubles as their warm-up), starting at
+    ``smallest`` and doubling while the predicted cost of twice the size still fits the share
+    of one round; the size is then raised once more by prediction, never past twice the last
+    measured size. A prediction is a straight line through the last two probes (a fixed
+    part, worker start-up or a Trainer's set-up, and a part per unit of work), its slope
+    never under a tenth of the last probe's cost per unit; so a round costs more than
+    predicted only by noise, and the ``rounds`` wanted leave room for it (an interval needs
+    6 of the 12 the ladder asks for). A round is planned ``margin`` times dearer than its
+    prediction: a timed round cost up to a third more than its probe in the ladder's runs
+    (the probes run first, in another order, without the measurement's own bookkeeping).
+
+    When even ``smallest`` costs more than the budget allows for ``rounds`` rounds, the
+    size stays ``smallest`` and ``note`` says how many rounds fit: the comparison then
+    measures what it can and stays *inconclusive* where that is too few, never rejected
+    for lack of rounds. Taught in ``12_putting_it_together``; tested on a simulated clock.
+
+    Example:
+        >>> clock = [0.0]
+        >>> def one_round(size):  # a simulated machine: 0.5 s a round + 0.1 s a batch
+        ...     clock[0] += 0.5 + 0.1 * size
+        >>> s = size_rounds(one_round, budget=30, rounds=10, largest=100, timer=lambda: clock[0])
+        >>> s.size, s.rounds, s.fits
+        (15, 13, True)
+    """
+    check_int("rounds", rounds, 1)
+    check_int("smallest", smallest, 1)
+    check_int("largest", largest, smallest)
+    if not is_number(margin) or margin < 1:
+        raise ValueError(f"margin: must be a factor >= 1, got {margin!r}")
+    if not is_number(budget) or budget <= 0:
+        raise ValueError(f"budget: must be seconds > 0, got {budget!r}")
+    start = timer()
+
+    def measure(size: int) -> float:
+        t0 = timer()
+        run_round(size)
+        return max(timer() - t0, 1e-9)
+
+    def predict(size: int) -> float:
+        """A round's cost at ``size`` from the last two probes: a fixed part and a part per
+        unit, the latter at least a tenth of the last probe's cost per unit (noise must not
+        make a bigger size look free)."""
+        (k0, c0), (k1, c1) = probes[-2:] if len(probes) > 1 else ((0, 0.0), probes[-1])
+        per_unit = max((c1 - c0) / (k1 - k0), 0.1 * c1 / k1)
+        return max(c1 + per_unit * (size - k1), 1e-9)
+
+    size = smallest
+    probes = [(size, measure(size))]
+    while size < largest:
+        per_round = (budget - (timer() - start)) / (rounds * margin)
+        bigger = min(largest, 2 * size)
+        # one probe cannot tell a fixed part from work: a second is taken whenever the
+        # first fits a round (it costs at most two rounds' share)
+        if predict(bigger) > per_round and (len(probes) > 1 or probes[0][1] > per_round):
+            break
+        size = bigger
+        probes.append((size, measure(size)))
+    cost = probes[-1][1]
+    spent = timer() - start
+    per_round = (budget - spent) / (rounds * margin)
+    if size < largest and cost < per_round:  # one predicted step, at most doubling
+        scaled = size
+        while scaled < min(largest, 2 * size) and predict(scaled + 1) <= per_round:
+            scaled += 1
+        if scaled > size:
+            size, cost = scaled, predict(scaled)
+    fit = max(0, int((budget - spent) // cost))
+    if size == 1 and unit.startswith("batches"):
+        unit = "batch" + unit[len("batches") :]
+    if fit >= rounds or size > smallest:
+        note = (f"{size} {unit}: a round costs about {cost:.2f} s, so {fit} rounds fit "
+                f"{budget - spent:.0f} s")  # fmt: skip
+    else:
+        note = (f"a round costs {cost:.2f} s even at {size} {unit}: {rounds} rounds need "
+                f"{rounds * cost:.0f} s, but {max(0.0, budget - spent):.0f} s are left, so "
+                f"about {fit} fit")  # fmt: skip
+    return Sizing(size, cost, fit, rounds, tuple(probes), spent, note)
 
 
 def compare(

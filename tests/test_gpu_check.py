@@ -175,8 +175,7 @@ def test_plan_names_the_python_the_wheels_the_budgets_and_the_files_offline(tmp_
     assert "07_cpu_to_gpu.ipynb" in text and "08_gpu_compute.ipynb" in text
     assert text.count("-p SIZE gpu") == 2
     assert text.count("needs: papermill nbclient ipykernel matplotlib_inline") == 2
-    assert (f"{VENV_PYTHON} -m d2lopt.cli ladder --quick --device cuda --decide-seconds 5 "
-            "--max-seconds 25 --out") in text  # fmt: skip
+    assert f"{VENV_PYTHON} -m d2lopt.cli ladder --quick --device cuda --budget 60 --out" in text
     assert f"{tmp_path}/work/gpu-SLUG/" in text
     assert (f"results: {tmp_path}/out/gpu-SLUG/summary.md and "
             f"{tmp_path}/out/gpu-SLUG/results.tar.gz") in text  # fmt: skip

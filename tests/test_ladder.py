@@ -31,6 +31,7 @@ from d2lopt.lab.ladder import (
     run_ladder,
 )
 from d2lopt.lab.ladder_report import (
+    LOOPS,
     PEERS,
     check_targets,
     describe_target,
@@ -43,9 +44,9 @@ from d2lopt.measure import Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = dict(
-    n_train=32, n_test=16, image_size=16, batch_size=16, epochs=2, warmup=0,
-    max_seconds=0.2, decide_seconds=0.1, max_rounds=2, device="cpu",
-)  # fmt: skip  # small for testing efficiency: one round per comparison
+    n_train=32, n_test=16, image_size=16, batch_size=16, epochs=2, budget_seconds=4.0,
+    max_rounds=2, device="cpu",
+)  # fmt: skip  # small for testing efficiency: two rounds per comparison
 
 
 def _run(settings: LadderSettings, out: Path) -> tuple[dict, list[str]]:
@@ -109,7 +110,8 @@ def user_module(learner_module):
 def test_every_rung_is_reported_in_order_with_a_status(ladder_run) -> None:
     report, _, _ = ladder_run
     assert [r["name"] for r in report["rungs"]] == list(RUNG_NAMES)
-    assert all(r["status"] in {"measured", "skipped", "rejected"} for r in report["rungs"])
+    assert all(r["status"] in {"measured", "skipped", "rejected", "undecided"}
+               for r in report["rungs"])  # fmt: skip
     base = report["rungs"][0]
     assert base["status"] == "measured" and base["speedup"] == 1.0 and base["loop"] == "article"
     assert base["config"]["num_workers"] == 0 and base["config"]["amp"] == "off"
@@ -130,7 +132,7 @@ def test_cuda_rungs_are_skipped_with_the_reason_not_invented(ladder_run) -> None
     assert rungs["+ torch.compile"]["status"] == "skipped"
     assert "--compile" in rungs["+ torch.compile"]["reason"]
     lines = format_table(report).splitlines()
-    assert f"{'+ GPU decode':<28} skipped: needs CUDA (nvJPEG)" in lines
+    assert f"{'+ GPU decode':<34} skipped: needs CUDA (nvJPEG)" in lines
 
 
 def test_a_rung_is_kept_exactly_when_its_comparison_holds(ladder_run) -> None:
@@ -143,7 +145,10 @@ def test_a_rung_is_kept_exactly_when_its_comparison_holds(ladder_run) -> None:
         assert d["against"] == best  # always the best rung so far
         assert (r["status"] == "measured") == (d["verdict"] == "holds")
         assert d["summary"] == _render(d["comparison"])
-        if r["status"] == "rejected":
+        assert (r["status"] == "rejected") == (d["verdict"] == "does not hold")
+        assert (r["status"] == "undecided") == (d["verdict"] == "inconclusive")
+        assert d["sizing"]["size"] >= 1 and d["samples"].endswith("test samples")
+        if r["status"] in ("rejected", "undecided"):
             assert r["reason"].startswith(f"{d['summary']} against {best}: {d['verdict']}")
         else:
             best = r["name"]
@@ -164,8 +169,15 @@ def test_measured_rows_are_consistent_with_their_rounds(ladder_run) -> None:
     report, _, _ = ladder_run
     rows = [r for r in report["rungs"] if r["status"] == "measured"] + [report["ceiling"]]
     rows += [p for p in report["peers"].values() if p["status"] == "measured"]
+    rows += [p for p in report["loop_overhead"].values() if p["status"] == "measured"]
     base = report["rungs"][0]
+    flops = report["machine"]["flops_per_sample"]["train"]
     for r in rows:
+        peak = report["machine"]["peaks"][r["precision"]]["flops_per_s"]
+        assert r["mfu"] == pytest.approx(flops * r["samples_per_s"] / peak)
+        parts = r["breakdown"]
+        assert set(parts) == {"fixed", "data_wait", "host_syncs", "compute", "evaluation", "other"}
+        assert sum(v or 0 for v in parts.values()) == pytest.approx(1, abs=0.05)
         assert len(r["seconds"]) == report["final_rounds"]
         assert 0 <= r["stall_fraction"] <= 1 and r["fixed_s"] >= 0
         assert r["steady_samples_per_s"] >= r["samples_per_s"] * 0.999  # fixed costs removed
@@ -182,19 +194,21 @@ def test_the_ceiling_runs_the_best_rungs_settings(ladder_run) -> None:
     report, _, _ = ladder_run
     top = next(r for r in report["rungs"] if r["name"] == report["best"]["name"])
     assert report["ceiling"]["config"] == top["config"] and report["ceiling"]["loop"] == top["loop"]
-    assert list(report["peers"]) == list(PEERS)
+    assert list(report["peers"]) == list(PEERS) and list(report["loop_overhead"]) == list(LOOPS)
 
 
-@pytest.mark.parametrize("key", list(PEERS))
-def test_an_installed_peer_runs_in_the_same_rounds_as_the_best_rung(ladder_run, key) -> None:
+@pytest.mark.parametrize("group, key", [(g, k) for g in ("peers", "loop_overhead") for k in PEERS])
+def test_an_installed_peer_runs_in_the_same_rounds_as_the_best_rung(ladder_run, group, key):
     pytest.importorskip(key)  # the dev extra installs both; without one, see the test below
     report, _, _ = ladder_run
     top = next(r for r in report["rungs"] if r["name"] == report["best"]["name"])
-    peer = report["peers"][key]
-    assert peer["status"] == "measured" and peer["name"] == PEERS[key]
+    peer = report[group][key]
+    assert peer["status"] == "measured" and peer["name"] == {"peers": PEERS, "loop_overhead":
+                                                             LOOPS}[group][key]  # fmt: skip
     vs = peer["vs_best"]
     ratios = [p / b for p, b in zip(peer["seconds"], top["seconds"], strict=True)]
     assert _within(vs["ratio"], ratios) and vs["rounds"] == len(ratios)
+    assert peer["how"]  # says how it was run
 
 
 def test_the_worker_sweep_rows_are_loader_runs_against_no_workers(ladder_run) -> None:
@@ -214,7 +228,7 @@ def test_decode_once_says_how_much_memory_its_cache_takes(ladder_run) -> None:
     report, _, _ = ladder_run
     rung = next(r for r in report["rungs"] if r["name"] == "+ decode once")
     mib = (32 + 16) * 3 * 16 * 16 / 2**20
-    assert f"a {mib:.1f} MiB uint8 cache" in rung["adds"]
+    assert f"uint8 cache on the cpu (at most {mib:.1f} MiB)" in rung["adds"]
     assert rung["loader"] == {"kind": "decode_once", "cache_mib": mib}
 
 
@@ -226,18 +240,22 @@ def test_outputs_are_generated_from_the_report(ladder_run) -> None:
     assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [t["target"] for t in report["targets"]] == [t["target"] for t in check_targets(report)]
     entries = [r["name"] for r in report["rungs"] if r["status"] == "measured"] + ["ceiling"]
-    entries += [p["name"] for p in report["peers"].values() if p["status"] == "measured"]
+    for key in PEERS:  # each project's loop fed like the best rung, then as people run it
+        entries += [report[g][key]["name"] for g in ("loop_overhead", "peers")
+                    if report[g][key]["status"] == "measured"]  # fmt: skip
     (first,) = [line.split("] ", 1)[1] for line in log if "] round 1: " in line]
     assert [part.rsplit(" ", 1)[0] for part in first[len("round 1: ") :].split(", ")] == entries
     table = format_table(report).splitlines()
-    assert len(table) == 1 + len(report["rungs"]) + 1 + len(report["peers"])
+    assert len(table) == 1 + len(report["rungs"]) + 1 + len(PEERS) + len(LOOPS)
+    assert "## Where a run's time goes" in md and "## What to change in your code" in md
+    assert (out / "recommended.py").read_text().startswith('"""')
 
 
 def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path) -> None:
     report, _, _ = ladder_run
     seen = {}
 
-    def fake_run_ladder(settings, *, out_dir, log=None):  # the measuring is tested above
+    def fake_run_ladder(settings, *, out_dir, log=None, progress=None):  # measured above
         seen["settings"] = settings
         d2lopt.lab.ladder_report.save_outputs(report, out_dir)
         return report
@@ -245,17 +263,18 @@ def test_cli_prints_the_table_and_every_target(ladder_run, monkeypatch, tmp_path
     monkeypatch.setattr(d2lopt.lab.ladder, "run_ladder", fake_run_ladder)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["ladder", "--quick", "--epochs", "3", "--max-seconds", "9", "--device",
+        code = main(["ladder", "--quick", "--epochs", "3", "--budget", "9", "--device",
                      "cpu", "--out", str(tmp_path / "cli")])  # fmt: skip
     assert code == 0
     s = seen["settings"]
-    assert s.quick and s.epochs == 3 and s.max_seconds == 9.0  # flags override the preset
+    assert s.quick and s.epochs == 3 and s.budget_seconds == 9.0  # flags override the preset
     lines = stdout.getvalue().splitlines()
     table = format_table(report).splitlines()
     assert lines[: len(table)] == table
     targets = [f"target: {t['target']}: {t['text']} ({describe_target(t)})" for t in
                report["targets"]]  # fmt: skip
     assert lines[len(table) : len(table) + len(targets)] == targets
+    assert lines[len(table) + len(targets) + 1].startswith("Kept: ")
     assert (tmp_path / "cli" / "ladder.json").is_file()
 
 
@@ -271,12 +290,16 @@ def test_a_learners_data_and_model_climb_the_rungs_that_apply(
     )
     settings = LadderSettings(**TOY | {"n_train": 24}, dataset="mine:data", model="mine:mlp")
     report, _ = _run(settings, tmp_path / "out")
-    assert report["peers"]["lightning"] == {  # optional: skipped, saying how to install it
-        "name": PEERS["lightning"], "status": "skipped",
-        "reason": "not installed: pip install lightning",
-    }  # fmt: skip
+    for group, labels in (("peers", PEERS), ("loop_overhead", LOOPS)):
+        peer = report[group]["lightning"]  # optional: skipped, saying how to install it
+        assert peer["name"] == labels["lightning"] and peer["status"] == "skipped"
+        assert peer["reason"] == "not installed: pip install lightning"
     rungs = {r["name"]: r for r in report["rungs"]}
-    assert "mine:data: 24 training samples (of 36), 4 test samples" in report["workload"]
+    assert report["data"]["available"] == [36, 4] and report["data"]["capped"] == [24, 4]
+    assert (
+        "of 36 training and 4 of 4 test samples (at most 24: --n-train)"
+        in (report["data"]["final_rounds"])
+    )
     assert "seeded 10% held out (4 of 40 samples)" in report["workload"]
     assert report["workload"].endswith("; mine:mlp")
     assert rungs["+ decode once"]["status"] == "skipped"
@@ -332,21 +355,31 @@ def _comparison(speedup: float, lo: float, hi: float, verdict: str) -> Compariso
 def test_the_climb_keeps_a_rung_only_when_the_comparison_holds() -> None:
     from d2lopt.lab.ladder import Rung, _Climb
 
+    from d2lopt.measure import Sizing
+
     climb = _Climb.__new__(_Climb)  # the decision rule alone, without a workload
     climb.best = Rung("baseline", "", None)
     climb.rungs, climb.log = [climb.best], lambda line: None
-    for name, c in [
-        ("faster", _comparison(1.60, 1.40, 1.80, "holds")),
-        ("noise", _comparison(1.20, 0.90, 1.60, "inconclusive")),
-        ("slower", _comparison(0.80, 0.70, 0.90, "does not hold")),
+    climb.wl = type("W", (), {"usage": staticmethod(lambda batches: f"{batches * 16} samples")})
+    fits = Sizing(4, 1.0, 12, 12, ((1, 0.3), (2, 0.5), (4, 1.0)), 1.8, "4 batches an epoch")
+    short = Sizing(1, 9.0, 2, 12, ((1, 9.0),), 9.0, "a round costs 9.00 s even at 1 batch")
+    for name, c, sizing in [
+        ("faster", _comparison(1.60, 1.40, 1.80, "holds"), fits),
+        ("noise", _comparison(1.20, 0.90, 1.60, "inconclusive"), fits),
+        ("slower", _comparison(0.80, 0.70, 0.90, "does not hold"), fits),
+        ("unaffordable", _comparison(0.50, 0.40, 0.60, "inconclusive"), short),
     ]:
-        climb.judge(Rung(name, "", None), c, "passes")
+        climb.judge(Rung(name, "", None), c, "passes", sizing)
     kept = [r.name for r in climb.rungs if r.status == "measured"]
     assert kept == ["baseline", "faster"] and climb.best.name == "faster"
-    noise, slower = climb.rungs[2:]
+    noise, slower, unaffordable = climb.rungs[2:]
     assert noise.decision["against"] == slower.decision["against"] == "faster"
+    assert noise.status == "undecided" and slower.status == "rejected"
     assert noise.reason == "1.20x [0.90, 1.60], 8 rounds against faster: inconclusive (why)"
     assert slower.reason == "0.80x [0.70, 0.90], 8 rounds against faster: does not hold"
+    assert unaffordable.status == "undecided"  # never rejected for want of rounds
+    assert unaffordable.reason.endswith("(why; a round costs 9.00 s even at 1 batch)")
+    assert noise.decision["samples"] == "64 samples" and noise.decision["sizing"]["fits"]
 
 
 def test_run_stats_separate_fixed_costs_and_stalls() -> None:
@@ -387,7 +420,8 @@ def test_targets_are_judged_on_their_intervals() -> None:
                                             "missed"]  # fmt: skip
     assert [describe_target(t) for t in mixed] == [
         "missed by 0.10",
-        "not established: the interval 0.80-0.95 straddles 0.9",
+        "not established: 0.85 with the interval 0.80-0.95; met needs >= 0.9 with the low end "
+        ">= 0.85",
         "not established: the interval 0.90-1.30 straddles 1",
         "missed by 0.10",
     ]
@@ -399,24 +433,24 @@ def test_targets_are_judged_on_their_intervals() -> None:
 def test_a_peer_that_did_not_run_is_not_judged() -> None:
     report = _report((2.0, 1.8, 2.2), (0.95, 0.91, 0.99), {"d2l": (1.3, 1.1, 1.5)})
     report["peers"]["lightning"] = {"status": "skipped", "reason": "not installed"}
-    assert [t["target"] for t in check_targets(report)][
-        -1
-    ] == "best rung ahead of the d2l train_ch6 loop"
+    assert [t["target"] for t in check_targets(report)][-1] == (
+        "best rung ahead of d2l as its book runs it"
+    )
 
 
 # ------------------------------------------------------------------------------ settings/CLI
 def test_presets_scale_and_validate() -> None:
     quick = LadderSettings.preset(quick=True, device="cpu")
     full = LadderSettings.preset(device="cpu")
-    assert quick.quick and quick.image_size < full.image_size
-    assert quick.max_seconds + 7 * quick.decide_seconds < 120  # the 2-minute budget
+    assert quick.quick and quick.n_train < full.n_train
+    assert quick.budget_seconds < 120 and full.budget_seconds < 600  # the promised budgets
     assert LadderSettings.preset(quick=True, device="cpu", epochs=None).epochs == quick.epochs
     for bad in (
         {"batch_size": 64, "n_train": 32},
         {"image_size": 4},
         {"epochs": 0},
         {"max_rounds": 1},
-        {"max_seconds": 0},
+        {"budget_seconds": 0},
         {"n_test": 20_000},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -430,9 +464,8 @@ def test_presets_scale_and_validate() -> None:
         (["--epochs", "0"], "--epochs"),
         (["--image-size", "4"], "--image-size"),
         (["--device", "tpu"], "--device"),
-        (["--warmup", "-1"], "--warmup"),
         (["--rounds", "1"], "--rounds"),
-        (["--max-seconds", "0"], "--max-seconds"),
+        (["--budget", "0"], "--budget"),
         (["--bogus"], "--bogus"),
     ],
 )
@@ -462,8 +495,9 @@ def test_the_readme_ladder_section_is_the_scripts_output_for_the_committed_json(
     committed = readme[readme.index(start) + len(start) : readme.index(end)].strip("\n")
     assert committed == script["section"]().strip("\n")
     result = json.loads((script["RESULTS"] / "ladder.json").read_text())
-    assert readme_section(result, script["FOLDER"]).strip("\n") == committed
-    assert result["schema"] == 2 and result["hardware"]["name"]  # the hardware is named
+    runs = {run: json.loads((ROOT / run / "ladder.json").read_text()) for run in script["RUNS"]}
+    assert readme_section(result, script["FOLDER"], runs).strip("\n") == committed
+    assert result["schema"] == 3 and result["hardware"]["name"]  # the hardware is named
 
 
 def test_prose_about_the_run_is_computed_from_its_rounds() -> None:
@@ -577,12 +611,12 @@ def test_the_ceilings_data_leaves_the_device_with_its_run() -> None:
     from d2lopt.lab.ladder import Workload
 
     wl = Workload.__new__(Workload)  # the cache alone, without building a workload
-    wl.device, wl._device_batches = torch.device("meta"), {}
+    wl.device, wl._device_batches, wl.samples = torch.device("meta"), {}, None
     wl.train_set = torch.utils.data.TensorDataset(torch.zeros(10, 3), torch.arange(10))
     wl.s = LadderSettings(batch_size=4)
     first = wl.device_batches(train=True)
     assert [X.device.type for X, _ in first] == ["meta"] * 3
-    assert all(X.device.type == "cpu" for X, _ in wl._device_batches["train"])  # kept: host
+    assert all(X.device.type == "cpu" for X, _ in wl._device_batches[True, None])  # kept: host
     again = wl.device_batches(train=True, limit=1)
     assert len(again) == 1 and again[0][0] is not first[0][0]  # a fresh copy per call
 
@@ -610,10 +644,13 @@ def test_the_pinned_rung_is_measured_with_its_own_copies_and_step(monkeypatch) -
 
     monkeypatch.setattr(d2lopt.lab.ladder, "train_step", train_step)
     monkeypatch.setattr(d2lopt.lab.ladder, "measure_loaders", measure_loaders)
+    monkeypatch.setattr(d2lopt.lab.ladder, "run_pass", lambda *a, **k: None)  # the probes
     climb = _Climb.__new__(_Climb)
     climb.wl = types.SimpleNamespace(device=torch.device("cuda"), net=lambda: None,
-                                     loader=lambda *a, **k: None)  # fmt: skip
+                                     loader=lambda *a, **k: None, largest=4,
+                                     usage=lambda batches: "")  # fmt: skip
     climb.s = LadderSettings()
+    climb.plan = d2lopt.lab.ladder.Plan(10.0, {})
     climb.best = Rung("baseline", "", TrainConfig(device="cpu", num_epochs=1))
     climb.rungs, climb.log = [climb.best], lambda line: None
     climb.pinned()

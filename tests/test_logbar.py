@@ -28,3 +28,13 @@ def test_log_bar_shows_the_latest_line_when_enabled(capsys):
         bar("a long line that gets cut")
     assert bar.bar.postfix == "a long l"
     assert "ladder: 1 steps" in capsys.readouterr().err
+
+
+def test_a_timed_bar_shows_the_time_left_of_the_budget(capsys):
+    with LogBar("ladder", enabled=True, echo=True) as bar:
+        bar("[   3 s] warm")
+        bar.at(30.0, 120.0)
+    err = capsys.readouterr().err
+    assert bar.bar.total == 120.0 and bar.bar.n == 30.0
+    assert "[   3 s] warm" in err  # echoed above the bar
+    assert "25%" in err and "left" in err

@@ -237,7 +237,7 @@ def test_undecided_rungs_are_listed_as_undecided_not_rejected():
     assert "+ AMP (rejected)" not in code and "+ channels_last (rejected)" not in code
     assert "- + loop hygiene (rejected)" in code
     text = no_gain_explanation(result)
-    assert "+ AMP, + channels_last: undecided" in text and "--decide-seconds" in text
+    assert "+ AMP, + channels_last: undecided" in text and "--budget" in text
     assert "Every rung tried was rejected" not in text
     not_kept = next(x for x in summary_lines(result) if x.startswith("Not kept:"))
     assert "+ AMP (undecided)" in not_kept and "+ loader workers (rejected)" in not_kept

@@ -5,21 +5,16 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UsageError, writable_dir
-from ..flags import (
-    add_config_flag,
-    dashed,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
+from ..flags import add_config_flag, dashed, non_negative_int, positive_float, positive_int
 
 # the LadderSettings sizes and budgets with a flag each (passed on to LadderSettings.preset)
-_SIZES = ("n_train", "n_test", "image_size", "batch_size", "epochs", "warmup", "max_rounds",
-          "max_seconds", "decide_seconds")  # fmt: skip
+_SIZES = ("n_train", "n_test", "image_size", "batch_size", "epochs", "max_rounds",
+          "budget_seconds")  # fmt: skip
 # every LadderSettings parameter a flag sets: a ParamError about one names the flag
 FLAGS: dict[str, str] = {
     **dashed(*_SIZES, "device", "seed", "dataset", "model", "data_dir"),
     "max_rounds": "--rounds",
+    "budget_seconds": "--budget",
     "out_dir": "--out",
 }
 
@@ -32,11 +27,15 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         description="Climb the optimization ladder on the standard workload (JPEGs on disk, "
         "decode + augmentation, the course CNN) or on yours (--dataset, --model): each rung "
         "is kept only when it is faster than the best so far with an interval above 1 + 5%. "
-        "Then the kept rungs, the compute ceiling and the d2l and Lightning loops run whole "
-        "in the same paired rounds.",
+        "Then the kept rungs, the compute ceiling and d2l and Lightning (as their own docs "
+        "run them, and fed like the best rung) run whole in the same paired rounds. Every "
+        "comparison sizes its work from what a round costs here, to fit --budget.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="CI-sized run (under two minutes on 2 CPU cores)"
+        "--quick",
+        action="store_true",
+        help="a short run: at most 256 training images, a 100 s budget (default: at most "
+        "2048 images, 510 s: under ten minutes on 2 CPU cores)",
     )
     p.add_argument(
         "--out",
@@ -62,9 +61,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("sizes (default: scaled to --quick and the device)")
     sizes = {
-        "--n-train": "training images (with --dataset: a seeded subset of at most this many "
-        "samples; the ladder measures speed, not accuracy)",
-        "--n-test": "test images (with --dataset: at most this many)",
+        "--n-train": "at most this many training images (with --dataset: a seeded subset; "
+        "each comparison uses as many as its rounds can afford, and says how many)",
+        "--n-test": "at most this many test images",
         "--image-size": "side of the standard JPEGs",
         "--batch-size": "samples per batch",
         "--epochs": "epochs per run",
@@ -73,19 +72,15 @@ def add_command(sub: argparse._SubParsersAction) -> None:
         g.add_argument(flag, type=positive_int, default=None, help=text)
     b = p.add_argument_group("measurement (default: scaled to --quick and the device)")
     b.add_argument(
-        "--max-seconds",
+        "--budget",
+        dest="budget_seconds",
+        metavar="SECONDS",
         type=positive_float,
         default=None,
-        help="budget of the final paired rounds (kept rungs, ceiling, peers)",
-    )
-    b.add_argument(
-        "--decide-seconds",
-        type=positive_float,
-        default=None,
-        help="budget of each rung's comparison with the best rung so far",
+        help="the whole run's time, set-up included, shared over the decisions and the "
+        "final rounds (default: 100 with --quick, else 510)",
     )
     b.add_argument("--rounds", type=positive_int, default=None, help="at most this many rounds")
-    b.add_argument("--warmup", type=non_negative_int, default=None, help="untimed runs first")
     g.add_argument("--seed", type=non_negative_int, default=0)
     g.add_argument(
         "--data-dir",
@@ -98,6 +93,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..lab.ladder import LadderSettings, Workload, run_ladder
     from ..lab.ladder_report import describe_target, format_table
+    from ..lab.logbar import LogBar
+    from ..lab.recommend import summary_lines
 
     if args.rounds == 1:
         raise UsageError("--rounds: must be >= 2: a ratio needs paired rounds")
@@ -115,9 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset is not None or args.model is not None:
         Workload(settings)  # bad imports, types and batches: named before anything is written
     out = writable_dir(args.out)
-    result = run_ladder(settings, out_dir=out)
+    with LogBar("ladder", echo=True) as bar:  # the log above a bar with the time left
+        result = run_ladder(settings, out_dir=out, log=bar, progress=bar.at)
     print(format_table(result))
     for t in result["targets"]:
         print(f"target: {t['target']}: {t['text']} ({describe_target(t)})")
-    print(f"saved {out / 'ladder.json'}, ladder.md, ladder.png ({result['elapsed_s']:.0f} s)")
+    print()
+    for line in summary_lines(result):
+        print(line)
+    print(f"saved {out / 'ladder.json'}, ladder.md, ladder.png, recommended.py "
+          f"({result['elapsed_s']:.0f} s)")  # fmt: skip
     return 0

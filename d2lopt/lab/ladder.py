@@ -41,6 +41,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -55,13 +56,13 @@ from ..data import EpochRandomSampler, notice_once
 from ..devices import resolve_device, synchronize
 from ..errors import ParamError, check_int
 from ..loop import TrainStep, place
-from ..measure import Comparison, Sweep, compare, compare_many
+from ..measure import Comparison, Sizing, Sweep, compare, compare_many, size_rounds
 from ..models import cnn, init_weights
 from ..precision import autocast_ctx
 from ..train import fit, make_loader, pin_memory_for
-from ..verdict import HOLDS
+from ..verdict import DOES_NOT_HOLD, HOLDS
 from .article import article_evaluate_loss, article_train_epoch
-from .bench import measure_loaders, run_pass, sweep_loaders
+from .bench import LoaderSweep, measure_loaders, run_pass
 from .input_pipelines import (
     DeviceAugmentLoader,
     GpuDecodeLoader,
@@ -69,8 +70,18 @@ from .input_pipelines import (
     decode_images,
     read_encoded,
 )
-from .ladder_report import PEERS, check_targets, save_outputs
-from .peers import d2l_train_ch6, lightning_module, quiet_lightning
+from .ladder_report import LOOPS, PEERS, check_targets, save_outputs
+from .mfu import flops_per_sample, matmul_peak, precision_dtype, utilisation
+from .peers import (
+    LIGHTNING_PRECISION,
+    d2l_book_loaders,
+    d2l_book_train,
+    d2l_train_ch6,
+    lightning_fit,
+    lightning_guide,
+    lightning_loaders,
+)
+from .recommend import write_recommended
 from .specs import call_factory, check_sample, resolve
 from .tuning import default_workers, standard_dataset
 
@@ -103,37 +114,36 @@ RUNG_NAMES = (
 )
 
 
-# LadderSettings.preset's sizes and budgets, per (device kind, quick): the reasons are in its
+# LadderSettings.preset's caps and budgets, per (device kind, quick): the reasons are in its
 # docstring
-_PRESET_FIELDS = ("n_train", "n_test", "image_size", "batch_size",
-                  "max_seconds", "decide_seconds", "decide_batches")  # fmt: skip
+_PRESET_FIELDS = ("n_train", "n_test", "image_size", "batch_size", "budget_seconds")
 _PRESETS: dict[tuple[str, bool], tuple[int | float, ...]] = {
-    ("cpu", True): (256, 64, 32, 32, 45.0, 10.0, 4),
-    ("cpu", False): (2048, 512, 64, 64, 120.0, 20.0, 8),
-    ("gpu", True): (2048, 512, 64, 128, 30.0, 6.0, 4),
-    ("gpu", False): (16384, 2048, 64, 256, 120.0, 20.0, 16),
+    ("cpu", True): (256, 64, 32, 32, 100.0),
+    ("cpu", False): (2048, 512, 32, 64, 510.0),
+    ("gpu", True): (2048, 512, 64, 128, 100.0),
+    ("gpu", False): (16384, 2048, 64, 256, 510.0),
 }
+ROUNDS = 12  # paired rounds each comparison is sized for: past the first planned look (9)
+BRIEF_ROUNDS = 7  # a rung expected to lose here (bf16 without bf16 units): enough for an interval
 
 
 @dataclass(frozen=True)
 class LadderSettings:
-    """Sizes and time budgets of one ladder run; :meth:`preset` scales them to the hardware.
+    """Sizes, caps and the time budget of one ladder run; :meth:`preset` scales them.
 
-    ``max_seconds`` bounds the final paired rounds (every kept rung, the ceiling, the
-    peers); ``decide_seconds`` bounds each rung's decision against the previous best. A
-    comparison stops earlier once its verdict is decided and its interval narrow.
+    ``budget_seconds`` is the whole run's time, set-up included. It is shared out over the
+    decisions and the final rounds (:class:`Plan`), and each comparison sizes its work from
+    what a round costs on this machine (:func:`d2lopt.measure.size_rounds`): ``n_train`` and
+    ``n_test`` are the most samples a run may use, not what it must use.
     """
 
     n_train: int = 2048
     n_test: int = 512
-    image_size: int = 64
+    image_size: int = 32
     batch_size: int = 64
     epochs: int = 2
-    warmup: int = 1
-    max_seconds: float = 120.0
-    decide_seconds: float = 20.0
+    budget_seconds: float = 510.0
     max_rounds: int = 200
-    decide_batches: int | None = None  # batches per epoch in decision passes (None: all)
     min_effect: float = 0.05
     confidence: float = 0.95
     lr: float = 0.05
@@ -147,13 +157,11 @@ class LadderSettings:
 
     def __post_init__(self) -> None:
         for name, least in (
-            ("n_train", 1), ("n_test", 1), ("batch_size", 1), ("epochs", 1), ("warmup", 0),
+            ("n_train", 1), ("n_test", 1), ("batch_size", 1), ("epochs", 1),
             ("seed", 0), ("max_rounds", 2),  # a ratio needs pairs
             ("image_size", 8),  # the CNN pools 3x
         ):  # fmt: skip
             check_int(name, getattr(self, name), least)
-        if self.decide_batches is not None:  # None: every batch
-            check_int("decide_batches", self.decide_batches, 1)
         if self.dataset is None and self.batch_size > self.n_train:
             raise ParamError(
                 "batch_size",
@@ -162,7 +170,7 @@ class LadderSettings:
             )
         if self.dataset is None and self.n_test > 10_000:
             raise ParamError("n_test", f"the test split has 10000 images, got {self.n_test}")
-        for name in ("lr", "max_seconds", "decide_seconds"):
+        for name in ("lr", "budget_seconds"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ParamError(name, f"must be a number > 0, got {value!r}")
@@ -173,15 +181,15 @@ class LadderSettings:
 
     @classmethod
     def preset(cls, quick: bool = False, device: str = "auto", **overrides: Any) -> LadderSettings:
-        """CI-sized (``quick``), CPU-sized or GPU-sized settings; ``None`` overrides ignored.
+        """``--quick``, CPU-sized or GPU-sized settings; ``None`` overrides ignored.
 
-        ``quick`` on a CPU: 256 JPEGs of 32 px, batch 32, 2 epochs (16 steps a run: the
-        steady state outweighs a run's fixed costs, and the final rounds of 8 whole runs fit
-        their 6+ paired rounds in ``max_seconds``); decisions train 4 batches an epoch, so
-        a loader comparison gets its 6+ rounds within its budget (``decide_seconds`` for two
-        entries, 1.5x that for three). At most 15 + 15 + 4 x 10 s of decisions, 45 s of
-        final rounds and a few seconds of set-up: under two minutes on 2 quiet cores, and
-        less when comparisons decide early.
+        The budgets are the promises the command makes: under two minutes for ``--quick``
+        and under ten for the default, on any 2-core x86 machine, set-up included (100 s and
+        510 s, leaving room for the round a comparison may overrun). The sizes only cap the
+        work: 32 px JPEGs on a CPU (an AVX2 laptop trains the CNN at 64 px four times
+        slower, and a ladder that fits a budget there says little about 64 px anyway), at
+        most 256 training images for ``--quick`` and 2048 for the default. How many of them
+        a comparison uses is measured, not set (:func:`d2lopt.measure.size_rounds`).
         """
         dev = resolve_device(device)
         kind = "cpu" if dev.type == "cpu" else "gpu"  # a GPU step is fast: bigger, more batches
@@ -190,24 +198,67 @@ class LadderSettings:
         return cls(device=device, quick=quick, **(base | given))
 
 
+class Plan:
+    """The ladder's time budget, shared out over its phases as the run goes.
+
+    Every phase (a rung's decision, the final rounds) has a weight: the entries its rounds
+    run. When a phase starts it gets its weight's share of what is *left*, so time a
+    decision did not need (it stopped at an early look) goes to the phases after it, and a
+    phase that overran takes from them. ``eta`` is what is left of the budget: the run ends
+    by then unless a round overruns its comparison's budget.
+    """
+
+    def __init__(
+        self, budget: float, weights: dict[str, float], *, reserve: float = 0.03,
+        clock: Callable[[], float] = time.perf_counter, started: float | None = None,
+    ) -> None:  # fmt: skip
+        self.budget, self.weights, self.clock = budget, dict(weights), clock
+        self.started = clock() if started is None else started
+        self.reserve = reserve * budget  # writing the report, the last round's overrun
+        self.given: dict[str, float] = {}
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def left(self) -> float:
+        return max(0.0, self.budget - self.reserve - self.elapsed())
+
+    def share(self, phase: str) -> float:
+        """Seconds for ``phase`` now: its weight's share of what is left to the phases ahead."""
+        ahead = sum(w for p, w in self.weights.items() if p not in self.given)
+        weight = self.weights.get(phase, 1.0)
+        # spent already: still > 0, so the phase measures its smallest round and says so
+        seconds = max(self.left() * weight / max(ahead, weight), 1e-3)
+        self.given[phase] = seconds
+        return seconds
+
+    def eta(self) -> float:
+        return max(0.0, self.budget - self.elapsed())
+
+
 def run_ladder(
     settings: LadderSettings | None = None,
     *,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    progress: Callable[[float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Decide the rungs, run kept rungs + ceiling + peers in paired rounds, return the report.
 
     Args:
-        settings: sizes and budgets (default: ``LadderSettings.preset(quick=True)``).
-        out_dir: if given, receives ``ladder.json``, ``ladder.md`` and ``ladder.png``.
+        settings: sizes and budget (default: ``LadderSettings.preset(quick=True)``).
+        out_dir: if given, receives ``ladder.json``, ``ladder.md``, ``ladder.png`` and
+            ``recommended.py``.
         log: receives progress lines (default: stderr).
+        progress: called with ``(elapsed, budget)`` seconds after every line, for a bar
+            with an ETA (:class:`d2lopt.lab.logbar.LogBar`'s ``at``).
 
     Returns:
-        The ``ladder.json`` content: ``rungs`` (status, reason, the decision's interval;
-        for kept rungs samples/s, speedup and its interval, fraction of the ceiling, fixed
-        costs, data stalls, peak memory), ``ceiling``, ``peers`` (with ``vs_best``),
-        ``best``, ``targets``, ``hardware``, ``settings``, ``load_average``.
+        The ``ladder.json`` content: ``rungs`` (status, reason, the decision's interval and
+        sizing; for kept rungs samples/s, speedup and its interval, fraction of the
+        ceiling, MFU, time breakdown, fixed costs, data stalls, peak memory), ``ceiling``,
+        ``peers`` and ``loop_overhead`` (with ``vs_best``), ``machine`` (FLOPs, peaks),
+        ``best``, ``targets``, ``hardware``, ``settings``, ``data``, ``load_average``.
     """
     s = settings or LadderSettings.preset(quick=True)
     started = time.perf_counter()
@@ -215,15 +266,21 @@ def run_ladder(
     sink = log or (lambda line: print(line, file=sys.stderr))
 
     def log(line: str) -> None:
-        sink(f"[{time.perf_counter() - started:4.0f} s] {line}")
+        elapsed = time.perf_counter() - started
+        sink(f"[{elapsed:4.0f} s] {line}")
+        if progress is not None:
+            progress(elapsed, s.budget_seconds)
 
     wl = Workload(s)
     hardware = describe_hardware(wl.device)
-    log(f"ladder on {wl.device}: {wl.description}; batch {s.batch_size}, {s.epochs} epochs a run")
-    climb = _Climb(wl, log)
+    log(f"ladder on {wl.device}: {wl.description}; batch {s.batch_size}, {s.epochs} epochs a "
+        f"run; at most {wl.usage(None)}; budget {s.budget_seconds:.0f} s")  # fmt: skip
+    plan = Plan(s.budget_seconds, phase_weights(wl), started=started)
+    machine = machine_limits(wl, plan, log)
+    climb = _Climb(wl, plan, log)
     rungs = climb.run()  # decided; now measured whole, side by side
-    sweep, records, missing = final_rounds(wl, rungs, log)
-    result = report(wl, rungs, climb.loader_sweep, sweep, records, missing, hardware)
+    final = final_rounds(wl, rungs, plan, log)
+    result = report(wl, rungs, climb.loader_sweep, final, machine, hardware)
     result["targets"] = check_targets(result)
     result["load_average"] = {"before": load_before, "after": load_average()}
     result["elapsed_s"] = time.perf_counter() - started
@@ -231,6 +288,8 @@ def run_ladder(
     result = json_safe(result)
     if out_dir is not None:
         save_outputs(result, out_dir)
+        write_recommended(result, out_dir)
+    log(f"done in {result['elapsed_s']:.0f} s")
     return result
 
 
@@ -307,7 +366,12 @@ def load_user_model(spec: str) -> Callable[[], nn.Module]:
 
 # ------------------------------------------------------------------------------ workload
 class Workload:
-    """The data sets, the model factory and the loaders every rung is built from."""
+    """The data sets, the model factory and the loaders every rung is built from.
+
+    ``n_train``/``n_test`` cap the samples; each comparison then uses the first
+    ``batches * batch_size`` of a seeded order (:meth:`part`), sized from what its rounds
+    cost on this machine, and says how many it used.
+    """
 
     def __init__(self, s: LadderSettings) -> None:
         self.s = s
@@ -318,21 +382,58 @@ class Workload:
             self.train_set = standard_dataset(s.n_train, size, train=True, root=root)
             self.test_set = standard_dataset(s.n_test, size, train=False, root=root)
             self.samples = {"train": self.train_set.samples, "test": self.test_set.samples}
+            self.available = (len(self.train_set), len(self.test_set))
             self.description = (
-                f"{s.n_train} JPEGs of {size}px on disk, decoded and augmented per sample "
-                f"(RandomResizedCrop + flip), {s.n_test} test images"
+                f"JPEGs of {size}px on disk, decoded and augmented per sample "
+                f"(RandomResizedCrop + flip)"
             )
         else:
             train, test, how = load_user_data(s.dataset, s.seed)
             self.train_set, self.test_set = self._cap(train, s.n_train), self._cap(test, s.n_test)
-            self.description = (
-                f"{s.dataset}: {len(self.train_set)} training samples (of {len(train)}), "
-                f"{len(self.test_set)} test samples from {how}"
-            )
+            self.available = (len(train), len(test))
+            self.description = f"{s.dataset} (test samples: {how})"
         self.model_factory = load_user_model(s.model) if s.model else None
         self.model_name = s.model or "d2lopt.models.cnn(in_channels=3)"
         self.batch_shape = self._check_batches()
-        self._device_batches: dict[str, list] = {}
+        self._device_batches: dict[tuple[bool, int | None], list] = {}
+        g = torch.Generator().manual_seed(s.seed)  # which samples a sized comparison uses
+        self._order = {True: torch.randperm(len(self.train_set), generator=g).tolist(),
+                       False: torch.randperm(len(self.test_set), generator=g).tolist()}  # fmt: skip
+
+    @property
+    def largest(self) -> int:
+        """Batches an epoch when a run uses every training sample the caps allow."""
+        return max(1, len(self.train_set) // self.s.batch_size)
+
+    def sizes(self, batches: int | None) -> tuple[int, int]:
+        """Training and test samples a run of ``batches`` batches an epoch uses (None: all).
+
+        The test set shrinks with the training set, in the capped sets' proportion, to at
+        least one batch: a run's evaluation keeps its share of the run.
+        """
+        n_train, n_test = len(self.train_set), len(self.test_set)
+        if batches is None:
+            return n_train, n_test
+        train = min(n_train, batches * self.s.batch_size)
+        test = min(n_test, max(self.s.batch_size, math.ceil(train * n_test / n_train)))
+        return train, test
+
+    def part(self, train: bool, batches: int | None) -> tuple[Dataset, list | None]:
+        """The data set (and image files) of a run of ``batches`` batches an epoch."""
+        full = self.train_set if train else self.test_set
+        files = self.samples["train" if train else "test"] if self.samples else None
+        if batches is None or self.sizes(batches)[0 if train else 1] == len(full):
+            return full, files
+        keep = self._order[train][: self.sizes(batches)[0 if train else 1]]
+        return Subset(full, keep), [files[i] for i in keep] if files is not None else None
+
+    def usage(self, batches: int | None) -> str:
+        """``'512 of 2048 training and 128 of 512 test samples'``, and of how many there are."""
+        train, test = self.sizes(batches)
+        total_train, total_test = self.available
+        text = f"{train} of {total_train} training and {test} of {total_test} test samples"
+        capped = len(self.train_set) < self.available[0]
+        return text + (f" (at most {len(self.train_set)}: --n-train)" if capped else "")
 
     def _cap(self, ds: Dataset, n: int) -> Dataset:
         """At most ``n`` samples (seeded): the ladder measures speed, not accuracy."""
@@ -391,9 +492,12 @@ class Workload:
         net.apply(init_weights)
         return net
 
-    def loader(self, spec: dict[str, Any], config: TrainConfig, *, train: bool) -> Iterable:
-        """The training or test loader of a rung (built inside the timed run: start-up)."""
-        ds = self.train_set if train else self.test_set
+    def loader(
+        self, spec: dict[str, Any], config: TrainConfig, *, train: bool, batches: int | None = None
+    ) -> Iterable:
+        """The training or test loader of a rung (built inside the timed run: start-up),
+        over the samples of a run of ``batches`` batches an epoch (:meth:`part`)."""
+        ds, files = self.part(train, batches)
         kind, s, dev = spec["kind"], self.s, self.device
         if kind == "dataloader":
             return make_loader(ds, config, train=train)
@@ -406,8 +510,7 @@ class Workload:
                 sampler=sampler,
                 pin_memory=pin_memory_for(config.pin_memory, dev, announce=False),  # quiet per rung
             )
-        assert self.samples is not None, "decode rungs apply to image files only"
-        files = self.samples["train" if train else "test"]
+        assert files is not None, "decode rungs apply to image files only"
         common = dict(batch_size=config.batch_size, size=s.image_size, train=train, seed=s.seed)
         if kind == "decode_once":
             cache = decode_images(files, dev)  # the one-time decode counts in the run's start-up
@@ -417,22 +520,22 @@ class Workload:
         raise ValueError(f"loader: unknown kind {kind!r}")
 
     def device_batches(
-        self, train: bool, limit: int | None = None
+        self, train: bool, batches: int | None = None, limit: int | None = None
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The ceiling's input: one augmented epoch (or the test set), copied to the device.
 
-        The batches are built once and kept on the host; each call copies them to the
-        device afresh, and they leave it when the caller drops the list. The ceiling calls
-        it before its timer starts and drops the list after its run, so the data set does
-        not sit on the GPU through every later rung (about 0.9 GB at the GPU preset).
+        The batches are built once per size and kept on the host; each call copies them to
+        the device afresh, and they leave it when the caller drops the list. The ceiling
+        calls it before its timer starts and drops the list after its run, so the data set
+        does not sit on the GPU through every later rung (about 0.9 GB at the GPU preset).
         """
-        key = "train" if train else "test"
+        key = (train, batches)
         if key not in self._device_batches:
-            ds = self.train_set if train else self.test_set
+            ds, _ = self.part(train, batches)
             loader = DataLoader(ds, batch_size=self.s.batch_size)
             self._device_batches[key] = list(loader)  # on the host
-        batches = self._device_batches[key][:limit]  # limit: the first ones (None: all)
-        return [(X.to(self.device), y.to(self.device)) for X, y in batches]
+        chosen = self._device_batches[key][:limit]  # limit: the first ones (None: all)
+        return [(X.to(self.device), y.to(self.device)) for X, y in chosen]
 
     def decoded_mib(self) -> float:
         """Memory the decode-once cache needs: uint8 [N, C, H, W] for train + test."""
@@ -444,7 +547,7 @@ class Workload:
 # ====== what one run measures
 @dataclass(frozen=True)
 class RunStats:
-    """One whole run: its time, and where the time went (fixed costs, stalls)."""
+    """One whole run: its time, and where the time went (fixed costs, stalls, evaluation)."""
 
     samples: int  # training samples
     seconds: float  # the whole run: loaders built, training, evaluation
@@ -454,6 +557,13 @@ class RunStats:
     waited: float  # seconds inside next() after the first batch: data stalls
     stepped: float  # seconds in loop bodies after the first
     peak_memory_mib: float | None = None
+    evaluation: float = 0.0  # host seconds between epochs and after the last: evaluation
+    syncs: float | None = None  # host seconds reading tensors to Python outside the loader
+    # (None: not counted); a transform's .item() inside next() is loading, not a sync
+    step_syncs: float = 0.0  # the part of ``syncs`` inside loop bodies
+    sync_calls: int = 0
+    host_waited: float | None = None  # ``waited`` on the host clock (CUDA: waited is GPU time)
+    host_stepped: float | None = None
 
     @property
     def fixed(self) -> float:
@@ -470,6 +580,83 @@ class RunStats:
     def steady_samples_per_s(self) -> float:
         return self.samples / max(self.seconds - self.fixed, 1e-9)
 
+    def breakdown(self) -> dict[str, float | None]:
+        """Seconds of the run by where the host spent them; they sum to ``seconds``.
+
+        Like Holistic Trace Analysis's split of idle time, from what the run measured
+        itself: *fixed* (start-up to the first batch, the first step's extra), *data_wait*
+        (inside ``next()``), *host_syncs* (reading tensors to Python: ``.item()``,
+        ``float()``..., where the host waits for queued device work), *compute* (the loop
+        bodies without their syncs), *evaluation* (between epochs and after the last,
+        without its syncs) and *other* (the rest: building the model, tearing down). On
+        CUDA these are host seconds: the GPU's idle share is the stall fraction.
+        """
+        waited = self.waited if self.host_waited is None else self.host_waited
+        stepped = self.stepped if self.host_stepped is None else self.host_stepped
+        syncs = self.syncs or 0.0
+        parts = {
+            "fixed": self.fixed,
+            "data_wait": waited,
+            "host_syncs": self.syncs,
+            "compute": max(0.0, stepped + min(self.first_step, self.step) - self.step_syncs),
+            "evaluation": max(0.0, self.evaluation - (syncs - self.step_syncs)),
+        }
+        parts["other"] = max(0.0, self.seconds - sum(v or 0.0 for v in parts.values()))
+        return parts
+
+
+class _Unsized:
+    """A loader without ``len()``: Lightning then iterates it to its end each epoch.
+
+    Given a sized loader, Lightning stops after ``len()`` batches without asking for one
+    more, so :class:`Timed` never sees an epoch end: the last step and the evaluation after
+    it would be booked as "other". Only the Lightning entries get this view.
+    """
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+class HostSyncs:
+    """Host seconds spent reading tensor values into Python during a run, and how many.
+
+    ``.item()``, ``float()``, ``int()``, ``bool()`` and ``.tolist()`` of a device tensor make
+    the host wait for every kernel queued before them (a CUDA sync); on a CPU they cost
+    little, and this shows it. While active, those ``torch.Tensor`` methods are wrapped by
+    a timer (a fraction of a microsecond a call); on exit the originals come back. Not used
+    around ``torch.compile``d runs, whose tracing must see the original methods.
+    """
+
+    NAMES = ("item", "tolist", "__float__", "__int__", "__bool__")
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def _wrap(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        clock = time.perf_counter
+
+        def timed(tensor: torch.Tensor, *args: Any) -> Any:
+            t = clock()
+            try:
+                return original(tensor, *args)
+            finally:
+                self.seconds += clock() - t
+                self.calls += 1
+
+        return timed
+
+    def __enter__(self) -> HostSyncs:
+        for name in self.NAMES:
+            setattr(torch.Tensor, name, self._wrap(getattr(torch.Tensor, name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.NAMES:
+            delattr(torch.Tensor, name)  # the inherited TensorBase method shows through again
+
 
 class Timed:
     """The training loader of one run, timed batch by batch (fit reads sampler/dataset).
@@ -483,7 +670,8 @@ class Timed:
     batch came before the queued step ran out; the loader's own GPU work, decode or
     augmentation, counts as data time), and the GPU time from getting a batch to the end
     of its step is the step's. An epoch's first batch follows evaluation (host syncs):
-    its wait stays host time.
+    its wait stays host time. The time between epochs (from an epoch's last step to the
+    next epoch's first request, and after the last epoch) is the run's evaluation.
     """
 
     def __init__(
@@ -492,11 +680,15 @@ class Timed:
         start: float,
         device: torch.device | None = None,
         event: Callable[[], Any] | None = None,
+        syncs: HostSyncs | None = None,
     ) -> None:
-        self.loader, self.start = loader, start
+        self.loader, self.start, self.syncs = loader, start, syncs
         self.startup: float | None = None
         self.first_step: float | None = None
         self.waited, self.bodies, self.samples = 0.0, [], 0
+        self.between, self.step_syncs = 0.0, 0.0  # evaluation; syncs inside loop bodies
+        self.data_syncs, self.data_sync_calls = 0.0, 0  # inside next(): the loader's own
+        self._ended: float | None = None  # when the last epoch's loop ended
         cuda = device is not None and torch.device(device).type == "cuda"
         if event is None and cuda:
             event = functools.partial(torch.cuda.Event, enable_timing=True)
@@ -518,12 +710,24 @@ class Timed:
         ev.record()  # on the current stream, behind the work queued so far
         return ev
 
+    def _synced(self) -> float:
+        return self.syncs.seconds if self.syncs is not None else 0.0
+
+    def _calls(self) -> int:
+        return self.syncs.calls if self.syncs is not None else 0
+
     def __iter__(self):
         t = time.perf_counter()
+        if self._ended is not None:  # the previous epoch ended: what ran since is evaluation
+            self.between += t - self._ended
+            self._ended = None
         asked = None  # the event behind the step queued last, in this epoch
+        before = (self._synced(), self._calls())  # a transform's .item() is loading, no sync
         batches = iter(self.loader)  # non-persistent workers start here: a stall
         for batch in batches:
             got = time.perf_counter()
+            self.data_syncs += self._synced() - before[0]
+            self.data_sync_calls += self._calls() - before[1]
             got_event = None
             if self.startup is None:
                 self.startup = got - self.start
@@ -536,8 +740,11 @@ class Timed:
                     else:  # an epoch's first batch: evaluation ran before it, host time
                         self._epoch_starts += got - t
             self.samples += len(batch[1])
+            synced = self._synced()
             yield batch
             t = time.perf_counter()
+            self.step_syncs += self._synced() - synced
+            before = (self._synced(), self._calls())
             asked = self._record() if self._event is not None else None
             if self.first_step is None:
                 self.first_step = t - got
@@ -545,14 +752,19 @@ class Timed:
                 self.bodies.append(t - got)
                 if got_event is not None:
                     self._steps.append((got_event, asked))
+        self._ended = time.perf_counter()
 
     def stats(self, seconds: float) -> RunStats:
         """The run's numbers; on CUDA call it after synchronizing (the events must be done)."""
         step = statistics.median(self.bodies) if self.bodies else (self.first_step or 0.0)
         waited, stepped = self.waited, sum(self.bodies)
+        host_waited, host_stepped = waited, stepped
         if self._event is not None and self._steps:  # GPU time, ms -> s
             waited = self._epoch_starts + sum(a.elapsed_time(b) for a, b in self._gaps) / 1e3
             stepped = sum(a.elapsed_time(b) for a, b in self._steps) / 1e3
+        between = self.between
+        if self._ended is not None:  # after the last epoch: the final evaluation
+            between += max(0.0, self.start + seconds - self._ended)
         return RunStats(
             samples=self.samples,
             seconds=seconds,
@@ -561,6 +773,12 @@ class Timed:
             step=step,
             waited=waited,
             stepped=stepped,
+            evaluation=between,
+            syncs=self.syncs.seconds - self.data_syncs if self.syncs is not None else None,
+            step_syncs=self.step_syncs,
+            sync_calls=self._calls() - self.data_sync_calls,
+            host_waited=host_waited,
+            host_stepped=host_stepped,
         )
 
 
@@ -622,7 +840,7 @@ class PeakMemory:
 
 
 # ====== one run
-MEASURED, SKIPPED, REJECTED = "measured", "skipped", "rejected"
+MEASURED, SKIPPED, REJECTED, UNDECIDED = "measured", "skipped", "rejected", "undecided"
 
 
 @dataclass
@@ -677,46 +895,54 @@ def _article_loop(
 
 
 # ------------------------------------------------------------------------------ the entries
-def _timed_run(body: Callable[[float], Timed], device: torch.device) -> RunStats:
-    """Run ``body(start)`` (it builds its loaders and trains); its time is the whole run."""
+def _timed_run(
+    body: Callable[[float, HostSyncs | None], Timed], device: torch.device, *, syncs: bool = True
+) -> RunStats:
+    """Run ``body(start, syncs)`` (it builds its loaders and trains); its time is the whole
+    run. ``syncs``: count the host syncs (not around ``torch.compile``: :class:`HostSyncs`)."""
     synchronize(device)
-    start = time.perf_counter()
-    timed = body(start)
-    synchronize(device)  # queued GPU work belongs to this run
-    return timed.stats(time.perf_counter() - start)
+    counter = HostSyncs() if syncs else None
+    with counter if counter is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        timed = body(start, counter)
+        synchronize(device)  # queued GPU work belongs to this run
+        seconds = time.perf_counter() - start
+    return timed.stats(seconds)
 
 
-def run_rung(wl: Workload, rung: Rung) -> RunStats:
+def run_rung(wl: Workload, rung: Rung, batches: int | None = None) -> RunStats:
+    """One whole run of ``rung`` on the samples of ``batches`` batches an epoch."""
     assert rung.config is not None
     config = rung.config
 
-    def body(start: float) -> Timed:
-        train = wl.loader(rung.loader, config, train=True)
-        test = wl.loader(rung.loader, config, train=False)
-        timed = Timed(train, start, wl.device)
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        train = wl.loader(rung.loader, config, train=True, batches=batches)
+        test = wl.loader(rung.loader, config, train=False, batches=batches)
+        timed = Timed(train, start, wl.device, syncs=syncs)
         if rung.loop == "fit":
             fit(wl.net(), timed, test, config, progress=False)
         else:
             _article_loop(wl.net(), timed, test, config, evaluate_train=train)
         return timed
 
-    return _timed_run(body, wl.device)
+    return _timed_run(body, wl.device, syncs=not config.compile)
 
 
-def run_ceiling(wl: Workload, top: Rung) -> RunStats:
+def run_ceiling(wl: Workload, top: Rung, batches: int | None = None) -> RunStats:
     """The top rung's loop and evaluation, on batches that already sit on the device."""
     assert top.config is not None
-    train, test = wl.device_batches(train=True), wl.device_batches(train=False)
+    train = wl.device_batches(train=True, batches=batches)
+    test = wl.device_batches(train=False, batches=batches)
 
-    def body(start: float) -> Timed:
-        timed = Timed(train, start, wl.device)
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        timed = Timed(train, start, wl.device, syncs=syncs)
         if top.loop == "fit":
             fit(wl.net(), timed, test, top.config, progress=False)
         else:
             _article_loop(wl.net(), timed, test, top.config, evaluate_train=train)
         return timed
 
-    return _timed_run(body, wl.device)
+    return _timed_run(body, wl.device, syncs=not top.config.compile)
 
 
 def _peer_net(wl: Workload, config: TrainConfig) -> nn.Module:
@@ -726,15 +952,17 @@ def _peer_net(wl: Workload, config: TrainConfig) -> nn.Module:
     return net
 
 
-def _run_d2l(wl: Workload, top: Rung) -> RunStats:
+def _run_d2l(wl: Workload, top: Rung, batches: int | None = None) -> RunStats:
+    """Loop overhead: d2l's ``train_ch6`` loop fed exactly like the best rung."""
     config = top.config
     assert config is not None
     # bf16 autocast needs no loop change (no GradScaler): d2l gets it; fp16 it cannot
     amp = autocast_ctx(wl.device, config.amp) if config.amp == "bf16" else contextlib.nullcontext()
 
-    def body(start: float) -> Timed:
-        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
-        test = wl.loader(top.loader, config, train=False)
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        loader = wl.loader(top.loader, config, train=True, batches=batches)
+        train = Timed(loader, start, wl.device, syncs=syncs)
+        test = wl.loader(top.loader, config, train=False, batches=batches)
         with amp:
             net = _peer_net(wl, config)
             d2l_train_ch6(
@@ -745,36 +973,70 @@ def _run_d2l(wl: Workload, top: Rung) -> RunStats:
     return _timed_run(body, wl.device)
 
 
-def _run_lightning(wl: Workload, top: Rung) -> RunStats:
-    import lightning as L
-
-    config, dev = top.config, wl.device
+def _run_lightning(wl: Workload, top: Rung, batches: int | None = None) -> RunStats:
+    """Loop overhead: Lightning's ``Trainer`` fed exactly like the best rung."""
+    config = top.config
     assert config is not None
 
-    def body(start: float) -> Timed:
-        train = Timed(wl.loader(top.loader, config, train=True), start, wl.device)
-        test = wl.loader(top.loader, config, train=False)
-        with quiet_lightning():
-            trainer = L.Trainer(
-                accelerator={"cuda": "gpu", "mps": "mps"}.get(dev.type, "cpu"),
-                devices=[dev.index or 0] if dev.type == "cuda" else 1,
-                precision={"off": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[config.amp],
-                max_epochs=config.num_epochs,
-                # evaluate like the top rung: every epoch (article loop) or once at the end
-                check_val_every_n_epoch=config.eval_every if top.loop == "fit" else 1,
-                num_sanity_val_steps=0,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-            )
-            trainer.fit(lightning_module()(_peer_net(wl, config), config), train, test)
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        loader = wl.loader(top.loader, config, train=True, batches=batches)
+        train = Timed(loader, start, wl.device, syncs=syncs)
+        test = wl.loader(top.loader, config, train=False, batches=batches)
+        lightning_fit(
+            _peer_net(wl, config), _Unsized(train), test, max_epochs=config.num_epochs,
+            lr=config.lr, momentum=config.momentum, device=wl.device,
+            precision=LIGHTNING_PRECISION[config.amp], root_dir=".", defaults=False,
+            channels_last=config.channels_last,
+            # evaluate like the top rung: every epoch (article loop) or once at the end
+            check_val_every_n_epoch=config.eval_every if top.loop == "fit" else 1,
+        )  # fmt: skip
         return train
 
     return _timed_run(body, wl.device)
 
 
-PEER_RUNS = {"d2l": _run_d2l, "lightning": _run_lightning}
+def _run_d2l_book(wl: Workload, top: Rung, batches: int | None = None) -> RunStats:
+    """d2l as its book runs it: ``train_ch6`` with its own loaders, init, fp32 and evaluation."""
+    train_set, test_set = wl.part(True, batches)[0], wl.part(False, batches)[0]
+
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        with warnings.catch_warnings():  # d2l asks for 4 workers on any machine: said in "how"
+            warnings.filterwarnings("ignore", message="This DataLoader will create")
+            train_iter, test_iter = d2l_book_loaders(train_set, test_set, wl.s.batch_size)
+            train = Timed(train_iter, start, wl.device, syncs=syncs)
+            d2l_book_train(wl.net(), train, test_iter, wl.s.epochs, wl.s.lr, wl.device)
+        return train
+
+    return _timed_run(body, wl.device)
+
+
+def _run_lightning_guide(wl: Workload, top: Rung, batches: int | None = None) -> RunStats:
+    """Lightning as its docs run it: the guide's loaders and precision, the default Trainer
+    (sanity steps, validation every epoch, a checkpoint and logs each epoch, written to a
+    temporary folder that is part of the run)."""
+    import tempfile
+
+    guide = lightning_guide(wl.device)
+    train_set, test_set = wl.part(True, batches)[0], wl.part(False, batches)[0]
+    config = wl.base_config()
+
+    def body(start: float, syncs: HostSyncs | None) -> Timed:
+        with tempfile.TemporaryDirectory(prefix="d2lopt-lightning-") as root:
+            B = wl.s.batch_size
+            train_loader, val_loader = lightning_loaders(train_set, test_set, B, guide)
+            train = Timed(train_loader, start, wl.device, syncs=syncs)
+            lightning_fit(
+                wl.net(), _Unsized(train), val_loader, max_epochs=wl.s.epochs, lr=config.lr,
+                momentum=config.momentum, device=wl.device, precision=guide["precision"],
+                root_dir=root, defaults=True,
+            )  # fmt: skip
+        return train
+
+    return _timed_run(body, wl.device)
+
+
+LOOP_RUNS = {"d2l": _run_d2l, "lightning": _run_lightning}  # the best rung's loader and settings
+PEER_RUNS = {"d2l": _run_d2l_book, "lightning": _run_lightning_guide}  # as people run them
 
 
 # ------------------------------------------------------------------------------ loader rungs
@@ -825,11 +1087,51 @@ def _step_settings(config: TrainConfig) -> tuple:
             config.lr, config.momentum, config.device)  # fmt: skip
 
 
-class _Climb:
-    """Decide the rungs in order; each is kept only when compare says it holds."""
+def _bf16_emulated(device: torch.device, amp: str) -> bool:
+    """bf16 autocast on a CPU without bf16 units (``d2lopt env``): predictably slower."""
+    from ..devices import cpu_has_bf16_units
 
-    def __init__(self, wl: Workload, log: Callable[[str], None]) -> None:
-        self.wl, self.s, self.log = wl, wl.s, log
+    return device.type == "cpu" and amp == "bf16" and not cpu_has_bf16_units()
+
+
+def phase_weights(wl: Workload) -> dict[str, float]:
+    """Each phase's share of the budget: the entries its rounds run (:class:`Plan`).
+
+    Whole runs weigh half as much again as passes (they evaluate too). The final rounds'
+    entries are guessed before the climb: half the rungs that apply kept, plus the
+    baseline, the ceiling and four peers.
+    """
+    s, dev = wl.s, wl.device
+    weights = {"+ loader workers": float(len(_worker_grid())), "+ loader threads": 3.0}
+    if dev.type == "cuda":
+        weights["+ pin_memory/non_blocking"] = 2.0
+        if wl.images:
+            weights["+ GPU decode"] = 2.0
+    if wl.images:
+        weights["+ decode once"] = 2.0
+    weights["+ AMP"] = 1.0 if _bf16_emulated(dev, _amp_candidate(dev)) else 2.0
+    weights["+ loop hygiene"] = 3.0
+    if len(wl.batch_shape) == 3:
+        weights["+ channels_last"] = 2.0
+    if s.compile:
+        weights["+ torch.compile"] = 2.0
+    weights["final rounds"] = 1.5 * (2 + len(weights) / 2 + 2 * len(PEERS))
+    return weights
+
+
+def _worker_grid() -> list[dict[str, Any]]:
+    counts = default_workers()[1:][-4:]  # the 4 largest counts: a sweep fits its budget
+    return [{"num_workers": 0}] + [
+        {"num_workers": w, "prefetch_factor": 2, "persistent_workers": True} for w in counts
+    ]
+
+
+class _Climb:
+    """Decide the rungs in order: kept when compare says *holds*, rejected when it says
+    *does not hold*, and *undecided* otherwise (the climb goes on from the best kept rung)."""
+
+    def __init__(self, wl: Workload, plan: Plan, log: Callable[[str], None]) -> None:
+        self.wl, self.s, self.plan, self.log = wl, wl.s, plan, log
         self.best = Rung(
             "baseline",
             "the article's loop: num_workers=0, blocking copies, fp32, evaluate_loss on train "
@@ -844,43 +1146,60 @@ class _Climb:
         self.rungs.append(Rung(name, adds, None, loader={}, status=SKIPPED, reason=reason))
         self.log(f"{name}: skipped ({reason})")
 
-    def judge(self, cand: Rung, cmp: Comparison, measured: str, **extra: Any) -> None:
+    def judge(
+        self, cand: Rung, cmp: Comparison, measured: str, sizing: Sizing, **extra: Any
+    ) -> None:
+        """Keep, reject or leave undecided, by the verdict alone: never for lack of rounds."""
         decision = {
             "against": self.best.name,
             "measured": measured,
             "comparison": cmp.to_dict(),
             "summary": str(cmp),
             "verdict": cmp.verdict,
+            "sizing": sizing.to_dict(),
+            "samples": self.wl.usage(sizing.size),
         } | extra
         cand.decision = decision
+        expected = extra.get("expected", "")
         if cmp.verdict == HOLDS:
             self.rungs.append(cand)
             self.best = cand
             self.log(f"{cand.name}: kept, {cmp} against {decision['against']}")
-        else:
-            cand.status = REJECTED
-            cand.reason = f"{cmp} against {self.best.name}: {cmp.verdict}"
-            if cmp.verdict != HOLDS and not cmp.decided:
-                cand.reason += f" ({cmp.reason})"
-            self.rungs.append(cand)
-            self.log(f"{cand.name}: rejected, {cand.reason}")
+            return
+        cand.status = REJECTED if cmp.verdict == DOES_NOT_HOLD else UNDECIDED
+        cand.reason = f"{cmp} against {self.best.name}: {cmp.verdict}"
+        why = [cmp.reason] if cand.status == UNDECIDED else []
+        why += [] if sizing.fits or cand.status == REJECTED else [sizing.note]
+        why += [expected] if expected else []
+        if why:
+            decision["why"] = "; ".join(why)
+            cand.reason += f" ({decision['why']})"
+        self.rungs.append(cand)
+        self.log(f"{cand.name}: {cand.status}, {cand.reason}")
 
     # -- measurements
-    def _budget(self, entries: int = 2) -> dict[str, Any]:
-        """``decide_seconds`` for a two-way comparison, half as much again per extra entry
-        (every round runs every entry, and an interval needs 6 rounds)."""
+    def _judging(self, seconds: float) -> dict[str, Any]:
         s = self.s
-        return dict(
-            device=self.wl.device,
-            min_effect=s.min_effect,
-            confidence=s.confidence,
-            max_seconds=s.decide_seconds * (1 + 0.5 * (entries - 2)),
-            warmup=s.warmup,
-            max_rounds=s.max_rounds,
-        )
+        return dict(device=self.wl.device, min_effect=s.min_effect, confidence=s.confidence,
+                    max_seconds=max(seconds, 1e-3), warmup=0, max_rounds=s.max_rounds)  # fmt: skip
 
-    def loader_passes(self, loaders: dict[str, tuple[dict, TrainConfig]]):
-        """Loader candidates vs the previous best's loader, each pass training every batch.
+    def sized(
+        self, phase: str, one_round: Callable[[int], Any], *, brief: bool = False
+    ) -> tuple[Sizing, float]:
+        """The batches an epoch for ``phase``'s rounds, from measured rounds (the probes warm
+        every entry up), and the seconds left for its paired rounds."""
+        budget = self.plan.share(phase)
+        rounds = BRIEF_ROUNDS if brief else ROUNDS
+        sizing = size_rounds(one_round, budget=budget, rounds=rounds, largest=self.wl.largest)
+        self.log(f"{phase}: {sizing.note}; {self.wl.usage(sizing.size)}")
+        return sizing, budget - sizing.spent
+
+    def loader_passes(
+        self, phase: str, loaders: dict[str, tuple[dict, TrainConfig]],
+        settings: dict[str, dict[str, Any]] | None = None,
+    ) -> tuple[LoaderSweep, Sizing]:  # fmt: skip
+        """Loader candidates vs the previous best's loader, each pass a run's epochs over
+        the samples the sizing chose, training every batch.
 
         Each loader is measured the way its own config runs: its batches copied with its
         ``non_blocking`` and trained by a step built from its config (one step per distinct
@@ -898,24 +1217,35 @@ class _Climb:
             if key not in steps:
                 steps[key] = train_step(wl.net(), config)
             by_label[label] = steps[key]
-        makers = {
-            label: functools.partial(wl.loader, spec, config, train=True)
-            for label, (spec, config) in loaders.items()
-        }
-        return measure_loaders(
-            makers,
-            reference=loader_label(prev.loader, prev.config),
-            epochs=s.epochs,
-            max_batches=s.decide_batches,
-            step=by_label,
-            non_blocking={label: config.non_blocking for label, (_, config) in loaders.items()},
-            **self._budget(len(makers)),
-        )
 
-    def step_passes(self, candidate: TrainConfig) -> tuple[Comparison, dict[str, Any]]:
+        def makers(batches: int) -> dict[str, Callable[[], Iterable]]:
+            return {label: functools.partial(wl.loader, spec, config, train=True, batches=batches)
+                    for label, (spec, config) in loaders.items()}  # fmt: skip
+
+        non_blocking = {label: config.non_blocking for label, (_, config) in loaders.items()}
+
+        def one_round(batches: int) -> None:
+            for label, make in makers(batches).items():
+                run_pass(make, epochs=s.epochs, device=wl.device,
+                         non_blocking=non_blocking[label], step=by_label[label])  # fmt: skip
+
+        sizing, left = self.sized(phase, one_round)
+        sweep = measure_loaders(
+            makers(sizing.size),
+            reference=loader_label(prev.loader, prev.config),
+            settings=settings,
+            epochs=s.epochs,
+            step=by_label,
+            non_blocking=non_blocking,
+            **self._judging(left),
+        )
+        return sweep, sizing
+
+    def step_passes(
+        self, phase: str, candidate: TrainConfig, *, brief: bool = False
+    ) -> tuple[Comparison, Sizing, dict[str, Any]]:
         """The previous best's loader feeding the previous vs the candidate training step."""
         wl, s, prev = self.wl, self.s, self.best
-        make = functools.partial(wl.loader, prev.loader, prev.config, train=True)
         before, after = train_step(wl.net(), prev.config), train_step(wl.net(), candidate)
         extra: dict[str, Any] = {}
         if candidate.compile:  # first-call compilation: a fixed cost, timed apart
@@ -925,40 +1255,38 @@ class _Climb:
             synchronize(wl.device)
             extra["compile_s"] = time.perf_counter() - t0
 
-        def passes(step: Step) -> Callable[[], Any]:
+        def passes(step: Step, batches: int) -> Callable[[], Any]:
+            make = functools.partial(wl.loader, prev.loader, prev.config, train=True,
+                                     batches=batches)  # fmt: skip
             return functools.partial(
-                run_pass, make, epochs=s.epochs, max_batches=s.decide_batches,
-                device=wl.device, non_blocking=prev.config.non_blocking, step=step,
+                run_pass, make, epochs=s.epochs, device=wl.device,
+                non_blocking=prev.config.non_blocking, step=step,
             )  # fmt: skip
 
-        cmp = compare(passes(before), passes(after), number=1, **self._budget())
-        return cmp, extra
+        def one_round(batches: int) -> None:
+            passes(before, batches)()
+            passes(after, batches)()
+
+        sizing, left = self.sized(phase, one_round, brief=brief)
+        k = sizing.size
+        cmp = compare(passes(before, k), passes(after, k), number=1, **self._judging(left))
+        return cmp, sizing, extra
 
     # -- the rungs
     def workers(self) -> None:
-        name, wl, s, prev = "+ loader workers", self.wl, self.s, self.best
-        counts = default_workers()[1:][-4:]  # the 4 largest counts: a sweep fits its budget
-        grid = [{"num_workers": 0}] + [
-            {"num_workers": w, "prefetch_factor": 2, "persistent_workers": True} for w in counts
-        ]
+        name, prev = "+ loader workers", self.best
+        grid = _worker_grid()
+        loaders, rows = {}, {}
+        for setting in grid:
+            config = replace(prev.config, **({"prefetch_factor": None, "persistent_workers": False}
+                                             | setting))  # fmt: skip
+            label = loader_label({"kind": "dataloader"}, config)
+            loaders[label], rows[label] = ({"kind": "dataloader"}, config), setting
         self.log(f"{name}: {len(grid)} loader settings, each pass training every batch")
-        sweep = sweep_loaders(
-            wl.train_set,
-            grid,
-            batch_size=s.batch_size,
-            seed=s.seed,
-            epochs=s.epochs,
-            max_batches=s.decide_batches,
-            step=train_step(wl.net(), prev.config),
-            **self._budget(len(grid)),
-        )
+        sweep, sizing = self.loader_passes(name, loaders, settings=rows)
         self.loader_sweep = [run.to_dict() for run in sweep.runs.values()]
         others = [r for r in sweep.runs.values() if r.vs_reference is not None]
-        pick = (
-            sweep.best()
-            if sweep.best().vs_reference is not None
-            else max(others, key=lambda r: r.vs_reference.speedup)
-        )
+        pick = max(others, key=lambda r: r.vs_reference.speedup)
         w = pick.settings["num_workers"]
         cand = Rung(
             name,
@@ -969,7 +1297,7 @@ class _Climb:
             loop=prev.loop,
         )
         measured = "loader passes, training every batch (the sweep of d2lopt tune-loader)"
-        self.judge(cand, pick.vs_reference, measured, setting=pick.label)
+        self.judge(cand, pick.vs_reference, measured, sizing, setting=pick.label)
 
     def threads(self) -> None:
         name, prev = "+ loader threads", self.best
@@ -983,7 +1311,7 @@ class _Climb:
         if proc_label not in loaders:  # threads against as many worker processes, same rounds
             loaders[proc_label] = ({"kind": "dataloader"}, processes)
         self.log(f"{name}: {label} against {', '.join(k for k in loaders if k != label)}")
-        sweep = self.loader_passes(loaders)
+        sweep, sizing = self.loader_passes(name, loaders)
         vs_processes = pair(sweep.sweep, proc_label, label)
         cand = Rung(
             name,
@@ -996,6 +1324,7 @@ class _Climb:
             cand,
             sweep.runs[label].vs_reference,
             "loader passes, training every batch",
+            sizing,
             loader_runs=[r.to_dict() for r in sweep.runs.values()],
             threads_vs_processes=vs_processes,
         )
@@ -1012,13 +1341,14 @@ class _Climb:
             return
         config = replace(prev.config, pin_memory=True, non_blocking=True)
         label = loader_label(prev.loader, config)
-        sweep = self.loader_passes(  # each measured with its own copies and step
+        sweep, sizing = self.loader_passes(  # each measured with its own copies and step
+            name,
             {loader_label(prev.loader, prev.config): (prev.loader, prev.config),
              label: (prev.loader, config)},
         )  # fmt: skip
         cand = Rung(name, adds, config, loader=prev.loader, loop=prev.loop)
         self.judge(cand, sweep.runs[label].vs_reference, "loader passes, training every batch",
-                   loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
+                   sizing, loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
 
     def gpu_decode(self) -> None:
         name = "+ GPU decode"
@@ -1053,8 +1383,8 @@ class _Climb:
 
             free = psutil.virtual_memory().available / 2**20
         adds = (
-            f"every image decoded once into a {need:.1f} MiB uint8 cache on the {wl.device.type}, "
-            "then random crop + flip as one batched kernel per batch"
+            f"every image decoded once into a uint8 cache on the {wl.device.type} (at most "
+            f"{need:.1f} MiB), then random crop + flip as one batched kernel per batch"
         )
         if need > 0.5 * free:
             self.skip(
@@ -1068,45 +1398,59 @@ class _Climb:
         config = main_process_loading(prev.config)
         label = loader_label(spec, config)
         self.log(f"{name}: {label} against {loader_label(prev.loader, prev.config)}")
-        sweep = self.loader_passes(
+        sweep, sizing = self.loader_passes(
+            name,
             {loader_label(prev.loader, prev.config): (prev.loader, prev.config),
-             label: (spec, config)}
+             label: (spec, config)},
         )  # fmt: skip
         cand = Rung(name, adds, config, loader=spec, loop=prev.loop)
         self.judge(cand, sweep.runs[label].vs_reference, "loader passes, training every batch",
-                   loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
+                   sizing, loader_runs=[r.to_dict() for r in sweep.runs.values()])  # fmt: skip
 
-    def step_rung(self, name: str, adds: str, change: dict[str, Any]) -> None:
+    def step_rung(self, name: str, adds: str, change: dict[str, Any], expected: str = "") -> None:
+        """A rung that changes the training step; ``expected``: why it should lose here
+        (measured briefly all the same, and reported with the reason)."""
         prev = self.best
         candidate = replace(prev.config, **change)
-        self.log(f"{name}: training passes with and without it")
+        self.log(f"{name}: training passes with and without it" + (f" ({expected})" if expected
+                                                                    else ""))  # fmt: skip
         try:
-            cmp, extra = self.step_passes(candidate)
+            cmp, sizing, extra = self.step_passes(name, candidate, brief=bool(expected))
         except Exception as exc:  # e.g. torch.compile without a C++ compiler: say why, go on
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             self.skip(name, adds, f"failed here: {type(exc).__name__}: {first}")
             return
         cand = Rung(name, adds, candidate, loader=prev.loader, loop=prev.loop)
-        self.judge(cand, cmp, "training passes (the loader feeding the step)", **extra)
+        if expected:
+            extra["expected"] = expected
+        self.judge(cand, cmp, "training passes (the loader feeding the step)", sizing, **extra)
 
     def hygiene(self) -> None:
-        prev, s = self.best, self.s
+        prev, s, wl = self.best, self.s, self.wl
+        name = "+ loop hygiene"
         cand = Rung(
-            "+ loop hygiene",
+            name,
             "d2lopt.fit: evaluate the test set once at the end, not train+test every epoch; "
             "loss summed on the device (no per-batch syncs)",
             replace(prev.config, eval_every=s.epochs),
             loader=prev.loader,
             loop="fit",
         )
-        self.log(f"{cand.name}: whole runs with the article's loop and with d2lopt.fit")
+        self.log(f"{name}: whole runs with the article's loop and with d2lopt.fit")
+
+        def one_round(batches: int) -> None:
+            run_rung(wl, prev, batches)
+            run_rung(wl, cand, batches)
+
+        sizing, left = self.sized(name, one_round)
+        k = sizing.size
         cmp = compare(
-            functools.partial(run_rung, self.wl, prev),
-            functools.partial(run_rung, self.wl, cand),
+            functools.partial(run_rung, wl, prev, k),
+            functools.partial(run_rung, wl, cand, k),
             number=1,
-            **self._budget(),
+            **self._judging(left),
         )
-        self.judge(cand, cmp, "whole runs (training and evaluation)")
+        self.judge(cand, cmp, "whole runs (training and evaluation)", sizing)
 
     def run(self) -> list[Rung]:
         wl, s = self.wl, self.s
@@ -1116,7 +1460,11 @@ class _Climb:
         self.gpu_decode()
         self.decode_once()
         amp = _amp_candidate(wl.device)
-        self.step_rung("+ AMP", f"autocast to {amp}", {"amp": amp})
+        expected = ""
+        if _bf16_emulated(wl.device, amp):
+            expected = ("expected slower: this CPU has no bf16 units (AVX512-BF16 or AMX, "
+                        "`d2lopt env`), so bf16 is emulated; measured briefly")  # fmt: skip
+        self.step_rung("+ AMP", f"autocast to {amp}", {"amp": amp}, expected=expected)
         self.hygiene()
         if len(wl.batch_shape) == 3:
             self.step_rung(
@@ -1147,43 +1495,62 @@ _PEER_INSTALL = {"d2l": "pip install --no-deps d2l==1.0.3", "lightning": "pip in
 
 
 def final_rounds(
-    wl: Workload, rungs: list[Rung], log: Callable[[str], None]
-) -> tuple[Sweep, dict[str, list[RunStats]], dict[str, str]]:
-    """Kept rungs, ceiling and peers: whole runs in the same paired rounds."""
+    wl: Workload, rungs: list[Rung], plan: Plan, log: Callable[[str], None]
+) -> tuple[Sweep, dict[str, list[RunStats]], dict[str, str], Sizing, dict[str, str]]:
+    """Kept rungs, ceiling and peers: whole runs in the same paired rounds, sized to the
+    budget left. Returns the sweep, each entry's runs, the peers that could not run (why),
+    the sizing and each entry's precision (``TrainConfig.amp`` values, for its MFU)."""
     s = wl.s
     kept = [r for r in rungs if r.status == KEPT]
     top = kept[-1]
-    runs: dict[str, Callable[[], RunStats]] = {
+    assert top.config is not None
+    runs: dict[str, Callable[[int], RunStats]] = {
         r.name: functools.partial(run_rung, wl, r) for r in kept
     }
+    amp = {r.name: r.config.amp for r in kept if r.config is not None}
     runs["ceiling"] = functools.partial(run_ceiling, wl, top)
+    amp["ceiling"] = top.config.amp
     missing: dict[str, str] = {}
-    for key, label in PEERS.items():
-        if importlib.util.find_spec(key) is not None:
-            runs[label] = functools.partial(PEER_RUNS[key], wl, top)
-        else:  # a peer is a comparison, not a requirement: say so and go on without it
+    for key in PEERS:
+        if importlib.util.find_spec(key) is None:  # a peer is a comparison, not a requirement
             missing[key] = f"not installed: {_PEER_INSTALL[key]}"
-            notice_once(f"peer-{key}", f"{key} is not installed, so its peer is skipped: "
+            notice_once(f"peer-{key}", f"{key} is not installed, so its peers are skipped: "
                         f"{_PEER_INSTALL[key]}")  # fmt: skip
+            continue
+        runs[LOOPS[key]] = functools.partial(LOOP_RUNS[key], wl, top)
+        runs[PEERS[key]] = functools.partial(PEER_RUNS[key], wl, top)
+        loop_amp = top.config.amp if key == "lightning" or top.config.amp == "bf16" else "off"
+        amp[LOOPS[key]] = loop_amp
+        guide = lightning_guide(wl.device)["precision"] if key == "lightning" else "32-true"
+        amp[PEERS[key]] = {v: k for k, v in LIGHTNING_PRECISION.items()}[guide]
     records: dict[str, list[RunStats]] = {name: [] for name in runs}
 
-    def recorded(name: str, run: Callable[[], RunStats]) -> Callable[[], None]:
+    def one_round(batches: int) -> None:  # as the timed rounds run them: memory sampled too
+        for run in runs.values():
+            with PeakMemory(wl.device):
+                run(batches)
+            gc.collect()
+
+    log(f"final rounds: {len(runs)} whole runs per round")
+    sizing = size_rounds(one_round, budget=plan.share("final rounds"), rounds=ROUNDS,
+                         largest=wl.largest)  # fmt: skip
+    k = sizing.size
+    log(f"final rounds: {sizing.note}; {wl.usage(k)}")
+
+    def recorded(name: str, run: Callable[[int], RunStats]) -> Callable[[], None]:
         def call() -> None:
             with PeakMemory(wl.device) as mem:
-                stats = run()
+                stats = run(k)
             records[name].append(replace(stats, peak_memory_mib=mem.mib))
             gc.collect()  # Lightning's reference cycles hold loaders (and workers) otherwise
             counts = {len(v) for v in records.values()}
             if len(counts) == 1:  # every entry ran once more: a round is complete
-                k = counts.pop() - s.warmup
-                what = f"round {k}" if k > 0 else "warm-up"
-                log(f"{what}: " + ", ".join(
+                log(f"round {counts.pop()}: " + ", ".join(
                     f"{n} {v[-1].samples / v[-1].seconds:.0f}/s" for n, v in records.items()
                 ))  # fmt: skip
 
         return call
 
-    log(f"final rounds: {len(runs)} whole runs per round, up to {s.max_seconds:.0f} s")
     gc.collect()
     gc.freeze()  # older objects out of the collector's way: gc.collect() above stays cheap
     try:
@@ -1193,21 +1560,59 @@ def final_rounds(
             device=wl.device,
             min_effect=s.min_effect,
             confidence=s.confidence,
-            max_seconds=s.max_seconds,
-            warmup=s.warmup,
+            max_seconds=max(1e-3, plan.given["final rounds"] - sizing.spent),
+            warmup=0,
             max_rounds=s.max_rounds,
             number=1,  # one run per timed block: the records line up with the rounds
         )
     finally:
         gc.unfreeze()
-    return sweep, {n: v[-sweep.rounds :] for n, v in records.items()}, missing
+    return sweep, {n: v[-sweep.rounds :] for n, v in records.items()}, missing, sizing, amp
 
 
-def _row(name: str, sweep: Sweep, recs: list[RunStats]) -> dict[str, Any]:
+def machine_limits(wl: Workload, plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """The model's FLOPs per sample and this device's measured matmul peak per precision.
+
+    What *model FLOP utilisation* (MFU) divides by: the peak matrix throughput this process
+    reaches here, in this run (:func:`d2lopt.lab.mfu.matmul_peak`, mamf-finder's idea), not a
+    datasheet figure. About 1 % of the budget per precision, at most 2 s.
+    """
+    X, y = default_collate([wl.train_set[i] for i in range(min(2, len(wl.train_set)))])
+    flops = {"train": flops_per_sample(wl.net, (X, y), train=True),
+             "forward": flops_per_sample(wl.net, (X, y), train=False)}  # fmt: skip
+    amps = {"off", _amp_candidate(wl.device)}
+    if importlib.util.find_spec("lightning") is not None:
+        guide = lightning_guide(wl.device)["precision"]
+        amps.add({v: k for k, v in LIGHTNING_PRECISION.items()}[guide])
+    sizes = (1024, 2048, 4096, 8192) if wl.device.type == "cuda" else (256, 512, 1024, 2048)
+    seconds = min(2.0, max(0.5, 0.01 * plan.budget))
+    peaks = {}
+    for amp in sorted(amps):
+        peak = matmul_peak(wl.device, precision_dtype(amp), seconds=seconds, sizes=sizes)
+        peaks[amp] = peak
+        log(f"matmul peak, {peak['dtype']}: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s "
+            f"(n={peak['size']})")  # fmt: skip
+    log(f"the model: {flops['train'] / 1e6:.1f} MFLOP a training sample "
+        f"(forward {flops['forward'] / 1e6:.1f})")  # fmt: skip
+    return {"flops_per_sample": flops, "peaks": peaks}
+
+
+def _row(
+    name: str, sweep: Sweep, recs: list[RunStats], amp: str, machine: dict[str, Any]
+) -> dict[str, Any]:
     med = statistics.median
     memory = [r.peak_memory_mib for r in recs if r.peak_memory_mib is not None]
+    seconds = [r.seconds for r in recs]
+    parts = [r.breakdown() for r in recs]
+    breakdown_s = {
+        key: (None if any(p[key] is None for p in parts) else med(p[key] for p in parts))
+        for key in parts[0]
+    }
+    run_s = med(seconds)
+    samples_per_s = recs[-1].samples / sweep.median(name)
+    peak = machine["peaks"][amp]["flops_per_s"]
     row: dict[str, Any] = {
-        "samples_per_s": recs[-1].samples / sweep.median(name),
+        "samples_per_s": samples_per_s,
         "steady_samples_per_s": med(r.steady_samples_per_s for r in recs),
         "fixed_s": med(r.fixed for r in recs),
         "startup_s": med(r.startup for r in recs),
@@ -1215,6 +1620,11 @@ def _row(name: str, sweep: Sweep, recs: list[RunStats]) -> dict[str, Any]:
         "stall_fraction": med(r.stall_fraction for r in recs),
         "peak_memory_mib": max(memory) if memory else None,
         "seconds": list(sweep.seconds[name]),
+        "precision": amp,
+        "mfu": utilisation(machine["flops_per_sample"]["train"], samples_per_s, peak),
+        "breakdown_s": breakdown_s,
+        "breakdown": {k: (None if v is None else v / run_s) for k, v in breakdown_s.items()},
+        "host_syncs_per_run": med(r.sync_calls for r in recs),
     }
     if name == sweep.reference:
         row |= {"speedup": 1.0, "speedup_ci": [1.0, 1.0], "vs_baseline": None}
@@ -1246,7 +1656,18 @@ def describe_hardware(device: torch.device) -> dict[str, Any]:
     name = cpu if device.type == "cpu" else accelerator_name(device)
     keys = ("python", "platform", "torch", "torchvision", "cpu_cores", "torch_threads",
             "memory_gib", "cpu_bf16_units", "cuda_version", "gpus", "mps_available")  # fmt: skip
-    return {"name": name, "cpu_model": cpu} | {k: rep[k] for k in keys}
+    isa = torch.backends.cpu.get_cpu_capability()  # what ATen's kernels use (ATEN_CPU_CAPABILITY)
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        isa += f", oneDNN capped at {os.environ['ONEDNN_MAX_CPU_ISA']}"
+    return {"name": name, "cpu_model": cpu, "cpu_capability": isa} | {k: rep[k] for k in keys}
+
+
+def _isa_caps(device: torch.device) -> str:
+    """`` (ATEN_CPU_CAPABILITY=avx2, ...)`` when the CPU's kernels were capped, as the course
+    does to compute like a common AVX2 laptop; the results' device then says so."""
+    caps = [f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+            if os.environ.get(k)]  # fmt: skip
+    return f" ({', '.join(caps)})" if caps and device.type == "cpu" else ""
 
 
 def _versions() -> dict[str, str | None]:
@@ -1293,53 +1714,81 @@ def _rung_row(r: Rung, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     } | rows.get(r.name, {"samples_per_s": None, "speedup": None})
 
 
-def _peers(
-    rows: dict[str, dict[str, Any]], missing: dict[str, str], sweep: Sweep, top: Rung
-) -> dict[str, Any]:
-    """Each peer against the best rung (``vs_best``), or why it was skipped."""
-    peers: dict[str, Any] = {}
-    for key, label in PEERS.items():
+def _against_best(
+    labels: dict[str, str], rows: dict[str, dict[str, Any]], missing: dict[str, str],
+    sweep: Sweep, top: Rung, how: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Each peer (or loop) against the best rung (``vs_best``: peer time / best time), or
+    why it was skipped."""
+    out: dict[str, Any] = {}
+    for key, label in labels.items():
         if label in rows:
-            vs = pair(sweep, label, top.name)  # peer time / best time
-            peers[key] = {"name": label, "status": MEASURED, "vs_best": vs} | rows[label]
+            vs = pair(sweep, label, top.name)
+            out[key] = {"name": label, "status": MEASURED, "how": how[key], "vs_best": vs}
+            out[key] |= rows[label]
         else:
-            peers[key] = {"name": label, "status": SKIPPED, "reason": missing[key]}
-    return peers
+            out[key] = {"name": label, "status": SKIPPED, "how": how[key], "reason": missing[key]}
+    return out
+
+
+def _how_peers_ran(wl: Workload, top: Rung) -> tuple[dict[str, str], dict[str, str]]:
+    """One line per peer: how it was fed and run (the loop-overhead ones, as the best rung)."""
+    assert top.config is not None
+    best = f"the best rung's loader ({loader_label(top.loader, top.config)}), batch, precision"
+    loops = {"d2l": f"train_ch6's loop, {best}", "lightning": f"Trainer.fit, {best}"}
+    people: dict[str, str] = {"d2l": "train_ch6 as its book runs it: load_data_fashion_mnist's "
+                              "loaders (num_workers=d2l.get_dataloader_workers()), its init, fp32, "
+                              "test accuracy every epoch"}  # fmt: skip
+    people["lightning"] = "Trainer defaults (validation every epoch, sanity steps, checkpoints)"
+    if importlib.util.find_spec("lightning") is not None:
+        g = lightning_guide(wl.device)
+        people["lightning"] += (f", precision={g['precision']!r}, num_workers="
+                                f"{g['num_workers']}, pin_memory={g['pin_memory']}, as its speed "
+                                "guide says")  # fmt: skip
+    return loops, people
 
 
 def report(
     wl: Workload,
     rungs: list[Rung],
     loader_sweep: list[dict[str, Any]],
-    sweep: Sweep,
-    records: dict[str, list[RunStats]],
-    missing: dict[str, str],
+    final: tuple[Sweep, dict[str, list[RunStats]], dict[str, str], Sizing, dict[str, str]],
+    machine: dict[str, Any],
     hardware: dict[str, Any],
 ) -> dict[str, Any]:
     """The ``ladder.json`` content, less its targets, load average and elapsed time."""
     s = wl.s
-    rows = {name: _row(name, sweep, recs) for name, recs in records.items()}
+    sweep, records, missing, sizing, amp = final
+    rows = {name: _row(name, sweep, recs, amp[name], machine) for name, recs in records.items()}
 
     top = [r for r in rungs if r.status == KEPT][-1]
     rung_rows = [_rung_row(r, rows) for r in rungs]
-    peers = _peers(rows, missing, sweep, top)
+    loops_how, peers_how = _how_peers_ran(wl, top)
     best = rows[top.name]
     result: dict[str, Any] = {
-        "schema": 2,
+        "schema": 3,
         "device": f"{wl.device}: {hardware['name']}"
-        + (f", {hardware['cpu_cores']} cores" if wl.device.type == "cpu" else ""),
+        + (f", {hardware['cpu_cores']} cores" if wl.device.type == "cpu" else "")
+        + _isa_caps(wl.device),
         "device_type": wl.device.type,
         "hardware": hardware,
         "versions": _versions(),
         "workload": f"{wl.description}; {wl.model_name}",
+        "data": {
+            "available": list(wl.available),
+            "capped": [len(wl.train_set), len(wl.test_set)],
+            "final_rounds": wl.usage(sizing.size),
+        },  # fmt: skip
         "settings": asdict(s),
         "memory_kind": "CUDA allocator peak"
         if wl.device.type == "cuda"
         else "peak PSS of the process and its loader workers (host memory, psutil)",
+        "machine": machine,
         "rungs": rung_rows,
         "ceiling": rows["ceiling"]
         | {"config": top.config.to_dict(), "loop": top.loop, "loader": top.loader},
-        "peers": peers,
+        "peers": _against_best(PEERS, rows, missing, sweep, top, peers_how),
+        "loop_overhead": _against_best(LOOPS, rows, missing, sweep, top, loops_how),
         "best": {"name": top.name}
         | {
             k: best[k]
@@ -1352,10 +1801,13 @@ def report(
                 "stall_fraction",
                 "fixed_s",
                 "steady_samples_per_s",
+                "mfu",
+                "breakdown",
             )
         },  # fmt: skip
         "loader_sweep": loader_sweep,  # LoaderRun.to_dict() rows, as tune-loader's
         "final_rounds": sweep.rounds,
+        "final_sizing": sizing.to_dict(),
         "final_looks": sweep.looks,  # the intervals of the final rounds are split over these
         "final_share": sweep.share,  # and spend this many looks' share of the error
     }
@@ -1364,9 +1816,8 @@ def report(
 
 # LadderSettings fields -> the flag of d2lopt ladder that sets them (d2lopt.cli.ladder.FLAGS)
 _SIZE_FLAGS = {"n_train": "--n-train", "n_test": "--n-test", "image_size": "--image-size",
-               "batch_size": "--batch-size", "epochs": "--epochs", "warmup": "--warmup",
-               "max_rounds": "--rounds", "max_seconds": "--max-seconds",
-               "decide_seconds": "--decide-seconds"}  # fmt: skip
+               "batch_size": "--batch-size", "epochs": "--epochs", "max_rounds": "--rounds",
+               "budget_seconds": "--budget"}  # fmt: skip
 
 
 def reproduce_command(result: dict[str, Any]) -> str:

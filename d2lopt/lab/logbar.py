@@ -3,12 +3,15 @@
 ``run_ladder(..., log=print)`` prints a line per decision and per round: 25 lines a learner
 scrolls past before the summary table (``12_putting_it_together``). ``LogBar`` takes the
 same lines, shows the latest one on a tqdm bar while the run goes, and keeps them all in
-``lines`` for whoever wants to read them afterwards. ``TQDM_DISABLE=1`` (CI) makes it
-silent (:func:`d2lopt.train.bars_enabled` reads it, for ``fit`` too).
+``lines`` for whoever wants to read them afterwards. Given the run's budget (:meth:`at`),
+the bar measures seconds instead of lines and shows the time left: ``d2lopt ladder``
+prints its lines above such a bar (``echo``). ``TQDM_DISABLE=1`` (CI) makes it silent
+(:func:`d2lopt.train.bars_enabled` reads it, for ``fit`` too).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..train import bars_enabled
@@ -23,6 +26,7 @@ class LogBar:
         desc: the bar's label (what runs).
         enabled: show the bar (default: unless ``TQDM_DISABLE`` says not to).
         width: characters of the latest line shown next to the bar.
+        echo: also print every line above the bar (``tqdm.write``, to stderr).
 
     Example:
         >>> with LogBar("ladder", enabled=False) as bar:
@@ -31,11 +35,13 @@ class LogBar:
         ['[   1 s] + AMP: kept']
     """
 
-    def __init__(self, desc: str, *, enabled: bool | None = None, width: int = 70) -> None:
+    def __init__(
+        self, desc: str, *, enabled: bool | None = None, width: int = 70, echo: bool = False
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.lines: list[str] = []
-        self.width = width
+        self.width, self.echo, self.timed = width, echo, False
         self.bar = tqdm(
             desc=desc,
             unit="step",
@@ -45,8 +51,22 @@ class LogBar:
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
+        if self.echo:
+            self.bar.write(line, file=sys.stderr)
         self.bar.set_postfix_str(line[: self.width], refresh=False)
-        self.bar.update()
+        if not self.timed:
+            self.bar.update()
+
+    def at(self, elapsed: float, total: float) -> None:
+        """Move the bar to ``elapsed`` of ``total`` seconds: its ETA is the time left."""
+        if not self.timed:
+            self.timed = True
+            self.bar.unit = "s"
+            self.bar.bar_format = ("{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, "
+                                   "at most {remaining} left {postfix}")  # fmt: skip
+        self.bar.total = max(total, elapsed)
+        self.bar.n = round(elapsed, 1)
+        self.bar.refresh()
 
     def close(self) -> None:
         self.bar.close()

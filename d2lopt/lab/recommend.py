@@ -393,7 +393,7 @@ def no_gain_explanation(result: dict[str, Any]) -> str | None:
     if undecided:
         text.append(
             f"{', '.join(undecided)}: undecided, the rounds could not separate them from "
-            "the baseline in their budget; raise --decide-seconds to decide them."
+            "the baseline in their budget; raise --budget to decide them."
         )
     elif rejected:
         bar = 1 + result["settings"]["min_effect"]

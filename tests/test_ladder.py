@@ -354,7 +354,6 @@ def _comparison(speedup: float, lo: float, hi: float, verdict: str) -> Compariso
 
 def test_the_climb_keeps_a_rung_only_when_the_comparison_holds() -> None:
     from d2lopt.lab.ladder import Rung, _Climb
-
     from d2lopt.measure import Sizing
 
     climb = _Climb.__new__(_Climb)  # the decision rule alone, without a workload

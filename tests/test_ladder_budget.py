@@ -164,7 +164,7 @@ def test_a_runs_seconds_are_split_where_they_went(monkeypatch) -> None:
 
     class Loader:
         def __iter__(self):
-            for i in range(3):
+            for _ in range(3):
                 now[0] += 1.0 if self.first else 0.5  # start-up, then a wait per batch
                 self.first = False
                 yield torch.zeros(2, 1), torch.zeros(2)

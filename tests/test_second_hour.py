@@ -359,7 +359,7 @@ def test_ladder_reproduce_line_and_hints_name_the_flags() -> None:
         "--n-train 100 --out DIR"
     )
     reason = "only 3 round(s) in 9.8 s, and a 95% interval needs 6: raise max_seconds"
-    assert _in_flags(reason).endswith("raise --decide-seconds (each rung's budget)")
+    assert _in_flags(reason).endswith("raise --budget")
 
 
 # ------------------------------------------------------------------ 8. the package's face

@@ -1592,8 +1592,8 @@ def machine_limits(wl: Workload, plan: Plan, log: Callable[[str], None]) -> dict
         peaks[amp] = peak
         log(f"matmul peak, {peak['dtype']}: {peak['flops_per_s'] / 1e9:.0f} GFLOP/s "
             f"(n={peak['size']})")  # fmt: skip
-    log(f"the model: {flops['train'] / 1e6:.1f} MFLOP a training sample "
-        f"(forward {flops['forward'] / 1e6:.1f})")  # fmt: skip
+    log(f"the model: {flops['train']:.3g} FLOP a training sample "
+        f"(forward {flops['forward']:.3g})")  # fmt: skip
     return {"flops_per_sample": flops, "peaks": peaks}
 
 

@@ -191,6 +191,19 @@ def _entries(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | No
     return out
 
 
+def _share(x: float) -> str:
+    """A share to two significant digits: ``34%``, ``2.1%``, ``0.0031%`` (a tiny model's MFU)."""
+    return f"{x:.2g}" if x == 0 else f"{100 * x:.2g}%" if x < 0.1 else f"{x:.0%}"
+
+
+def _flops(x: float) -> str:
+    """``60.2 MFLOP``, ``2.9 kFLOP``."""
+    for unit, scale in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if x >= scale:
+            return f"{x / scale:.1f} {unit}"
+    return f"{x:.0f} FLOP"
+
+
 def _percent(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x:.1%}"
 
@@ -204,7 +217,7 @@ def _cells(row: dict[str, Any], bar: float) -> list[str]:
         f"{row['samples_per_s']:.0f}",
         "1.00x (reference)" if vs else _ci_text(row["speedup"], row.get("speedup_ci"), bar=bar),
         f"{_fraction(row)[0]:.2f}",
-        "-" if mfu is None else f"{mfu:.1%}",
+        "-" if mfu is None else _share(mfu),
         f"{row['fixed_s']:.2f} s",
         "-" if stall is None else f"{stall:.0%}",
         "-" if mem is None else f"{mem:.0f} MiB",
@@ -275,7 +288,7 @@ def machine_line(result: dict[str, Any]) -> str:
     peaks = ", ".join(f"{p['dtype']} {p['flops_per_s'] / 1e9:.0f} GFLOP/s (n={p['size']})"
                       for p in m["peaks"].values())  # fmt: skip
     f = m["flops_per_sample"]
-    return (f"MFU is the model's training FLOPs ({f['train'] / 1e6:.1f} MFLOP a sample, counted "
+    return (f"MFU is the model's training FLOPs ({_flops(f['train'])} a sample, counted "
             "by FlopCounterMode: matmuls and convolutions) times training samples/s, over the "
             f"matmul peak measured in this run at the entry's precision: {peaks}.")  # fmt: skip
 

@@ -190,18 +190,28 @@ def test_a_runs_seconds_are_split_where_they_went(monkeypatch) -> None:
     assert sum(parts.values()) == pytest.approx(now[0])
 
 
-def test_lightning_runs_show_their_epoch_ends(tmp_path) -> None:
-    """Lightning stops at ``len()`` without asking for one batch more: unsized, its loader is
-    read to the end each epoch, so the last step and the evaluation are seen."""
+def test_lightning_steps_are_timed_by_its_hooks_and_its_epoch_ends_seen(tmp_path) -> None:
+    """Lightning asks for batch i + 1 before it runs step i, and stops at ``len()`` without
+    asking for one more: its steps come from its batch hooks, and unsized, its loader is
+    read to the end each epoch, so the time after the last step (evaluation) is seen."""
     pytest.importorskip("lightning")
+    import time
+
     from torch.utils.data import DataLoader, TensorDataset
 
     from d2lopt.lab.peers import lightning_fit
     from d2lopt.models import mlp
 
     ds = TensorDataset(torch.randn(64, 1, 28, 28), torch.arange(64) % 10)
-    timed = Timed(DataLoader(ds, batch_size=16), 0.0)
-    lightning_fit(mlp(), ladder._Unsized(timed), DataLoader(ds, batch_size=32), max_epochs=2,
-                  lr=0.1, momentum=0.9, device=torch.device("cpu"), precision="32-true",
-                  root_dir=tmp_path, defaults=False)  # fmt: skip
-    assert len(timed.bodies) == 2 * 4 - 1 and timed.between > 0
+    start = time.perf_counter()
+    timed = Timed(DataLoader(ds, batch_size=16), start)
+    trainer = lightning_fit(mlp(), ladder._Unsized(timed), DataLoader(ds, batch_size=32),
+                            max_epochs=2, lr=0.1, momentum=0.9, device=torch.device("cpu"),
+                            precision="32-true", root_dir=tmp_path, defaults=False)  # fmt: skip
+    seconds = time.perf_counter() - start
+    steps = trainer.lightning_module.step_seconds
+    assert len(steps) == 2 * 4 and timed.between > 0  # every step; both epoch ends
+    timed.steps_from(steps)
+    stats = timed.stats(seconds)
+    assert stats.first_step == steps[0] and stats.stepped == pytest.approx(sum(steps[1:]))
+    assert sum(v or 0 for v in stats.breakdown().values()) == pytest.approx(seconds)

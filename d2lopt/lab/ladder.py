@@ -696,6 +696,7 @@ class Timed:
         self._gaps: list[tuple[Any, Any]] = []  # (step queued, batch got): device idle
         self._steps: list[tuple[Any, Any]] = []  # (batch got, step queued): device busy
         self._epoch_starts = 0.0  # host seconds to each later epoch's first batch
+        self._steps_timed: list[float] | None = None  # steps timed by the consumer (Lightning)
 
     def __getattr__(self, name: str) -> Any:  # sampler, dataset, generator, persistent_workers
         if name in ("loader", "_event"):
@@ -754,22 +755,37 @@ class Timed:
                     self._steps.append((got_event, asked))
         self._ended = time.perf_counter()
 
+    def steps_from(self, seconds: list[float]) -> None:
+        """Take the steps' host times from the consumer (Lightning's batch hooks).
+
+        Lightning's data fetcher asks for batch *i + 1* before it runs step *i*, so the time
+        between two requests is the previous step, and each epoch's last step runs after the
+        loader ended, where evaluation is booked. Given the steps' own times, the run's host
+        time outside ``next()`` is split into them and the rest (evaluation, the loop's own).
+        """
+        self._steps_timed = list(seconds)
+
     def stats(self, seconds: float) -> RunStats:
         """The run's numbers; on CUDA call it after synchronizing (the events must be done)."""
-        step = statistics.median(self.bodies) if self.bodies else (self.first_step or 0.0)
-        waited, stepped = self.waited, sum(self.bodies)
+        between = self.between
+        if self._ended is not None:  # after the last epoch: the final evaluation
+            between += max(0.0, self.start + seconds - self._ended)
+        first_step, bodies = self.first_step or 0.0, self.bodies
+        if self._steps_timed:  # the consumer's own step times (steps_from)
+            outside = first_step + sum(bodies) + between
+            first_step, bodies = self._steps_timed[0], self._steps_timed[1:]
+            between = max(0.0, outside - first_step - sum(bodies))
+        step = statistics.median(bodies) if bodies else first_step
+        waited, stepped = self.waited, sum(bodies)
         host_waited, host_stepped = waited, stepped
         if self._event is not None and self._steps:  # GPU time, ms -> s
             waited = self._epoch_starts + sum(a.elapsed_time(b) for a, b in self._gaps) / 1e3
             stepped = sum(a.elapsed_time(b) for a, b in self._steps) / 1e3
-        between = self.between
-        if self._ended is not None:  # after the last epoch: the final evaluation
-            between += max(0.0, self.start + seconds - self._ended)
         return RunStats(
             samples=self.samples,
             seconds=seconds,
             startup=self.startup if self.startup is not None else seconds,
-            first_step=self.first_step or 0.0,
+            first_step=first_step,
             step=step,
             waited=waited,
             stepped=stepped,
@@ -982,7 +998,7 @@ def _run_lightning(wl: Workload, top: Rung, batches: int | None = None) -> RunSt
         loader = wl.loader(top.loader, config, train=True, batches=batches)
         train = Timed(loader, start, wl.device, syncs=syncs)
         test = wl.loader(top.loader, config, train=False, batches=batches)
-        lightning_fit(
+        trainer = lightning_fit(
             _peer_net(wl, config), _Unsized(train), test, max_epochs=config.num_epochs,
             lr=config.lr, momentum=config.momentum, device=wl.device,
             precision=LIGHTNING_PRECISION[config.amp], root_dir=".", defaults=False,
@@ -990,6 +1006,7 @@ def _run_lightning(wl: Workload, top: Rung, batches: int | None = None) -> RunSt
             # evaluate like the top rung: every epoch (article loop) or once at the end
             check_val_every_n_epoch=config.eval_every if top.loop == "fit" else 1,
         )  # fmt: skip
+        train.steps_from(trainer.lightning_module.step_seconds)
         return train
 
     return _timed_run(body, wl.device)
@@ -1025,11 +1042,12 @@ def _run_lightning_guide(wl: Workload, top: Rung, batches: int | None = None) ->
             B = wl.s.batch_size
             train_loader, val_loader = lightning_loaders(train_set, test_set, B, guide)
             train = Timed(train_loader, start, wl.device, syncs=syncs)
-            lightning_fit(
+            trainer = lightning_fit(
                 wl.net(), _Unsized(train), val_loader, max_epochs=wl.s.epochs, lr=config.lr,
                 momentum=config.momentum, device=wl.device, precision=guide["precision"],
                 root_dir=root, defaults=True,
             )  # fmt: skip
+            train.steps_from(trainer.lightning_module.step_seconds)
         return train
 
     return _timed_run(body, wl.device)

@@ -32,6 +32,7 @@ import functools
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -284,6 +285,16 @@ def lightning_module() -> type:
             super().__init__()
             self.net, self.config = net, config
             self.criterion = nn.CrossEntropyLoss(reduction="none")
+            self.step_seconds: list[float] = []  # host time of each training step (the ladder)
+            self._step_started = 0.0
+
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+            self._step_started = time.perf_counter()
+
+        def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+            # Lightning asks its loader for the next batch *before* running a step (its
+            # prefetching data fetcher), so a loader cannot see where a step ends: its hooks can
+            self.step_seconds.append(time.perf_counter() - self._step_started)
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             X, y = batch

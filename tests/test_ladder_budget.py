@@ -215,3 +215,19 @@ def test_lightning_steps_are_timed_by_its_hooks_and_its_epoch_ends_seen(tmp_path
     stats = timed.stats(seconds)
     assert stats.first_step == steps[0] and stats.stepped == pytest.approx(sum(steps[1:]))
     assert sum(v or 0 for v in stats.breakdown().values()) == pytest.approx(seconds)
+
+
+def test_a_first_probe_that_paid_one_off_costs_is_measured_again() -> None:
+    """The first call of anything pays imports and set-up once: a first round that looks
+    too dear is measured again before the size is held at its smallest."""
+    m = Machine(0.5, 0.1)
+    first = [True]
+
+    def one_round(batches: int) -> None:
+        m.one_round(batches)
+        if first[0]:  # a library imported on the first call: 5 s, once
+            m.now += 5.0
+            first[0] = False
+
+    s = size_rounds(one_round, budget=60, rounds=12, largest=64, timer=m.clock)
+    assert s.probes[0] == (1, pytest.approx(0.6)) and s.size > 1 and s.fits

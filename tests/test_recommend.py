@@ -27,7 +27,7 @@ from d2lopt.lab.recommend import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "benchmarks/results/cpu-amd-epyc-2core/ladder.json"
+REPORT = ROOT / "benchmarks/results/cpu-amd-epyc-2core/ladder/ladder.json"
 RUFF = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
 
 

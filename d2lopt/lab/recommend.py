@@ -416,8 +416,9 @@ def summary_lines(result: dict[str, Any], path: str | Path | None = None) -> lis
         top = result.get("best") or {}
         gain = ""
         if top.get("speedup") is not None and top.get("speedup_ci"):
-            lo, hi = top["speedup_ci"]
-            gain = f" ({top['speedup']:.2f}x [{lo:.2f}, {hi:.2f}] the baseline's speed)"
+            lo, hi = top["speedup_ci"]  # None: too few rounds for an interval
+            ci = "no interval" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
+            gain = f" ({top['speedup']:.2f}x {ci} the baseline's speed)"
         lines.append(f"Kept: {', '.join(r['name'] for r in kept)}{gain}")
     else:
         lines += ["Kept: nothing above the baseline.", no_gain_explanation(result) or ""]

@@ -549,7 +549,8 @@ def size_rounds(
     measured once more (the first call of anything pays one-off costs: imports, a library's
     first set-up), and if it still does, the size stays ``smallest`` and ``note`` says how
     many rounds fit: the comparison then measures what it can and stays *inconclusive*
-    where that is too few, never rejected for lack of rounds. Taught in ``12_putting_it_together``; tested on a simulated clock.
+    where that is too few, never rejected for lack of rounds. Taught in
+    ``12_putting_it_together``; tested on a simulated clock.
 
     Example:
         >>> clock = [0.0]

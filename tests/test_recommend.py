@@ -27,7 +27,7 @@ from d2lopt.lab.recommend import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "benchmarks/results/cpu-amd-epyc-2core/ladder/ladder.json"
+REPORT = ROOT / "benchmarks/results/cpu-amd-epyc-2core/ladder-quick/ladder.json"  # batch 32
 RUFF = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
 
 
@@ -68,6 +68,8 @@ def nothing_kept(breakdown: dict | None = BREAKDOWN, undecided: tuple[str, ...] 
         set_status(result, name, "undecided", "1.08x [0.96, 1.22], 3 rounds: not separated")
     if breakdown is not None:
         result["rungs"][0]["breakdown"] = dict(breakdown)
+    else:  # a report from before the breakdown was measured
+        result["rungs"][0].pop("breakdown", None)
     result["best"] = {"name": "baseline", "speedup": 1.0, "speedup_ci": [1.0, 1.0]}
     return result
 
@@ -131,7 +133,8 @@ def test_decode_once_amp_hygiene_channels_last():
     kept = ["+ decode once", "+ AMP", "+ loop hygiene", "+ channels_last"]
     for name in kept:
         assert f"- {name}: {rung(result, name)['decision']['summary']}" in code
-    assert "- + loader workers (rejected): 0.68x [0.47, 0.70]" in code
+    workers = rung(result, "+ loader workers")
+    assert f"- + loader workers (rejected): {workers['decision']['summary']}" in code
     assert "- + GPU decode (skipped): needs CUDA (nvJPEG)" in code
     assert "decode_images(ds.samples, device)" in code and "DeviceAugmentLoader(" in code
     assert 'amp="bf16",' in code and "channels_last=True" in code
@@ -143,7 +146,10 @@ def test_decode_once_amp_hygiene_channels_last():
     assert "once per epoch" in plain and "once at the end" in plain
     assert "non_blocking" not in plain  # not kept: not said
     lines = summary_lines(result, "runs/ladder/recommended.py")
-    assert lines[0].startswith("Kept: + decode once, + AMP, + loop hygiene, + channels_last (3.24x")
+    speedup = f"{result['best']['speedup']:.2f}x"
+    assert lines[0].startswith(
+        f"Kept: + decode once, + AMP, + loop hygiene, + channels_last ({speedup}"
+    )
     assert (
         '  d2lopt.TrainConfig(batch_size=32, amp="bf16", eval_every=2, channels_last=True)' in lines
     )

@@ -394,7 +394,8 @@ class Workload:
             self.description = f"{s.dataset} (test samples: {how})"
         self.model_factory = load_user_model(s.model) if s.model else None
         self.model_name = s.model or "d2lopt.models.cnn(in_channels=3)"
-        self.batch_shape = self._check_batches()
+        self.sample_batch = self._check_batches()  # two samples: checked, and FLOPs counted on
+        self.batch_shape = tuple(self.sample_batch[0].shape[1:])
         self._device_batches: dict[tuple[bool, int | None], list] = {}
         g = torch.Generator().manual_seed(s.seed)  # which samples a sized comparison uses
         self._order = {True: torch.randperm(len(self.train_set), generator=g).tolist(),
@@ -422,9 +423,10 @@ class Workload:
         """The data set (and image files) of a run of ``batches`` batches an epoch."""
         full = self.train_set if train else self.test_set
         files = self.samples["train" if train else "test"] if self.samples else None
-        if batches is None or self.sizes(batches)[0 if train else 1] == len(full):
+        n = len(full) if batches is None else self.sizes(batches)[0 if train else 1]
+        if n == len(full):
             return full, files
-        keep = self._order[train][: self.sizes(batches)[0 if train else 1]]
+        keep = self._order[train][:n]
         return Subset(full, keep), [files[i] for i in keep] if files is not None else None
 
     def usage(self, batches: int | None) -> str:
@@ -442,7 +444,7 @@ class Workload:
         keep = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.s.seed))
         return Subset(ds, keep[:n].tolist())
 
-    def _check_batches(self) -> tuple[int, ...]:
+    def _check_batches(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Fail early, naming the flag, when the model cannot train on the data's batches."""
         param = "dataset" if self.s.dataset else "model"
         try:
@@ -470,7 +472,7 @@ class Workload:
                 f"{what} does not accept the data's batches (X {tuple(X.shape)}, "
                 f"y {tuple(y.shape)}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
             ) from None
-        return tuple(X.shape[1:])
+        return X, y
 
     @property
     def images(self) -> bool:
@@ -1512,6 +1514,15 @@ KEPT = MEASURED  # a kept rung is measured in the final rounds
 _PEER_INSTALL = {"d2l": "pip install --no-deps d2l==1.0.3", "lightning": "pip install lightning"}
 
 
+def _peer_amp(wl: Workload, key: str) -> str:
+    """The precision (``TrainConfig.amp`` value) a peer runs at as people run it: d2l's
+    book in fp32, Lightning at the precision its guide gives for this device."""
+    if key != "lightning":
+        return "off"
+    precision = lightning_guide(wl.device)["precision"]
+    return next(amp for amp, p in LIGHTNING_PRECISION.items() if p == precision)
+
+
 def final_rounds(
     wl: Workload, rungs: list[Rung], plan: Plan, log: Callable[[str], None]
 ) -> tuple[Sweep, dict[str, list[RunStats]], dict[str, str], Sizing, dict[str, str]]:
@@ -1539,8 +1550,7 @@ def final_rounds(
         runs[PEERS[key]] = functools.partial(PEER_RUNS[key], wl, top)
         loop_amp = top.config.amp if key == "lightning" or top.config.amp == "bf16" else "off"
         amp[LOOPS[key]] = loop_amp
-        guide = lightning_guide(wl.device)["precision"] if key == "lightning" else "32-true"
-        amp[PEERS[key]] = {v: k for k, v in LIGHTNING_PRECISION.items()}[guide]
+        amp[PEERS[key]] = _peer_amp(wl, key)
     records: dict[str, list[RunStats]] = {name: [] for name in runs}
 
     def one_round(batches: int) -> None:  # as the timed rounds run them: memory sampled too
@@ -1595,13 +1605,12 @@ def machine_limits(wl: Workload, plan: Plan, log: Callable[[str], None]) -> dict
     reaches here, in this run (:func:`d2lopt.lab.mfu.matmul_peak`, mamf-finder's idea), not a
     datasheet figure. About 1 % of the budget per precision, at most 2 s.
     """
-    X, y = default_collate([wl.train_set[i] for i in range(min(2, len(wl.train_set)))])
-    flops = {"train": flops_per_sample(wl.net, (X, y), train=True),
-             "forward": flops_per_sample(wl.net, (X, y), train=False)}  # fmt: skip
+    batch = wl.sample_batch
+    flops = {"train": flops_per_sample(wl.net, batch, train=True),
+             "forward": flops_per_sample(wl.net, batch, train=False)}  # fmt: skip
     amps = {"off", _amp_candidate(wl.device)}
     if importlib.util.find_spec("lightning") is not None:
-        guide = lightning_guide(wl.device)["precision"]
-        amps.add({v: k for k, v in LIGHTNING_PRECISION.items()}[guide])
+        amps.add(_peer_amp(wl, "lightning"))
     sizes = (1024, 2048, 4096, 8192) if wl.device.type == "cuda" else (256, 512, 1024, 2048)
     seconds = min(2.0, max(0.5, 0.01 * plan.budget))
     peaks = {}
